@@ -1,0 +1,252 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"path"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// KeyError reports a problem with one key; Key is the dotted path of the key
+// in the JSON document (e.g. "profiles.gpu.instanceTypes[0]").
+type KeyError struct {
+	Key    string
+	Reason string
+}
+
+func (e *KeyError) Error() string { return fmt.Sprintf("config: %s: %s", e.Key, e.Reason) }
+
+var (
+	namePrefixRE    = regexp.MustCompile(`^[a-z][a-z0-9-]{0,19}$`)
+	profileNameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+	runnerVersionRE = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+$`)
+	instanceTypeRE  = regexp.MustCompile(`^[a-z0-9-]+\.[a-z0-9-]+$`)
+	typePatternRE   = regexp.MustCompile(`^[a-z0-9*?-]+\.[a-z0-9*?-]+$`)
+	ownerRE         = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$`)
+)
+
+// Validate fills defaults and checks every key. It returns every problem at
+// once, joined, each a *KeyError naming its key, in document order.
+func (c *Config) Validate() error {
+	c.applyDefaults()
+	var errs []error
+	add := func(key, format string, args ...any) {
+		errs = append(errs, &KeyError{Key: key, Reason: fmt.Sprintf(format, args...)})
+	}
+
+	g := &c.GitHub
+	if u, err := url.Parse(g.APIURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		add("github.apiUrl", "must be an http(s) URL, got %q", g.APIURL)
+	}
+	if g.AppID <= 0 {
+		add("github.appId", "is required and must be a positive integer")
+	}
+	requireARN(add, "github.privateKeySecretArn", g.PrivateKeySecretARN)
+	requireARN(add, "github.webhookSecretArn", g.WebhookSecretARN)
+	switch g.Scope {
+	case ScopeRepo, ScopeOrg:
+	case "":
+		add("github.scope", "is required (%q or %q)", ScopeRepo, ScopeOrg)
+	default:
+		add("github.scope", "must be %q or %q, got %q", ScopeRepo, ScopeOrg, g.Scope)
+	}
+	if strings.TrimSpace(g.RunnerGroup) == "" {
+		add("github.runnerGroup", "must not be blank")
+	}
+	for i, o := range g.AllowedOwners {
+		if !ownerRE.MatchString(o) {
+			add(fmt.Sprintf("github.allowedOwners[%d]", i), "is not a GitHub owner name: %q", o)
+		}
+	}
+
+	if c.QueueURL == "" {
+		add("queueUrl", "is required")
+	} else if u, err := url.Parse(c.QueueURL); err != nil || u.Scheme == "" || u.Host == "" {
+		add("queueUrl", "must be an SQS queue URL, got %q", c.QueueURL)
+	}
+	if c.TableName == "" {
+		add("tableName", "is required")
+	}
+	if !namePrefixRE.MatchString(c.NamePrefix) {
+		add("namePrefix", "must be 1-20 characters of a-z, 0-9 and '-', starting with a letter; got %q", c.NamePrefix)
+	}
+	if c.RunnerVersion == "" {
+		add("runnerVersion", "is required (e.g. \"2.332.0\")")
+	} else if !runnerVersionRE.MatchString(c.RunnerVersion) {
+		add("runnerVersion", "must look like 2.332.0, got %q", c.RunnerVersion)
+	}
+	if c.MaxRunners <= 0 {
+		add("maxRunners", "is required and must be a positive integer")
+	}
+
+	if c.Launch.LaunchTemplateID == "" {
+		add("launch.launchTemplateId", "is required")
+	}
+	if len(c.Launch.SubnetIDs) == 0 {
+		add("launch.subnetIds", "is required (at least one subnet id)")
+	}
+	for i, s := range c.Launch.SubnetIDs {
+		if !strings.HasPrefix(s, "subnet-") {
+			add(fmt.Sprintf("launch.subnetIds[%d]", i), "must be a subnet id (subnet-...), got %q", s)
+		}
+	}
+
+	c.validateScaleDown(add)
+	c.validateProfiles(add)
+
+	for i, p := range c.AllowedInstanceTypes {
+		if !typePatternRE.MatchString(p) {
+			add(fmt.Sprintf("allowedInstanceTypes[%d]", i), "must be an instance type or pattern like \"c6i.*\", got %q", p)
+		} else if _, err := path.Match(p, ""); err != nil {
+			add(fmt.Sprintf("allowedInstanceTypes[%d]", i), "invalid pattern %q: %v", p, err)
+		}
+	}
+	if c.QueueDelaySeconds < 0 || c.QueueDelaySeconds > 900 {
+		add("queueDelaySeconds", "must be between 0 and 900 (the SQS limit), got %d", c.QueueDelaySeconds)
+	}
+	if c.RecordRetentionSeconds < 3600 {
+		add("recordRetentionSeconds", "must be at least 3600, got %d", c.RecordRetentionSeconds)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		add("logLevel", "must be one of debug, info, warn, error; got %q", c.LogLevel)
+	}
+	return errors.Join(errs...)
+}
+
+func requireARN(add func(string, string, ...any), key, v string) {
+	switch {
+	case v == "":
+		add(key, "is required (a Secrets Manager secret ARN)")
+	case !strings.HasPrefix(v, "arn:"):
+		add(key, "must be a Secrets Manager ARN (arn:...), got a value that is not an ARN")
+	}
+}
+
+func (c *Config) validateScaleDown(add func(string, string, ...any)) {
+	s := c.ScaleDown
+	for _, f := range []struct {
+		key string
+		v   int
+	}{
+		{"scaleDown.completedGraceSeconds", s.CompletedGraceSeconds},
+		{"scaleDown.bootTimeoutSeconds", s.BootTimeoutSeconds},
+		{"scaleDown.orphanGraceSeconds", s.OrphanGraceSeconds},
+		{"scaleDown.maxRuntimeSeconds", s.MaxRuntimeSeconds},
+		{"scaleDown.queuedTimeoutSeconds", s.QueuedTimeoutSeconds},
+	} {
+		if f.v < 0 {
+			add(f.key, "must not be negative, got %d", f.v)
+		}
+	}
+	if s.MaxRuntimeSeconds > 0 && s.MaxRuntimeSeconds < s.BootTimeoutSeconds {
+		add("scaleDown.maxRuntimeSeconds", "must be at least scaleDown.bootTimeoutSeconds (%d), got %d", s.BootTimeoutSeconds, s.MaxRuntimeSeconds)
+	}
+}
+
+func (c *Config) validateProfiles(add func(string, string, ...any)) {
+	if len(c.Profiles) == 0 {
+		add("profiles", "is required (at least one profile)")
+		return
+	}
+	for _, name := range c.ProfileNames() {
+		p := c.Profiles[name]
+		key := "profiles." + name
+		if !profileNameRE.MatchString(name) {
+			add(key, "profile names must be lower-case letters, digits, '.', '_' or '-' (they are matched against job labels)")
+		}
+		if isReservedLabel(name) {
+			add(key, "%q is a label every runner carries and cannot name a profile", name)
+		}
+		if len(p.InstanceTypes) == 0 {
+			add(key+".instanceTypes", "is required (at least one instance type)")
+		}
+		for i, t := range p.InstanceTypes {
+			if !instanceTypeRE.MatchString(t) {
+				add(fmt.Sprintf("%s.instanceTypes[%d]", key, i), "is not an instance type: %q", t)
+			}
+		}
+		if p.ImageID == "" {
+			add(key+".imageId", "is required (an AMI id)")
+		} else if !strings.HasPrefix(p.ImageID, "ami-") {
+			add(key+".imageId", "must be an AMI id (ami-...), got %q", p.ImageID)
+		}
+		if p.Arch != ArchX64 && p.Arch != ArchARM64 {
+			add(key+".arch", "must be %q or %q, got %q", ArchX64, ArchARM64, p.Arch)
+		}
+		if p.VolumeGiB < 8 || p.VolumeGiB > 16384 {
+			add(key+".volumeGiB", "must be between 8 and 16384, got %d", p.VolumeGiB)
+		}
+		if p.MaxRunners < 0 {
+			add(key+".maxRunners", "must not be negative, got %d", p.MaxRunners)
+		}
+	}
+	if _, ok := c.Profiles[c.DefaultProfile]; !ok {
+		add("defaultProfile", "names no profile: %q (profiles: %s)", c.DefaultProfile, strings.Join(c.ProfileNames(), ", "))
+	}
+}
+
+// ProfileNames returns the profile names in sorted order.
+func (c *Config) ProfileNames() []string {
+	names := make([]string, 0, len(c.Profiles))
+	for n := range c.Profiles {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// isReservedLabel reports labels that GitHub or the OS/arch rule already give a meaning.
+func isReservedLabel(l string) bool {
+	switch strings.ToLower(l) {
+	case "self-hosted", "linux", "x64", "arm64":
+		return true
+	}
+	return false
+}
+
+func (c *Config) applyDefaults() {
+	if c.GitHub.APIURL == "" {
+		c.GitHub.APIURL = DefaultAPIURL
+	}
+	c.GitHub.APIURL = strings.TrimRight(c.GitHub.APIURL, "/")
+	if c.GitHub.RunnerGroup == "" {
+		c.GitHub.RunnerGroup = DefaultRunnerGroup
+	}
+	if c.NamePrefix == "" {
+		c.NamePrefix = DefaultNamePrefix
+	}
+	if c.DefaultProfile == "" {
+		c.DefaultProfile = "default"
+	}
+	s := &c.ScaleDown
+	setDefault(&s.CompletedGraceSeconds, DefaultCompletedGraceSeconds)
+	setDefault(&s.BootTimeoutSeconds, DefaultBootTimeoutSeconds)
+	setDefault(&s.OrphanGraceSeconds, DefaultOrphanGraceSeconds)
+	setDefault(&s.MaxRuntimeSeconds, DefaultMaxRuntimeSeconds)
+	setDefault(&s.QueuedTimeoutSeconds, DefaultQueuedTimeoutSeconds)
+	setDefault(&c.RecordRetentionSeconds, DefaultRecordRetentionSeconds)
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	for name, p := range c.Profiles {
+		if len(p.InstanceTypes) == 0 && name == c.DefaultProfile {
+			p.InstanceTypes = []string{DefaultInstanceType}
+		}
+		if p.Arch == "" {
+			p.Arch = ArchX64
+		}
+		setDefault(&p.VolumeGiB, DefaultVolumeGiB)
+		c.Profiles[name] = p
+	}
+}
+
+func setDefault(v *int, d int) {
+	if *v == 0 {
+		*v = d
+	}
+}

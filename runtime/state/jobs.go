@@ -1,0 +1,381 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+)
+
+// Job statuses as GitHub names them in workflow_job actions.
+const (
+	StatusQueued     = "queued"
+	StatusWaiting    = "waiting"
+	StatusInProgress = "in_progress"
+	StatusCompleted  = "completed"
+)
+
+// Rank orders statuses; a record's status only moves to an equal or higher
+// rank. queued and waiting share a rank: a job waiting on an environment's
+// protection rules is queued again when approved.
+func Rank(status string) (int, bool) {
+	switch status {
+	case StatusQueued, StatusWaiting:
+		return 1, true
+	case StatusInProgress:
+		return 2, true
+	case StatusCompleted:
+		return 3, true
+	}
+	return 0, false
+}
+
+// Item attribute names besides the key and index attributes.
+const (
+	attrJobID          = "jobId"
+	attrRunID          = "runId"
+	attrStatus         = "status"
+	attrStatusRank     = "statusRank"
+	attrRepository     = "repository"
+	attrOwner          = "owner"
+	attrInstallationID = "installationId"
+	attrLabels         = "labels"
+	attrWorkflow       = "workflow"
+	attrJobName        = "jobName"
+	attrCreatedAt      = "createdAt"
+	attrStartedAt      = "startedAt"
+	attrCompletedAt    = "completedAt"
+	attrConclusion     = "conclusion"
+	attrRunnerName     = "runnerName"
+	attrRunnerID       = "runnerId"
+	attrLastDelivery   = "lastDelivery"
+	attrOurs           = "ours"
+	attrSkipReason     = "skipReason"
+	attrProfile        = "profile"
+	attrEnqueuedAt     = "enqueuedAt"
+	attrReceivedAt     = "receivedAt"
+)
+
+// JobKey returns the partition key value of a job's record.
+func JobKey(jobID int64) string { return "job#" + strconv.FormatInt(jobID, 10) }
+
+// JobEvent is one workflow_job delivery as the webhook records it.
+type JobEvent struct {
+	DeliveryID     string
+	Action         string // queued, waiting, in_progress, completed
+	JobID          int64
+	RunID          int64
+	Repository     string // owner/name
+	Owner          string
+	InstallationID int64
+	Labels         []string
+	Workflow       string
+	JobName        string
+	CreatedAt      string // RFC 3339, as GitHub sent it
+	StartedAt      string
+	CompletedAt    string
+	Conclusion     string
+	RunnerName     string
+	RunnerID       int64
+
+	// Ours says whether this deployment serves the job; Profile is the
+	// launch profile when it does, SkipReason why not when it does not.
+	Ours       bool
+	Profile    string
+	SkipReason string
+
+	// ReceivedAt is when the webhook received the delivery; zero means now.
+	// An enqueue claim is stamped with it (see ReleaseEnqueue).
+	ReceivedAt time.Time
+}
+
+// Outcome is what recording an event did.
+type Outcome int
+
+const (
+	// Recorded: the record now reflects the event.
+	Recorded Outcome = iota
+	// Stale: the record is already at a later status; nothing changed.
+	Stale
+	// Enqueue: a queued job of ours was recorded for the first time and the
+	// caller must now send its one scale-up message (or call ReleaseEnqueue).
+	Enqueue
+	// Duplicate: a queued job of ours whose message was already sent.
+	Duplicate
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Recorded:
+		return "recorded"
+	case Stale:
+		return "stale"
+	case Enqueue:
+		return "enqueue"
+	case Duplicate:
+		return "duplicate"
+	}
+	return "outcome(" + strconv.Itoa(int(o)) + ")"
+}
+
+// DynamoAPI is the part of the DynamoDB client the store uses.
+type DynamoAPI interface {
+	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
+	GetItem(ctx context.Context, in *dynamodb.GetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
+}
+
+// Store reads and writes job records in one table.
+type Store struct {
+	api       DynamoAPI
+	table     string
+	retention time.Duration
+	now       func() time.Time
+}
+
+// NewStore returns a store on table. Records expire retention after their
+// last write.
+func NewStore(api DynamoAPI, table string, retention time.Duration, now func() time.Time) *Store {
+	if now == nil {
+		now = time.Now
+	}
+	return &Store{api: api, table: table, retention: retention, now: now}
+}
+
+// RecordEvent writes ev onto the job's record with one conditional
+// UpdateItem. Statuses only move forward. For a queued job of ours the same
+// write claims the right to enqueue it: it succeeds only when no message was
+// sent before, so any number of deliveries of the same job (same or different
+// X-GitHub-Delivery) give one Enqueue.
+func (s *Store) RecordEvent(ctx context.Context, ev *JobEvent) (Outcome, error) {
+	rank, ok := Rank(ev.Action)
+	if !ok {
+		return 0, fmt.Errorf("record job %d: unknown action %q", ev.JobID, ev.Action)
+	}
+	now := ev.ReceivedAt
+	if now.IsZero() {
+		now = s.now()
+	}
+	enqueue := ev.Action == StatusQueued && ev.Ours
+
+	vals := map[string]types.AttributeValue{
+		":status":  &types.AttributeValueMemberS{Value: ev.Action},
+		":rank":    num(int64(rank)),
+		":jobId":   num(ev.JobID),
+		":updated": num(now.UnixMilli()),
+		":expires": num(now.Add(s.retention).Unix()),
+		":ours":    &types.AttributeValueMemberBOOL{Value: ev.Ours},
+	}
+	names := map[string]string{"#status": attrStatus}
+	set := []string{
+		"#status = :status", attrStatusRank + " = :rank", attrJobID + " = :jobId",
+		AttrUpdatedAt + " = :updated", AttrExpiresAt + " = :expires", attrOurs + " = :ours",
+		attrReceivedAt + " = if_not_exists(" + attrReceivedAt + ", :updated)",
+	}
+	// Every attribute goes through a name placeholder: several (owner,
+	// status, ...) are DynamoDB reserved words.
+	setStr := func(attr, v string) {
+		if v == "" {
+			return
+		}
+		names["#"+attr] = attr
+		vals[":"+attr] = &types.AttributeValueMemberS{Value: v}
+		set = append(set, "#"+attr+" = :"+attr)
+	}
+	setNum := func(attr string, v int64) {
+		if v == 0 {
+			return
+		}
+		names["#"+attr] = attr
+		vals[":"+attr] = num(v)
+		set = append(set, "#"+attr+" = :"+attr)
+	}
+	setStr(attrLastDelivery, ev.DeliveryID)
+	setNum(attrRunID, ev.RunID)
+	setStr(attrRepository, ev.Repository)
+	setStr(attrOwner, ev.Owner)
+	setNum(attrInstallationID, ev.InstallationID)
+	setStr(attrWorkflow, ev.Workflow)
+	setStr(attrJobName, ev.JobName)
+	setStr(attrCreatedAt, ev.CreatedAt)
+	setStr(attrStartedAt, ev.StartedAt)
+	setStr(attrCompletedAt, ev.CompletedAt)
+	setStr(attrConclusion, ev.Conclusion)
+	setStr(attrRunnerName, ev.RunnerName)
+	setNum(attrRunnerID, ev.RunnerID)
+	setStr(attrProfile, ev.Profile)
+	setStr(attrSkipReason, ev.SkipReason)
+	if len(ev.Labels) > 0 {
+		l := make([]types.AttributeValue, len(ev.Labels))
+		for i, v := range ev.Labels {
+			l[i] = &types.AttributeValueMemberS{Value: v}
+		}
+		vals[":labels"] = &types.AttributeValueMemberL{Value: l}
+		set = append(set, attrLabels+" = :labels")
+	}
+
+	cond := "(attribute_not_exists(" + attrStatusRank + ") OR " + attrStatusRank + " <= :rank)"
+	if enqueue {
+		cond = "attribute_not_exists(" + attrEnqueuedAt + ") AND " + cond
+		vals[":live"] = &types.AttributeValueMemberS{Value: LiveValue}
+		set = append(set, attrEnqueuedAt+" = :updated", AttrLive+" = :live")
+	}
+	expr := "SET " + strings.Join(set, ", ")
+
+	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                           aws.String(s.table),
+		Key:                                 jobKey(ev.JobID),
+		UpdateExpression:                    aws.String(expr),
+		ConditionExpression:                 aws.String(cond),
+		ExpressionAttributeNames:            names,
+		ExpressionAttributeValues:           vals,
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	})
+	if err == nil {
+		if enqueue {
+			return Enqueue, nil
+		}
+		return Recorded, nil
+	}
+	var ccf *types.ConditionalCheckFailedException
+	if !errors.As(err, &ccf) {
+		return 0, fmt.Errorf("record job %d (%s): %w", ev.JobID, ev.Action, err)
+	}
+	if enqueue {
+		if _, sent := ccf.Item[attrEnqueuedAt]; sent {
+			return Duplicate, nil
+		}
+	}
+	return Stale, nil
+}
+
+// ReleaseEnqueue undoes the enqueue claim that RecordEvent made for ev when
+// the message could not be sent, so a redelivery of the webhook can try
+// again. It removes only that claim (stamped with ev.ReceivedAt); if the
+// release fails too, scaledown re-queues the job once it is overdue.
+func (s *Store) ReleaseEnqueue(ctx context.Context, ev *JobEvent) error {
+	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(s.table),
+		Key:                       jobKey(ev.JobID),
+		UpdateExpression:          aws.String("REMOVE " + attrEnqueuedAt + ", " + AttrLive),
+		ConditionExpression:       aws.String(attrEnqueuedAt + " = :t"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":t": num(ev.ReceivedAt.UnixMilli())},
+	})
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("release enqueue claim of job %d: %w", ev.JobID, err)
+	}
+	return nil
+}
+
+func jobKey(jobID int64) map[string]types.AttributeValue {
+	return map[string]types.AttributeValue{AttrPK: &types.AttributeValueMemberS{Value: JobKey(jobID)}}
+}
+
+func num(v int64) *types.AttributeValueMemberN {
+	return &types.AttributeValueMemberN{Value: strconv.FormatInt(v, 10)}
+}
+
+// Job is a job record as read back from the table.
+type Job struct {
+	JobID          int64
+	RunID          int64
+	Status         string
+	Repository     string
+	Owner          string
+	InstallationID int64
+	Labels         []string
+	Workflow       string
+	JobName        string
+	CreatedAt      string
+	StartedAt      string
+	CompletedAt    string
+	Conclusion     string
+	RunnerName     string
+	RunnerID       int64
+	LastDelivery   string
+	Ours           bool
+	Profile        string
+	SkipReason     string
+	Enqueued       bool
+	Live           bool
+	UpdatedAt      time.Time
+	ExpiresAt      time.Time
+}
+
+// Get reads a job's record with a consistent read. ok is false when the job
+// has no record.
+func (s *Store) Get(ctx context.Context, jobID int64) (job *Job, ok bool, err error) {
+	out, err := s.api.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      aws.String(s.table),
+		Key:            jobKey(jobID),
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("read job %d: %w", jobID, err)
+	}
+	if len(out.Item) == 0 {
+		return nil, false, nil
+	}
+	return decodeJob(out.Item), true, nil
+}
+
+func decodeJob(item map[string]types.AttributeValue) *Job {
+	j := &Job{
+		JobID:          getN(item, attrJobID),
+		RunID:          getN(item, attrRunID),
+		Status:         getS(item, attrStatus),
+		Repository:     getS(item, attrRepository),
+		Owner:          getS(item, attrOwner),
+		InstallationID: getN(item, attrInstallationID),
+		Workflow:       getS(item, attrWorkflow),
+		JobName:        getS(item, attrJobName),
+		CreatedAt:      getS(item, attrCreatedAt),
+		StartedAt:      getS(item, attrStartedAt),
+		CompletedAt:    getS(item, attrCompletedAt),
+		Conclusion:     getS(item, attrConclusion),
+		RunnerName:     getS(item, attrRunnerName),
+		RunnerID:       getN(item, attrRunnerID),
+		LastDelivery:   getS(item, attrLastDelivery),
+		Profile:        getS(item, attrProfile),
+		SkipReason:     getS(item, attrSkipReason),
+		UpdatedAt:      time.UnixMilli(getN(item, AttrUpdatedAt)),
+		ExpiresAt:      time.Unix(getN(item, AttrExpiresAt), 0),
+	}
+	if v, ok := item[attrOurs].(*types.AttributeValueMemberBOOL); ok {
+		j.Ours = v.Value
+	}
+	_, j.Enqueued = item[attrEnqueuedAt]
+	_, j.Live = item[AttrLive]
+	if l, ok := item[attrLabels].(*types.AttributeValueMemberL); ok {
+		for _, v := range l.Value {
+			if s, ok := v.(*types.AttributeValueMemberS); ok {
+				j.Labels = append(j.Labels, s.Value)
+			}
+		}
+	}
+	return j
+}
+
+func getS(item map[string]types.AttributeValue, name string) string {
+	if v, ok := item[name].(*types.AttributeValueMemberS); ok {
+		return v.Value
+	}
+	return ""
+}
+
+func getN(item map[string]types.AttributeValue, name string) int64 {
+	if v, ok := item[name].(*types.AttributeValueMemberN); ok {
+		n, _ := strconv.ParseInt(v.Value, 10, 64)
+		return n
+	}
+	return 0
+}

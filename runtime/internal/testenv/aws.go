@@ -1,0 +1,117 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+
+	"github.com/jit-runners/jit-runners/runtime/config"
+	"github.com/jit-runners/jit-runners/runtime/queue"
+	"github.com/jit-runners/jit-runners/runtime/state"
+)
+
+var nameSeq atomic.Int64
+
+// UniqueName returns a resource name unique within this test binary run,
+// derived from the test's name, so parallel tests share one moto server.
+func UniqueName(tb testing.TB) string {
+	tb.Helper()
+	base := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-':
+			return r
+		}
+		return '-'
+	}, tb.Name())
+	if len(base) > 40 {
+		base = base[len(base)-40:]
+	}
+	return fmt.Sprintf("t%d-%d-%s", time.Now().UnixNano()%1e6, nameSeq.Add(1), strings.Trim(base, "-"))
+}
+
+// AWS is a set of real SDK clients pointed at the shared moto server.
+type AWS struct {
+	Config  aws.Config
+	Dynamo  *dynamodb.Client
+	SQS     *sqs.Client
+	Secrets *secretsmanager.Client
+}
+
+// AWSForTest starts (or reuses) moto and returns clients built the way the
+// Lambdas build theirs (config.LoadAWS, so through AWS_ENDPOINT_URL).
+func AWSForTest(tb testing.TB) *AWS {
+	tb.Helper()
+	MotoForTest(tb)
+	cfg, err := config.LoadAWS(context.Background())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &AWS{
+		Config:  cfg,
+		Dynamo:  dynamodb.NewFromConfig(cfg),
+		SQS:     sqs.NewFromConfig(cfg),
+		Secrets: secretsmanager.NewFromConfig(cfg),
+	}
+}
+
+// JobsTable creates a jobs table (state.JobsTable) with a unique name.
+func (a *AWS) JobsTable(tb testing.TB) string {
+	tb.Helper()
+	name := UniqueName(tb)
+	if err := state.JobsTable.Create(context.Background(), a.Dynamo, name); err != nil {
+		tb.Fatal(err)
+	}
+	return name
+}
+
+// Queue creates the scale-up queue pair (queue.ScaleUp) with a unique name.
+func (a *AWS) Queue(tb testing.TB) queue.Created {
+	tb.Helper()
+	c, err := queue.ScaleUp.Create(context.Background(), a.SQS, UniqueName(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+// Secret stores value in Secrets Manager and returns its ARN.
+func (a *AWS) Secret(tb testing.TB, value string) string {
+	tb.Helper()
+	out, err := a.Secrets.CreateSecret(context.Background(), &secretsmanager.CreateSecretInput{
+		Name:         aws.String(UniqueName(tb)),
+		SecretString: aws.String(value),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return aws.ToString(out.ARN)
+}
+
+// ReceiveAll drains up to max messages currently visible on url.
+func (a *AWS) ReceiveAll(tb testing.TB, url string, max int) []string {
+	tb.Helper()
+	var bodies []string
+	for len(bodies) < max {
+		out, err := a.SQS.ReceiveMessage(context.Background(), &sqs.ReceiveMessageInput{
+			QueueUrl: aws.String(url), MaxNumberOfMessages: 10, WaitTimeSeconds: 0, VisibilityTimeout: 60,
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if len(out.Messages) == 0 {
+			break
+		}
+		for _, m := range out.Messages {
+			bodies = append(bodies, aws.ToString(m.Body))
+		}
+	}
+	return bodies
+}

@@ -1,0 +1,227 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// RIEBinary is the Lambda Runtime Interface Emulator command; RIE overrides it.
+const RIEBinary = "aws-lambda-rie"
+
+// InvokePath is the emulator's invocation endpoint.
+const InvokePath = "/2015-03-31/functions/function/invocations"
+
+// ModuleRoot returns the directory holding go.mod, found upwards from the
+// working directory (a test runs in its package's directory).
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// FindRIE locates aws-lambda-rie: $RIE, then PATH, then the module's .tools/bin.
+func FindRIE() (string, error) {
+	if p := os.Getenv("RIE"); p != "" {
+		return p, nil
+	}
+	if p, err := exec.LookPath(RIEBinary); err == nil {
+		return p, nil
+	}
+	if root, err := ModuleRoot(); err == nil {
+		p := filepath.Join(root, ".tools", "bin", RIEBinary)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found (run `make tools`)", RIEBinary)
+}
+
+// BuildFlags are the flags `make build` compiles the Lambdas with.
+var BuildFlags = []string{"-trimpath", "-tags", "lambda.norpc", "-ldflags", "-s -w -buildid="}
+
+var builds sync.Map // package path -> *buildResult
+
+type buildResult struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// BuildLambda compiles the Lambda main package pkg (e.g.
+// "./runtime/cmd/webhook", relative to the module root) for this machine with
+// the production flags, once per test binary, and returns the binary's path.
+func BuildLambda(tb testing.TB, pkg string) string {
+	tb.Helper()
+	v, _ := builds.LoadOrStore(pkg, &buildResult{})
+	r := v.(*buildResult)
+	r.once.Do(func() {
+		root, err := ModuleRoot()
+		if err != nil {
+			r.err = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "jitr-lambda-")
+		if err != nil {
+			r.err = err
+			return
+		}
+		out := filepath.Join(dir, "bootstrap")
+		args := append([]string{"build"}, BuildFlags...)
+		args = append(args, "-o", out, pkg)
+		cmd := exec.Command("go", args...)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			r.err = fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
+			return
+		}
+		r.path = out
+	})
+	if r.err != nil {
+		tb.Fatal(r.err)
+	}
+	return r.path
+}
+
+// RIE is a Lambda function running under the Runtime Interface Emulator.
+type RIE struct {
+	// URL is the emulator's base URL; Invoke posts to URL+InvokePath.
+	URL string
+
+	cmd    *exec.Cmd
+	done   chan struct{}
+	output *lockedBuffer
+}
+
+// StartRIE runs bootstrap under the emulator on loopback ports with env added
+// to this process's environment, and returns once the emulator listens.
+func StartRIE(ctx context.Context, bootstrap string, env []string) (*RIE, error) {
+	bin, err := FindRIE()
+	if err != nil {
+		return nil, err
+	}
+	p1, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	p2, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(p1)
+	cmd := exec.Command(bin,
+		"--runtime-interface-emulator-address", addr,
+		"--runtime-api-address", "127.0.0.1:"+strconv.Itoa(p2),
+		bootstrap)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	r := &RIE{URL: "http://" + addr, cmd: cmd, done: make(chan struct{}), output: out}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	go func() { _ = cmd.Wait(); close(r.done) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err == nil {
+			_ = c.Close()
+			return r, nil
+		}
+		select {
+		case <-r.done:
+			return nil, fmt.Errorf("emulator exited during start-up:\n%s", out.String())
+		case <-ctx.Done():
+			_ = r.Close()
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			_ = r.Close()
+			return nil, errors.New("emulator did not listen within 30s")
+		}
+	}
+}
+
+// Invoke sends one event and returns the function's response payload.
+func (r *RIE) Invoke(ctx context.Context, event []byte) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.URL+InvokePath, bytes.NewReader(event))
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("invoke: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return b, fmt.Errorf("invoke: status %d: %s", resp.StatusCode, b)
+	}
+	return b, nil
+}
+
+// Output returns everything the emulator and the function printed so far.
+func (r *RIE) Output() string { return r.output.String() }
+
+// Close stops the emulator and the function.
+func (r *RIE) Close() error {
+	select {
+	case <-r.done:
+		return nil
+	default:
+	}
+	_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-r.done:
+	case <-time.After(3 * time.Second):
+		_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
+		<-r.done
+	}
+	return nil
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,48 @@
+// Command webhook is the webhook Lambda: API Gateway HTTP API -> webhook.Handler.
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+
+	"github.com/jit-runners/jit-runners/runtime/config"
+	"github.com/jit-runners/jit-runners/runtime/labels"
+	"github.com/jit-runners/jit-runners/runtime/logging"
+	"github.com/jit-runners/jit-runners/runtime/queue"
+	"github.com/jit-runners/jit-runners/runtime/state"
+	"github.com/jit-runners/jit-runners/runtime/webhook"
+)
+
+func main() {
+	ctx := context.Background()
+	cfg, err := config.FromEnv()
+	if err != nil {
+		logging.New(os.Stdout, "info", "webhook").Error("invalid configuration", slog.String("error", err.Error()))
+		os.Exit(1)
+	}
+	log := logging.New(os.Stdout, cfg.LogLevel, "webhook")
+	awsCfg, err := config.LoadAWS(ctx)
+	if err != nil {
+		log.Error("aws configuration", slog.String("error", err.Error()))
+		os.Exit(1)
+	}
+	secrets := config.NewSecrets(secretsmanager.NewFromConfig(awsCfg))
+	secret := func(ctx context.Context) ([]byte, error) { return secrets.Get(ctx, cfg.GitHub.WebhookSecretARN) }
+	// Fetch the secret during init; a failure here is retried per request.
+	if _, err := secret(ctx); err != nil {
+		log.Warn("webhook secret prefetch failed; retrying per request", slog.String("error", err.Error()))
+	}
+
+	store := state.NewStore(dynamodb.NewFromConfig(awsCfg), cfg.TableName, time.Duration(cfg.RecordRetentionSeconds)*time.Second, nil)
+	sender := queue.NewSender(sqs.NewFromConfig(awsCfg), cfg.QueueURL, cfg.QueueDelaySeconds)
+	h := webhook.New(secret, store, sender, labels.NewMatcher(cfg),
+		webhook.WithLogger(log), webhook.WithAllowedOwners(cfg.GitHub.AllowedOwners))
+	lambda.Start(h.Handle)
+}

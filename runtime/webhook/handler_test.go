@@ -1,0 +1,442 @@
+package webhook_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
+	"github.com/jit-runners/jit-runners/runtime/labels"
+	"github.com/jit-runners/jit-runners/runtime/queue"
+	"github.com/jit-runners/jit-runners/runtime/state"
+	"github.com/jit-runners/jit-runners/runtime/webhook"
+)
+
+// The test vector from GitHub's "Validating webhook deliveries" docs.
+func TestSignMatchesGitHubDocsVector(t *testing.T) {
+	t.Parallel()
+	const want = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+	if got := webhook.Sign([]byte(testSecret), []byte("Hello, World!")); got != want {
+		t.Fatalf("Sign = %s; want %s", got, want)
+	}
+	if err := webhook.Verify([]byte(testSecret), []byte("Hello, World!"), want); err != nil {
+		t.Fatalf("Verify(docs vector) = %v", err)
+	}
+}
+
+func TestVerifyRejects(t *testing.T) {
+	t.Parallel()
+	body := []byte("Hello, World!")
+	good := webhook.Sign([]byte(testSecret), body)
+	tests := []struct {
+		name, header string
+		want         error
+	}{
+		{"missing", "", webhook.ErrSignatureMissing},
+		{"no prefix", strings.TrimPrefix(good, "sha256="), webhook.ErrSignatureMalformed},
+		{"sha1 prefix", "sha1=" + strings.TrimPrefix(good, "sha256="), webhook.ErrSignatureMalformed},
+		{"not hex", "sha256=" + strings.Repeat("zz", 32), webhook.ErrSignatureMalformed},
+		{"short", good[:len(good)-2], webhook.ErrSignatureMalformed},
+		{"upper-case prefix", "SHA256=" + strings.TrimPrefix(good, "sha256="), webhook.ErrSignatureMalformed},
+		{"wrong", "sha256=" + strings.Repeat("00", 32), webhook.ErrSignatureMismatch},
+		{"other secret", webhook.Sign([]byte("other"), body), webhook.ErrSignatureMismatch},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if err := webhook.Verify([]byte(testSecret), body, tc.header); !errors.Is(err, tc.want) {
+				t.Fatalf("Verify = %v; want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// Every bad input gets its status and changes nothing.
+func TestHandleBadInputChangesNothing(t *testing.T) {
+	t.Parallel()
+	body := jobPayload(t, "queued", 1)
+	tests := []struct {
+		name   string
+		req    func() events.APIGatewayV2HTTPRequest
+		status int
+	}{
+		{"GET", func() events.APIGatewayV2HTTPRequest {
+			r := signed(body, "workflow_job", "d")
+			r.RequestContext.HTTP.Method = "GET"
+			return r
+		}, 405},
+		{"PUT", func() events.APIGatewayV2HTTPRequest {
+			r := signed(body, "workflow_job", "d")
+			r.RequestContext.HTTP.Method = "PUT"
+			return r
+		}, 405},
+		{"body over 1 MiB", func() events.APIGatewayV2HTTPRequest {
+			return signed(bytes.Repeat([]byte(" "), webhook.MaxBodyBytes+1), "workflow_job", "d")
+		}, 413},
+		{"base64 body over 1 MiB", func() events.APIGatewayV2HTTPRequest {
+			big := bytes.Repeat([]byte(" "), webhook.MaxBodyBytes+1)
+			r := signed(big, "workflow_job", "d")
+			r.Body, r.IsBase64Encoded = base64.StdEncoding.EncodeToString(big), true
+			return r
+		}, 413},
+		{"invalid base64", func() events.APIGatewayV2HTTPRequest {
+			r := signed(body, "workflow_job", "d")
+			r.Body, r.IsBase64Encoded = "%%%not base64", true
+			return r
+		}, 400},
+		{"missing signature", func() events.APIGatewayV2HTTPRequest {
+			r := signed(body, "workflow_job", "d")
+			delete(r.Headers, "x-hub-signature-256")
+			return r
+		}, 401},
+		{"SHA-1 signature only", func() events.APIGatewayV2HTTPRequest {
+			r := signed(body, "workflow_job", "d")
+			delete(r.Headers, "x-hub-signature-256")
+			r.Headers["x-hub-signature"] = "sha1=0123456789abcdef0123456789abcdef01234567"
+			return r
+		}, 401},
+		{"malformed signature", func() events.APIGatewayV2HTTPRequest {
+			r := signed(body, "workflow_job", "d")
+			r.Headers["x-hub-signature-256"] = "sha256=nothex"
+			return r
+		}, 401},
+		{"wrong signature", func() events.APIGatewayV2HTTPRequest {
+			r := signed(body, "workflow_job", "d")
+			r.Headers["x-hub-signature-256"] = webhook.Sign([]byte("wrong secret"), body)
+			return r
+		}, 401},
+		{"body changed after signing", func() events.APIGatewayV2HTTPRequest {
+			r := signed(body, "workflow_job", "d")
+			r.Body = strings.Replace(r.Body, `"x64"`, `"arm64"`, 1)
+			return r
+		}, 401},
+		{"invalid JSON", func() events.APIGatewayV2HTTPRequest { return signed([]byte(`{"action":`), "workflow_job", "d") }, 400},
+		{"workflow_job is a string", func() events.APIGatewayV2HTTPRequest {
+			return signed([]byte(`{"action":"queued","workflow_job":"x","installation":{"id":1}}`), "workflow_job", "d")
+		}, 400},
+		{"workflow_job is an array", func() events.APIGatewayV2HTTPRequest {
+			return signed([]byte(`{"action":"queued","workflow_job":[1],"installation":{"id":1}}`), "workflow_job", "d")
+		}, 400},
+		{"workflow_job is null", func() events.APIGatewayV2HTTPRequest {
+			return signed([]byte(`{"action":"queued","workflow_job":null}`), "workflow_job", "d")
+		}, 400},
+		{"workflow_job missing id", func() events.APIGatewayV2HTTPRequest {
+			return signed([]byte(`{"action":"queued","workflow_job":{"labels":["self-hosted"]}}`), "workflow_job", "d")
+		}, 400},
+		{"labels not strings", func() events.APIGatewayV2HTTPRequest {
+			return signed([]byte(`{"action":"queued","workflow_job":{"id":5,"labels":[1,2]}}`), "workflow_job", "d")
+		}, 400},
+		{"ping", func() events.APIGatewayV2HTTPRequest {
+			return signed([]byte(`{"zen":"Keep it logically awesome."}`), "ping", "d")
+		}, 200},
+		{"other event", func() events.APIGatewayV2HTTPRequest { return signed(body, "push", "d") }, 202},
+		{"unknown action", func() events.APIGatewayV2HTTPRequest {
+			return signed(jobPayload(t, "requested", 3), "workflow_job", "d")
+		}, 202},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h, st, q := newMemHandler(t)
+			resp, err := h.Handle(context.Background(), tc.req())
+			if err != nil {
+				t.Fatalf("Handle error: %v", err)
+			}
+			if resp.StatusCode != tc.status {
+				t.Errorf("status %d; want %d (body %s)", resp.StatusCode, tc.status, resp.Body)
+			}
+			if st.Writes() != 0 || q.Sent() != 0 {
+				t.Errorf("bad input wrote %d records and sent %d messages; want none", st.Writes(), q.Sent())
+			}
+		})
+	}
+}
+
+func TestHandleBase64Body(t *testing.T) {
+	t.Parallel()
+	h, st, q := newMemHandler(t)
+	body := jobPayload(t, "queued", 11)
+	req := signed(body, "workflow_job", "d1")
+	req.Body, req.IsBase64Encoded = base64.StdEncoding.EncodeToString(body), true
+	resp, _ := h.Handle(context.Background(), req)
+	if resp.StatusCode != 200 || st.Writes() != 1 || q.Sent() != 1 {
+		t.Fatalf("status %d, writes %d, sent %d; want 200, 1, 1", resp.StatusCode, st.Writes(), q.Sent())
+	}
+}
+
+func TestHandleHeaderCaseInsensitive(t *testing.T) {
+	t.Parallel()
+	h, _, q := newMemHandler(t)
+	body := jobPayload(t, "queued", 12)
+	req := signed(body, "workflow_job", "d1")
+	req.Headers = map[string]string{
+		"X-GitHub-Event":      "workflow_job",
+		"X-Hub-Signature-256": webhook.Sign([]byte(testSecret), body),
+	}
+	if resp, _ := h.Handle(context.Background(), req); resp.StatusCode != 200 || q.Sent() != 1 {
+		t.Fatalf("status %d, sent %d; want 200, 1", resp.StatusCode, q.Sent())
+	}
+}
+
+func TestHandleSecretUnavailable(t *testing.T) {
+	t.Parallel()
+	st, q := &memStore{}, &memQueue{}
+	failing := func(context.Context) ([]byte, error) { return nil, errors.New("AccessDenied") }
+	h := webhook.New(failing, st, q, labels.NewMatcher(testConfig(t)))
+	resp, _ := h.Handle(context.Background(), signed(jobPayload(t, "queued", 1), "workflow_job", "d"))
+	if resp.StatusCode != 500 || st.Writes() != 0 {
+		t.Fatalf("status %d, writes %d; want 500, 0", resp.StatusCode, st.Writes())
+	}
+}
+
+// integration wires the handler to real DynamoDB and SQS (moto).
+type integration struct {
+	h     *webhook.Handler
+	store *state.Store
+	aws   *testenv.AWS
+	queue queue.Created
+	logs  *syncBuffer
+}
+
+func newIntegration(t *testing.T, opts ...webhook.Option) *integration {
+	t.Helper()
+	a := testenv.AWSForTest(t)
+	table, q := a.JobsTable(t), a.Queue(t)
+	st := state.NewStore(a.Dynamo, table, 24*time.Hour, nil)
+	logs := &syncBuffer{}
+	opts = append([]webhook.Option{webhook.WithLogger(slog.New(slog.NewJSONHandler(logs, nil)))}, opts...)
+	h := webhook.New(staticSecret, st, queue.NewSender(a.SQS, q.URL, 0), labels.NewMatcher(testConfig(t)), opts...)
+	return &integration{h: h, store: st, aws: a, queue: q, logs: logs}
+}
+
+func (in *integration) deliver(t *testing.T, body []byte, delivery string) events.APIGatewayV2HTTPResponse {
+	t.Helper()
+	resp, err := in.h.Handle(context.Background(), signed(body, "workflow_job", delivery))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+func (in *integration) messages(t *testing.T) []*queue.Message {
+	t.Helper()
+	var out []*queue.Message
+	for _, b := range in.aws.ReceiveAll(t, in.queue.URL, 100) {
+		m, err := queue.Decode(b)
+		if err != nil {
+			t.Fatalf("queue holds an invalid message: %v", err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func TestDuplicateDeliveriesSendOneMessage(t *testing.T) {
+	t.Parallel()
+	in := newIntegration(t)
+	body := jobPayload(t, "queued", 100)
+	// GitHub redelivers with a new delivery id; retries can repeat one.
+	for _, d := range []string{"d-1", "d-2", "d-2"} {
+		if resp := in.deliver(t, body, d); resp.StatusCode != 200 {
+			t.Fatalf("delivery %s: status %d", d, resp.StatusCode)
+		}
+	}
+	msgs := in.messages(t)
+	if len(msgs) != 1 {
+		t.Fatalf("3 deliveries sent %d messages; want 1", len(msgs))
+	}
+	m := msgs[0]
+	if m.JobID != 100 || m.Repository != "octo-org/example-workflow" || m.Owner != "octo-org" || m.InstallationID != 2311213 || m.Profile != "default" {
+		t.Errorf("message = %+v", m)
+	}
+	if strings.Join(m.Labels, ",") != "self-hosted,linux,x64" {
+		t.Errorf("labels = %v", m.Labels)
+	}
+}
+
+func TestConcurrentDuplicateDeliveries(t *testing.T) {
+	t.Parallel()
+	in := newIntegration(t)
+	body := jobPayload(t, "queued", 101)
+	done := make(chan int, 8)
+	for i := 0; i < 8; i++ {
+		go func(i int) {
+			resp, _ := in.h.Handle(context.Background(), signed(body, "workflow_job", "c-"+string(rune('a'+i))))
+			done <- resp.StatusCode
+		}(i)
+	}
+	for i := 0; i < 8; i++ {
+		if s := <-done; s != 200 {
+			t.Errorf("status %d", s)
+		}
+	}
+	if n := len(in.messages(t)); n != 1 {
+		t.Fatalf("8 concurrent deliveries sent %d messages; want 1", n)
+	}
+}
+
+func TestActionsRecordedOutOfOrder(t *testing.T) {
+	t.Parallel()
+	in := newIntegration(t)
+	ctx := context.Background()
+	in.deliver(t, jobPayload(t, "in_progress", 200), "a")
+	in.deliver(t, jobPayload(t, "queued", 200), "b") // late: changes nothing, sends nothing
+	job, ok, err := in.store.Get(ctx, 200)
+	if err != nil || !ok {
+		t.Fatalf("get: %v %v", ok, err)
+	}
+	if job.Status != state.StatusInProgress || job.RunnerName != "jitr-i-0abc" || job.RunnerID != 77 || job.StartedAt == "" {
+		t.Errorf("after in_progress + late queued: %+v", job)
+	}
+	in.deliver(t, jobPayload(t, "completed", 200), "c")
+	in.deliver(t, jobPayload(t, "in_progress", 200), "d") // late again
+	job, _, _ = in.store.Get(ctx, 200)
+	if job.Status != state.StatusCompleted || job.Conclusion != "success" || job.CompletedAt == "" {
+		t.Errorf("after completed: %+v", job)
+	}
+	if n := len(in.messages(t)); n != 0 {
+		t.Errorf("late queued sent %d messages; want 0", n)
+	}
+}
+
+func TestQueuedActionDecidesNotStatus(t *testing.T) {
+	t.Parallel()
+	in := newIntegration(t)
+	body := jobPayload(t, "queued", 300)
+	// Real payloads can say action queued with status waiting.
+	body = bytes.Replace(body, []byte(`"status":"queued"`), []byte(`"status":"waiting"`), 1)
+	in.deliver(t, body, "w")
+	if n := len(in.messages(t)); n != 1 {
+		t.Fatalf("sent %d; want 1", n)
+	}
+	// The waiting action itself launches nothing.
+	in.deliver(t, jobPayload(t, "waiting", 301), "w2")
+	if n := len(in.messages(t)); n != 0 {
+		t.Fatalf("waiting action sent %d; want 0", n)
+	}
+}
+
+func TestForeignJobsRecordedNotQueued(t *testing.T) {
+	t.Parallel()
+	in := newIntegration(t)
+	cases := []struct {
+		id     int64
+		labels []string
+	}{
+		{400, []string{"ubuntu-latest"}},
+		{401, []string{"self-hosted", "linux", "x64", "other-team"}},
+		{402, []string{"self-hosted", "windows"}},
+		{403, []string{"linux", "x64"}},
+		{404, []string{"self-hosted", "x64", "arm64"}},
+		{405, []string{"self-hosted", "'; rm -rf / #", "$(reboot)"}},
+	}
+	for _, c := range cases {
+		if resp := in.deliver(t, jobPayload(t, "queued", c.id, c.labels...), "f"); resp.StatusCode != 200 {
+			t.Errorf("job %d: status %d; want 200", c.id, resp.StatusCode)
+		}
+		job, ok, _ := in.store.Get(context.Background(), c.id)
+		if !ok || job.Ours || job.SkipReason == "" || job.Enqueued {
+			t.Errorf("job %d: record %+v; want a skipped record with a reason", c.id, job)
+		}
+	}
+	if n := len(in.messages(t)); n != 0 {
+		t.Fatalf("foreign jobs sent %d messages; want 0", n)
+	}
+}
+
+func TestProfileAndInstanceTypeLabels(t *testing.T) {
+	t.Parallel()
+	in := newIntegration(t)
+	in.deliver(t, jobPayload(t, "queued", 500, "self-hosted", "GPU"), "p1")
+	in.deliver(t, jobPayload(t, "queued", 501, "self-hosted", "linux", "c6i.2xlarge"), "p2")
+	got := map[int64]string{}
+	for _, m := range in.messages(t) {
+		got[m.JobID] = m.Profile + "|" + strings.Join(m.Labels, ",")
+	}
+	if got[500] != "gpu|self-hosted,gpu" || got[501] != "default|self-hosted,linux,c6i.2xlarge" {
+		t.Fatalf("messages = %v", got)
+	}
+}
+
+func TestOwnerAllowList(t *testing.T) {
+	t.Parallel()
+	in := newIntegration(t, webhook.WithAllowedOwners([]string{"Some-Other-Org"}))
+	in.deliver(t, jobPayload(t, "queued", 600), "o1")
+	if n := len(in.messages(t)); n != 0 {
+		t.Fatalf("owner outside allow-list sent %d; want 0", n)
+	}
+	job, _, _ := in.store.Get(context.Background(), 600)
+	if job.Ours || !strings.Contains(job.SkipReason, "allowedOwners") {
+		t.Errorf("record = %+v", job)
+	}
+
+	allowed := newIntegration(t, webhook.WithAllowedOwners([]string{"OCTO-ORG"}))
+	allowed.deliver(t, jobPayload(t, "queued", 601), "o2")
+	if n := len(allowed.messages(t)); n != 1 {
+		t.Fatalf("allowed owner (other case) sent %d; want 1", n)
+	}
+}
+
+// failingQueue fails every send, as SQS might.
+type failingQueue struct{}
+
+func (failingQueue) Send(context.Context, *queue.Message) (string, error) {
+	return "", errors.New("send scale-up message: ServiceUnavailable")
+}
+
+func TestSendFailureReleasesClaim(t *testing.T) {
+	t.Parallel()
+	a := testenv.AWSForTest(t)
+	table, q := a.JobsTable(t), a.Queue(t)
+	st := state.NewStore(a.Dynamo, table, time.Hour, nil)
+	m := labels.NewMatcher(testConfig(t))
+	body := jobPayload(t, "queued", 700)
+
+	broken := webhook.New(staticSecret, st, failingQueue{}, m)
+	resp, _ := broken.Handle(context.Background(), signed(body, "workflow_job", "r1"))
+	if resp.StatusCode != 500 {
+		t.Fatalf("status %d; want 500 when SQS fails", resp.StatusCode)
+	}
+	job, _, _ := st.Get(context.Background(), 700)
+	if job.Enqueued {
+		t.Fatal("failed send left the enqueue claim in place; a redelivery could never enqueue")
+	}
+
+	fixed := webhook.New(staticSecret, st, queue.NewSender(a.SQS, q.URL, 0), m)
+	if resp, _ := fixed.Handle(context.Background(), signed(body, "workflow_job", "r2")); resp.StatusCode != 200 {
+		t.Fatalf("redelivery status %d", resp.StatusCode)
+	}
+	if n := len(a.ReceiveAll(t, q.URL, 10)); n != 1 {
+		t.Fatalf("redelivery sent %d; want 1", n)
+	}
+}
+
+func TestLogsCarryNoBodyOrSecret(t *testing.T) {
+	t.Parallel()
+	in := newIntegration(t)
+	body := jobPayload(t, "queued", 800)
+	in.deliver(t, body, "l1")
+	in.deliver(t, body, "l2")
+	bad := signed(body, "workflow_job", "l3")
+	bad.Headers["x-hub-signature-256"] = webhook.Sign([]byte("nope"), body)
+	_, _ = in.h.Handle(context.Background(), bad)
+
+	out := in.logs.String()
+	for _, leak := range []string{testSecret, "e3103f8eb03e1ad7f2331c5446b23c070fc54055", "MDEyOk9yZ2FuaXphdGlvbjY4MTE2NzI=", bad.Headers["x-hub-signature-256"]} {
+		if strings.Contains(out, leak) {
+			t.Errorf("logs contain %q", leak)
+		}
+	}
+	for _, want := range []string{`"delivery_id":"l1"`, `"job_id":800`, `"decision":"queued"`, `"decision":"duplicate"`, `"decision":"unauthorized"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("logs lack %s:\n%s", want, out)
+		}
+	}
+}

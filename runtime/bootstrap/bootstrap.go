@@ -1,0 +1,290 @@
+// Package bootstrap renders the EC2 user-data that turns a fresh instance into
+// one single-use GitHub Actions just-in-time (JIT) runner and then terminates
+// it. The script is bash (bootstrap.sh, embedded); Render fills in the
+// deployment-wide values and nothing else, so no job data and no secret is
+// ever in user-data.
+//
+// # Flow
+//
+//  1. imds: IMDSv2 only (PUT /latest/api/token, then GETs carrying the token
+//     header; the token reaches curl on stdin, not in argv): instance id,
+//     region and account from the instance identity document, partition from
+//     meta-data/services/partition, architecture from uname -m.
+//  2. install: skipped when /opt/jit-runner-prebaked holds exactly the
+//     configured runner version (pre-baked AMI: the runner is already in
+//     /home/runner/actions-runner). Without the marker (stock Amazon Linux
+//     2023 or Ubuntu, told apart by /etc/os-release) the runner's libraries,
+//     git, jq and the AWS CLI are installed and user runner is created.
+//  3. download: unless the pre-baked runner matches, the runner tarball for the
+//     architecture is downloaded, checked with sha256sum -c against the pinned
+//     digest and unpacked as user runner.
+//  4. jit-fetch: scaleup stores the encoded JIT config in DynamoDB table
+//     Params.JITTable under key instanceArn =
+//     arn:<partition>:ec2:<region>:<account>:instance/<id>, attribute
+//     jitConfig. The instance role may call only dynamodb:DeleteItem, and only
+//     on its own key (condition dynamodb:LeadingKeys = ${ec2:SourceInstanceARN}),
+//     so the script reads and deletes the item in one call
+//     (delete-item --return-values ALL_OLD), retrying while it is absent for
+//     up to Params.JITWaitSeconds. No other instance can read it, and it can
+//     be read once.
+//  5. runner: run.sh runs once as user runner; the JIT config reaches it only
+//     as ACTIONS_RUNNER_INPUT_JITCONFIG (the runner's environment input for
+//     --jitconfig), exported in a subshell that execs runuser, so it is never
+//     in an argv (unlike `env VAR=...` or --jitconfig), a file (it goes from
+//     the aws output into a shell variable by command substitution), a log
+//     line or a shell trace (the script never enables xtrace). Like any
+//     runner credential it stays readable by the runner user's own processes,
+//     which is why a runner serves one job on one instance. A watchdog stops
+//     the runner when no job has started (no _diag/Worker_*.log) within
+//     Params.IdleTimeoutSeconds.
+//
+// # Exit paths
+//
+// A trap on EXIT (ERR, INT, TERM and HUP lead to it) terminates the instance
+// on every path: the runner finished or failed, the idle timeout, no JIT
+// config in time, an install, download, checksum or IMDS failure, a signal.
+// It runs aws ec2 terminate-instances on its own instance id (best effort; the
+// role allows only its own ARN) and then shutdown -h now, which terminates the
+// instance because the launch template sets
+// InstanceInitiatedShutdownBehavior=terminate. Each phase logs a timestamped
+// "jit-runner: <phase> ..." line with its duration to stdout and the serial
+// console, and the exit line names the reason.
+package bootstrap
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+//go:embed bootstrap.sh
+var script string
+
+const (
+	// DefaultIdleTimeout is how long a runner waits for a job when
+	// Params.IdleTimeoutSeconds is zero.
+	DefaultIdleTimeout = 10 * time.Minute
+	// DefaultJITWait is how long the instance waits for its JIT config when
+	// Params.JITWaitSeconds is zero.
+	DefaultJITWait = 3 * time.Minute
+	// DefaultDownloadBaseURL is where runner releases are downloaded from
+	// when Params.DownloadBaseURL is empty.
+	DefaultDownloadBaseURL = "https://github.com/actions/runner/releases/download"
+	// MaxUserDataBytes is EC2's limit on user-data (before base64).
+	MaxUserDataBytes = 16 * 1024
+
+	maxIdleTimeoutSeconds = 24 * 60 * 60
+	maxJITWaitSeconds     = 60 * 60
+)
+
+// Params are the deployment-wide values rendered into the script. Zero values
+// of the optional fields select the defaults. Validate checks every field;
+// Render calls it.
+type Params struct {
+	// RunnerVersion is the actions/runner release, e.g. "2.332.0". Required.
+	RunnerVersion string
+	// NamePrefix is the deployment's name prefix (runner names are
+	// <prefix>-<instance-id>): 1-20 of a-z, 0-9 and '-', starting with a
+	// letter. Required.
+	NamePrefix string
+	// JITTable is the DynamoDB table holding the JIT configs (key
+	// instanceArn). Required.
+	JITTable string
+	// IdleTimeoutSeconds is how long the runner may wait for a job before the
+	// instance shuts down; 0 means DefaultIdleTimeout, at most 24 h.
+	IdleTimeoutSeconds int
+	// JITWaitSeconds is how long the instance waits for its JIT config to
+	// appear; 0 means DefaultJITWait, at most 1 h.
+	JITWaitSeconds int
+	// RunnerSHA256X64 and RunnerSHA256ARM64 are the hex SHA-256 digests of
+	// actions-runner-linux-{x64,arm64}-<RunnerVersion>.tar.gz. Required.
+	RunnerSHA256X64   string
+	RunnerSHA256ARM64 string
+	// DownloadBaseURL is the https base URL of runner releases (a mirror of
+	// <base>/v<version>/actions-runner-linux-<arch>-<version>.tar.gz); empty
+	// means DefaultDownloadBaseURL.
+	DownloadBaseURL string
+	// Region is the region of the JIT table's DynamoDB endpoint; empty means
+	// the instance's own region from IMDS. The instance ARN and
+	// terminate-instances always use the instance's own region.
+	Region string
+}
+
+// ParamError reports a problem with one Params field.
+type ParamError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ParamError) Error() string {
+	return fmt.Sprintf("bootstrap: Params.%s: %s", e.Field, e.Reason)
+}
+
+var (
+	runnerVersionRE = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+$`)
+	namePrefixRE    = regexp.MustCompile(`^[a-z][a-z0-9-]{0,19}$`) // as config.namePrefix
+	tableNameRE     = regexp.MustCompile(`^[A-Za-z0-9_.-]{3,255}$`)
+	sha256RE        = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+	regionRE        = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
+)
+
+// Validate fills the defaults of the optional fields and checks every field.
+// It returns every problem at once, joined, each a *ParamError.
+func (p *Params) Validate() error {
+	if p.IdleTimeoutSeconds == 0 {
+		p.IdleTimeoutSeconds = int(DefaultIdleTimeout / time.Second)
+	}
+	if p.JITWaitSeconds == 0 {
+		p.JITWaitSeconds = int(DefaultJITWait / time.Second)
+	}
+	if p.DownloadBaseURL == "" {
+		p.DownloadBaseURL = DefaultDownloadBaseURL
+	}
+	p.RunnerSHA256X64 = strings.ToLower(p.RunnerSHA256X64)
+	p.RunnerSHA256ARM64 = strings.ToLower(p.RunnerSHA256ARM64)
+
+	var errs []error
+	add := func(field, format string, args ...any) {
+		errs = append(errs, &ParamError{Field: field, Reason: fmt.Sprintf(format, args...)})
+	}
+	if !runnerVersionRE.MatchString(p.RunnerVersion) {
+		add("RunnerVersion", "must look like 2.332.0, got %q", p.RunnerVersion)
+	}
+	if !namePrefixRE.MatchString(p.NamePrefix) {
+		add("NamePrefix", "must be 1-20 characters of a-z, 0-9 and '-', starting with a letter; got %q", p.NamePrefix)
+	}
+	if !tableNameRE.MatchString(p.JITTable) {
+		add("JITTable", "must be a DynamoDB table name (3-255 of A-Z, a-z, 0-9, '_', '-', '.'); got %q", p.JITTable)
+	}
+	if p.IdleTimeoutSeconds < 1 || p.IdleTimeoutSeconds > maxIdleTimeoutSeconds {
+		add("IdleTimeoutSeconds", "must be 1-%d (0 for the default), got %d", maxIdleTimeoutSeconds, p.IdleTimeoutSeconds)
+	}
+	if p.JITWaitSeconds < 1 || p.JITWaitSeconds > maxJITWaitSeconds {
+		add("JITWaitSeconds", "must be 1-%d (0 for the default), got %d", maxJITWaitSeconds, p.JITWaitSeconds)
+	}
+	if !sha256RE.MatchString(p.RunnerSHA256X64) {
+		add("RunnerSHA256X64", "must be 64 hex digits, got %q", p.RunnerSHA256X64)
+	}
+	if !sha256RE.MatchString(p.RunnerSHA256ARM64) {
+		add("RunnerSHA256ARM64", "must be 64 hex digits, got %q", p.RunnerSHA256ARM64)
+	}
+	if reason := checkBaseURL(p.DownloadBaseURL); reason != "" {
+		add("DownloadBaseURL", "%s, got %q", reason, p.DownloadBaseURL)
+	} else {
+		p.DownloadBaseURL = strings.TrimRight(p.DownloadBaseURL, "/")
+	}
+	if p.Region != "" && !regionRE.MatchString(p.Region) {
+		add("Region", "must be an AWS region such as eu-west-1 (or empty), got %q", p.Region)
+	}
+	return errors.Join(errs...)
+}
+
+func checkBaseURL(s string) string {
+	for _, r := range s {
+		if r <= ' ' || r == 0x7f {
+			return "must not contain spaces or control characters"
+		}
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return "must be a URL"
+	case u.Scheme != "https" || u.Host == "":
+		return "must be an https URL"
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(s, "?#"):
+		return "must not have credentials, a query or a fragment"
+	}
+	return ""
+}
+
+// Render returns the bootstrap script for p, to be used as the launch
+// template's user-data. It fails on invalid Params (see Validate) and when the
+// result would exceed MaxUserDataBytes.
+func Render(p Params) (string, error) {
+	return render(p, testHooks{})
+}
+
+// testHooks redirect what the production script hardcodes, so the package's
+// tests can run it in a temporary root against a fake IMDS. Render never sets
+// them.
+type testHooks struct {
+	imdsURL        string // replaces http://169.254.169.254
+	root           string // prefix of /opt, /home and /etc/os-release (nothing is written to /run)
+	console        string // replaces /dev/console
+	watchdogPoll   string // seconds between watchdog checks, e.g. "0.05"
+	jitRetryDelays string // space-separated seconds between JIT fetch attempts
+}
+
+func render(p Params, h testHooks) (string, error) {
+	if err := p.Validate(); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, v := range []struct{ name, value string }{
+		{"RUNNER_VERSION", p.RunnerVersion},
+		{"NAME_PREFIX", p.NamePrefix},
+		{"JIT_TABLE", p.JITTable},
+		{"IDLE_TIMEOUT_SECONDS", strconv.Itoa(p.IdleTimeoutSeconds)},
+		{"JIT_WAIT_SECONDS", strconv.Itoa(p.JITWaitSeconds)},
+		{"RUNNER_SHA256_X64", p.RunnerSHA256X64},
+		{"RUNNER_SHA256_ARM64", p.RunnerSHA256ARM64},
+		{"DOWNLOAD_BASE_URL", p.DownloadBaseURL},
+		{"REGION_OVERRIDE", p.Region},
+	} {
+		fmt.Fprintf(&b, "readonly %s=%s\n", v.name, shellQuote(v.value))
+	}
+	const marker = "#@PARAMS@\n"
+	if strings.Count(script, marker) != 1 {
+		return "", errors.New("bootstrap: script template has no parameter marker")
+	}
+	out := strings.Replace(script, marker, b.String(), 1)
+
+	for _, o := range []struct{ name, value string }{
+		{"IMDS_URL", h.imdsURL},
+		{"ROOT", h.root},
+		{"CONSOLE", h.console},
+		{"WATCHDOG_POLL_SECONDS", h.watchdogPoll},
+		{"JIT_RETRY_DELAYS", h.jitRetryDelays},
+	} {
+		if o.value == "" {
+			continue
+		}
+		var err error
+		if out, err = replaceAssignment(out, o.name, o.value); err != nil {
+			return "", err
+		}
+	}
+	if len(out) > MaxUserDataBytes {
+		return "", fmt.Errorf("bootstrap: rendered script is %d bytes, over the %d-byte user-data limit", len(out), MaxUserDataBytes)
+	}
+	return out, nil
+}
+
+// replaceAssignment replaces the script's one `readonly NAME=...` line.
+func replaceAssignment(s, name, value string) (string, error) {
+	prefix := "readonly " + name + "="
+	lines := strings.SplitAfter(s, "\n")
+	found := 0
+	for i, l := range lines {
+		if strings.HasPrefix(l, prefix) {
+			lines[i] = prefix + shellQuote(value) + "\n"
+			found++
+		}
+	}
+	if found != 1 {
+		return "", fmt.Errorf("bootstrap: script has %d assignments of %s, want 1", found, name)
+	}
+	return strings.Join(lines, ""), nil
+}
+
+// shellQuote returns s as one single-quoted shell word. Inside single quotes
+// nothing is special; each single quote in s closes the quoting, is written
+// backslash-escaped and reopens it.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

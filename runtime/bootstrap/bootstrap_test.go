@@ -1,0 +1,1056 @@
+package bootstrap
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const (
+	testVersion    = "2.332.0"
+	testInstanceID = "i-0123456789abcdef0"
+	testRegion     = "eu-west-1"
+	testAccount    = "123456789012"
+	testTable      = "jitr-jit-configs"
+	testARN        = "arn:aws:ec2:" + testRegion + ":" + testAccount + ":instance/" + testInstanceID
+	// testJIT stands in for an encoded JIT config: base64 characters and a
+	// marker that cannot occur by accident.
+	testJIT = "eyJydW5uZXIiOiJqaXRyIn0+SECRET/JIT/CONFIG+c2VjcmV0=="
+	// otherSHA is a well-formed digest that matches nothing.
+	otherSHA = "0000000000000000000000000000000000000000000000000000000000000000"
+)
+
+// fakeRunnerScript is the runner's run.sh in the fake tarball and in the
+// pre-baked fake root: it records its argv, its JIT environment input, every
+// process's argv and its start time, then either runs a job (writes a Worker
+// log, exits with STUB_RUNNER_EXIT) or idles until killed.
+const fakeRunnerScript = `#!/bin/bash
+line=${0##*/}; for a in "$@"; do line+=" $a"; done
+printf '%s\n' "$line" >>"$STUB_LOG"
+started=$EPOCHREALTIME
+printf '%s' "${ACTIONS_RUNNER_INPUT_JITCONFIG-}" >"$STUB_STATE/runner-env"
+cat /proc/[0-9]*/cmdline >"$STUB_STATE/process-list" 2>/dev/null
+printf '%s\n' "$started" >"$STUB_STATE/runner-started" # last: tests wait for it
+case ${STUB_RUNNER_MODE:-job} in
+idle) while :; do sleep 0.05; done ;;
+*)
+	mkdir -p "${0%/*}/_diag"
+	: >"${0%/*}/_diag/Worker_20250101-000000-utc.log"
+	exit "${STUB_RUNNER_EXIT:-0}"
+	;;
+esac
+`
+
+// stubPrelude makes every stub append its name and argv, one line per call,
+// to $STUB_LOG.
+const stubPrelude = `#!/bin/bash
+line=${0##*/}; for a in "$@"; do line+=" $a"; done
+printf '%s\n' "$line" >>"$STUB_LOG"
+`
+
+// stubs are the commands the script may call that touch the system or the
+// network. Tests run as any user, possibly root, so everything with a side
+// effect outside the temp root is stubbed (including commands the script
+// must not call at all).
+var stubs = map[string]string{
+	// IMDS goes to the real curl (the fake IMDS on 127.0.0.1); a download
+	// copies the fixture tarball to -o.
+	"curl": `case ${*: -1} in
+http://127.0.0.1:*) exec "$REAL_CURL" "$@" ;;
+esac
+[[ -z ${STUB_DOWNLOAD_FAIL:-} ]] || exit 22
+out='' prev=''
+for a in "$@"; do
+	if [[ $prev == -o ]]; then out=$a; fi
+	prev=$a
+done
+cp "$STUB_TARBALL" "$out"
+`,
+	"aws": `case "$1 $2" in
+"dynamodb delete-item")
+	n=$(($(cat "$STUB_STATE/aws-calls" 2>/dev/null || echo 0) + 1))
+	echo "$n" >"$STUB_STATE/aws-calls"
+	if [[ -n ${STUB_JIT_FILE:-} ]] && ((n > ${STUB_JIT_AFTER:-0})); then
+		cat "$STUB_JIT_FILE"
+		echo
+	else
+		echo None
+	fi
+	;;
+"ec2 terminate-instances") echo '{}' ;;
+*) echo "aws stub: unexpected $*" >&2; exit 2 ;;
+esac
+`,
+	"dnf":       `[[ -z ${STUB_PKG_FAIL:-} ]]` + "\n",
+	"apt-get":   `[[ -z ${STUB_PKG_FAIL:-} ]]` + "\n",
+	"apt-cache": `printf '%s\n' libicu-dev libicu70 libicu74 libssl-dev libssl3` + "\n",
+	"snap":      "exit 1\n",
+	"useradd":   `mkdir -p "$STUB_ROOT/home/${*: -1}"` + "\n",
+	"id":        `[[ -n ${STUB_USER_EXISTS:-} ]]` + "\n",
+	"runuser": `[[ $1 == -u && $2 == runner && $3 == -- ]] || { echo "runuser stub: unexpected $*" >&2; exit 64; }
+shift 3
+exec "$@"
+`,
+	"tar":       `exec "$REAL_TAR" "$@"` + "\n",
+	"env":       `exec "$REAL_ENV" "$@"` + "\n",
+	"sha256sum": `exec "$REAL_SHA256SUM" "$@"` + "\n",
+	"shutdown":  "exit 0\n",
+	"uname": `if [[ $1 == -m ]]; then echo "${STUB_ARCH:-x86_64}"; else exec "$REAL_UNAME" "$@"; fi
+`,
+	// Must never be called.
+	"su":       "exit 99\n",
+	"sudo":     "exit 99\n",
+	"poweroff": "exit 99\n",
+	"reboot":   "exit 99\n",
+	"halt":     "exit 99\n",
+}
+
+var pkgManagers = []string{"dnf", "apt-get", "apt-cache", "snap"}
+
+// fixture is the fake runner tarball and its sha256.
+var fixture = sync.OnceValues(func() ([]byte, string) {
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	add := func(name string, mode int64, body string) {
+		h := &tar.Header{Name: name, Mode: mode, Size: int64(len(body)), Typeflag: tar.TypeReg,
+			Uid: os.Getuid(), Gid: os.Getgid(), ModTime: time.Unix(1700000000, 0)}
+		if err := tw.WriteHeader(h); err != nil {
+			panic(err)
+		}
+		if _, err := tw.Write([]byte(body)); err != nil {
+			panic(err)
+		}
+	}
+	add("./run.sh", 0o755, fakeRunnerScript)
+	add("./bin/Runner.Listener", 0o755, "#!/bin/false\n")
+	if err := tw.Close(); err != nil {
+		panic(err)
+	}
+	if err := gz.Close(); err != nil {
+		panic(err)
+	}
+	sum := sha256.Sum256(buf.Bytes())
+	return buf.Bytes(), hex.EncodeToString(sum[:])
+})
+
+func validParams() Params {
+	_, sum := fixture()
+	return Params{
+		RunnerVersion:     testVersion,
+		NamePrefix:        "jitr",
+		JITTable:          testTable,
+		RunnerSHA256X64:   sum,
+		RunnerSHA256ARM64: sum,
+	}
+}
+
+// fakeIMDS is an IMDSv2-only metadata service: a session token from PUT
+// /latest/api/token is required on every GET; GETs without it are recorded
+// and refused.
+type fakeIMDS struct {
+	*httptest.Server
+	token      string
+	noDocument bool // 404 for the identity document
+
+	mu        sync.Mutex
+	requests  []string
+	tokenless []string
+}
+
+func newFakeIMDS(t testing.TB) *fakeIMDS {
+	f := &fakeIMDS{token: "imds-" + randHex(t)}
+	f.Server = httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(f.Close)
+	return f
+}
+
+func (f *fakeIMDS) serve(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.requests = append(f.requests, r.Method+" "+r.URL.Path)
+	switch {
+	case r.Method == http.MethodPut && r.URL.Path == "/latest/api/token":
+		ttl, err := strconv.Atoi(r.Header.Get("X-aws-ec2-metadata-token-ttl-seconds"))
+		if err != nil || ttl < 1 || ttl > 21600 {
+			http.Error(w, "bad ttl", http.StatusBadRequest)
+			return
+		}
+		fmt.Fprint(w, f.token)
+	case r.Method == http.MethodGet:
+		if r.Header.Get("X-aws-ec2-metadata-token") != f.token {
+			f.tokenless = append(f.tokenless, r.URL.Path)
+			http.Error(w, "", http.StatusUnauthorized)
+			return
+		}
+		switch r.URL.Path {
+		case "/latest/dynamic/instance-identity/document":
+			if f.noDocument {
+				http.NotFound(w, r)
+				return
+			}
+			fmt.Fprintf(w, "{\n  \"accountId\" : %q,\n  \"architecture\" : \"x86_64\",\n  \"availabilityZone\" : \"eu-west-1a\",\n"+
+				"  \"imageId\" : \"ami-0123456789abcdef0\",\n  \"instanceId\" : %q,\n  \"instanceType\" : \"t3.large\",\n"+
+				"  \"privateIp\" : \"10.0.0.1\",\n  \"region\" : %q,\n  \"version\" : \"2017-09-30\"\n}",
+				testAccount, testInstanceID, testRegion)
+		case "/latest/meta-data/services/partition":
+			fmt.Fprint(w, "aws")
+		default:
+			http.NotFound(w, r)
+		}
+	default:
+		http.Error(w, "", http.StatusMethodNotAllowed)
+	}
+}
+
+func (f *fakeIMDS) snapshot() (requests, tokenless []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.requests...), append([]string(nil), f.tokenless...)
+}
+
+// scenario is one boot of the rendered script in a temporary root.
+type scenario struct {
+	prebaked   string // content of /opt/jit-runner-prebaked; "" = stock AMI
+	osID       string // ID in /etc/os-release; default amzn
+	osVersion  string // VERSION_ID; default 2023
+	arch       string // uname -m; default x86_64
+	noJIT      bool   // the JIT config never arrives
+	jitAfter   int    // delete-item returns None this many times first
+	runnerIdle bool   // run.sh idles (never starts a job)
+	runnerExit int
+	userExists bool
+	pkgFail    bool
+	noIMDSDoc  bool           // IMDS has no identity document
+	signal     syscall.Signal // sent to the script once the runner runs
+	params     func(*Params)
+}
+
+// boot is what one run left behind.
+type boot struct {
+	exitCode      int
+	calls         []string // stub argv lines, in order
+	output        string   // stdout + stderr of the script
+	console       string
+	runnerEnv     string // the runner's ACTIONS_RUNNER_INPUT_JITCONFIG
+	processList   string // every argv on the machine when the runner started
+	runnerStarted bool
+	startLatency  time.Duration // script start to runner start
+	imdsRequests  []string
+	tokenless     []string
+	imdsToken     string
+	root          string
+	dir           string
+}
+
+func runBoot(t testing.TB, sc scenario) boot {
+	t.Helper()
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	state := filepath.Join(dir, "state")
+	bin := filepath.Join(dir, "bin")
+	for _, d := range []string{"opt", "home", "etc", "run"} {
+		mustMkdir(t, filepath.Join(root, d))
+	}
+	mustMkdir(t, state)
+	mustMkdir(t, bin)
+
+	osID, osVersion := sc.osID, sc.osVersion
+	if osID == "" {
+		osID, osVersion = "amzn", "2023"
+	}
+	mustWrite(t, filepath.Join(root, "etc/os-release"),
+		fmt.Sprintf("NAME=\"Test\"\nID=%q\nVERSION_ID=%q\nID_LIKE=\"test\"\n", osID, osVersion), 0o644)
+	if sc.prebaked != "" {
+		mustWrite(t, filepath.Join(root, "opt/jit-runner-prebaked"), sc.prebaked+"\n", 0o644)
+		mustMkdir(t, filepath.Join(root, "home/runner/actions-runner"))
+		mustWrite(t, filepath.Join(root, "home/runner/actions-runner/run.sh"), fakeRunnerScript, 0o755)
+	}
+	tarball, _ := fixture()
+	mustWrite(t, filepath.Join(dir, "runner.tar.gz"), string(tarball), 0o644)
+	jitFile := filepath.Join(dir, "jit")
+	mustWrite(t, jitFile, testJIT, 0o600)
+
+	realBins := map[string]string{}
+	for _, name := range []string{"curl", "tar", "sha256sum", "uname", "env", "bash"} {
+		p, err := exec.LookPath(name)
+		if err != nil {
+			t.Skipf("%s not installed: %v", name, err)
+		}
+		realBins[name] = p
+	}
+	for name, body := range stubs {
+		mustWrite(t, filepath.Join(bin, name), stubPrelude+body, 0o755)
+	}
+
+	imds := newFakeIMDS(t)
+	imds.noDocument = sc.noIMDSDoc
+	p := validParams()
+	if sc.params != nil {
+		sc.params(&p)
+	}
+	console := filepath.Join(dir, "console")
+	s, err := render(p, testHooks{
+		imdsURL:        imds.URL,
+		root:           root,
+		console:        console,
+		watchdogPoll:   "0.05",
+		jitRetryDelays: "0.05 0.1",
+	})
+	if err != nil {
+		t.Fatalf("render: %v", err)
+	}
+	scriptPath := filepath.Join(dir, "user-data.sh")
+	mustWrite(t, scriptPath, s, 0o700)
+
+	env := []string{
+		"PATH=" + bin + ":" + os.Getenv("PATH"),
+		"HOME=" + dir,
+		"LANG=C",
+		"STUB_LOG=" + filepath.Join(dir, "calls.log"),
+		"STUB_STATE=" + state,
+		"STUB_ROOT=" + root,
+		"STUB_TARBALL=" + filepath.Join(dir, "runner.tar.gz"),
+		"STUB_ARCH=" + sc.arch,
+		"STUB_RUNNER_EXIT=" + strconv.Itoa(sc.runnerExit),
+		"STUB_JIT_AFTER=" + strconv.Itoa(sc.jitAfter),
+		"REAL_CURL=" + realBins["curl"],
+		"REAL_TAR=" + realBins["tar"],
+		"REAL_SHA256SUM=" + realBins["sha256sum"],
+		"REAL_UNAME=" + realBins["uname"],
+		"REAL_ENV=" + realBins["env"],
+	}
+	if !sc.noJIT {
+		env = append(env, "STUB_JIT_FILE="+jitFile)
+	}
+	if sc.runnerIdle {
+		env = append(env, "STUB_RUNNER_MODE=idle")
+	}
+	if sc.userExists {
+		env = append(env, "STUB_USER_EXISTS=1")
+	}
+	if sc.pkgFail {
+		env = append(env, "STUB_PKG_FAIL=1")
+	}
+
+	out, err := os.Create(filepath.Join(dir, "output"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = out.Close() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, realBins["bash"], scriptPath)
+	cmd.Env = env
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = out, out
+	// Own process group, so a timeout or leftover stub process is killed
+	// with everything it started.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if sc.signal != 0 {
+		waitFor(t, 10*time.Second, func() bool { return readFile(t, filepath.Join(state, "runner-started")) != "" })
+		if err := cmd.Process.Signal(sc.signal); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = cmd.Wait()
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	if ctx.Err() != nil {
+		t.Fatalf("script did not finish within 20s; output:\n%s", readFile(t, filepath.Join(dir, "output")))
+	}
+	b := boot{exitCode: cmd.ProcessState.ExitCode(), root: root, dir: dir, imdsToken: imds.token}
+	var exitErr *exec.ExitError
+	if err != nil && !errors.As(err, &exitErr) {
+		t.Fatalf("run script: %v", err)
+	}
+	if calls := readFile(t, filepath.Join(dir, "calls.log")); calls != "" {
+		b.calls = strings.Split(strings.TrimSuffix(calls, "\n"), "\n")
+	}
+	b.output = readFile(t, filepath.Join(dir, "output"))
+	b.console = readFile(t, console)
+	if started := readFile(t, filepath.Join(state, "runner-started")); started != "" {
+		b.runnerStarted = true
+		b.runnerEnv = readFile(t, filepath.Join(state, "runner-env"))
+		b.processList = readFile(t, filepath.Join(state, "process-list"))
+		sec, err := strconv.ParseFloat(strings.TrimSpace(started), 64)
+		if err != nil {
+			t.Fatalf("runner-started %q: %v", started, err)
+		}
+		b.startLatency = time.UnixMicro(int64(sec * 1e6)).Sub(start)
+	}
+	b.imdsRequests, b.tokenless = imds.snapshot()
+	return b
+}
+
+// callsTo returns the argv lines of the stub name.
+func (b boot) callsTo(name string) []string {
+	var out []string
+	for _, c := range b.calls {
+		if c == name || strings.HasPrefix(c, name+" ") {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (b boot) pkgManagerCalls() int {
+	n := 0
+	for _, m := range pkgManagers {
+		n += len(b.callsTo(m))
+	}
+	return n
+}
+
+// downloads are the curl calls that are not IMDS calls.
+func (b boot) downloads() []string {
+	var out []string
+	for _, c := range b.callsTo("curl") {
+		if !strings.Contains(c, "http://127.0.0.1:") {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (b boot) dump() string {
+	return fmt.Sprintf("exit %d\ncalls:\n  %s\noutput:\n%s", b.exitCode, strings.Join(b.calls, "\n  "), b.output)
+}
+
+// checkTerminated: every path ends with terminate-instances on the instance
+// itself (when its id is known), then exactly one shutdown -h now.
+func checkTerminated(t *testing.T, b boot, idKnown bool) {
+	t.Helper()
+	want := "aws ec2 terminate-instances --region " + testRegion + " --instance-ids " + testInstanceID
+	term, shut := -1, -1
+	nShut := 0
+	for i, c := range b.calls {
+		if strings.HasPrefix(c, "aws ec2 terminate-instances") {
+			if c != want || !idKnown {
+				t.Errorf("unexpected call %q", c)
+			}
+			term = i
+		}
+		if strings.HasPrefix(c, "shutdown") {
+			nShut++
+			shut = i
+			if c != "shutdown -h now" {
+				t.Errorf("shutdown call %q; want %q", c, "shutdown -h now")
+			}
+		}
+	}
+	if !idKnown && term < 0 {
+		term = 0
+	}
+	if term < 0 || nShut != 1 || shut < term {
+		t.Errorf("want %q then one shutdown -h now; got terminate at %d, %d shutdowns (last at %d)\n%s",
+			want, term, nShut, shut, b.dump())
+	}
+	if !strings.Contains(b.console, "jit-runner: exit: status") {
+		t.Errorf("console has no exit line:\n%s", b.console)
+	}
+}
+
+// checkNoLeaks: the JIT config reaches the runner's environment and nowhere
+// else; IMDS is only used with a session token, which is never in an argv.
+func checkNoLeaks(t *testing.T, b boot) {
+	t.Helper()
+	for _, c := range b.calls {
+		if strings.Contains(c, testJIT) {
+			t.Errorf("JIT config in an argv: %q", c)
+		}
+		if strings.Contains(c, b.imdsToken) {
+			t.Errorf("IMDS token in an argv: %q", c)
+		}
+	}
+	if strings.Contains(b.processList, testJIT) {
+		t.Errorf("JIT config in the process list while the runner runs")
+	}
+	if b.runnerStarted && !strings.Contains(b.processList, "run.sh") {
+		t.Errorf("process list snapshot lacks the runner; snapshot broken?")
+	}
+	if strings.Contains(b.output, testJIT) {
+		t.Errorf("JIT config in the script's output:\n%s", b.output)
+	}
+	if strings.Contains(b.console, testJIT) {
+		t.Errorf("JIT config on the console:\n%s", b.console)
+	}
+	err := filepath.WalkDir(b.root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		if strings.Contains(readFile(t, path), testJIT) {
+			t.Errorf("JIT config in file %s", path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	if len(b.tokenless) > 0 {
+		t.Errorf("IMDS GETs without a session token: %v", b.tokenless)
+	}
+	if len(b.imdsRequests) == 0 || b.imdsRequests[0] != "PUT /latest/api/token" {
+		t.Errorf("IMDS requests %v; want the token PUT first", b.imdsRequests)
+	}
+	if b.runnerStarted && b.runnerEnv != testJIT {
+		t.Errorf("runner's ACTIONS_RUNNER_INPUT_JITCONFIG = %q; want the JIT config", b.runnerEnv)
+	}
+}
+
+func TestBoot(t *testing.T) {
+	t.Parallel()
+	x64URL := DefaultDownloadBaseURL + "/v" + testVersion + "/actions-runner-linux-x64-" + testVersion + ".tar.gz"
+	arm64URL := DefaultDownloadBaseURL + "/v" + testVersion + "/actions-runner-linux-arm64-" + testVersion + ".tar.gz"
+
+	tests := []struct {
+		name        string
+		sc          scenario
+		wantExit    int
+		wantRunner  bool
+		wantConsole []string
+		check       func(t *testing.T, b boot)
+	}{
+		{
+			name:        "prebaked match",
+			sc:          scenario{prebaked: testVersion},
+			wantRunner:  true,
+			wantConsole: []string{"imds: done in", "install: skipped, pre-baked runner " + testVersion, "jit-fetch: done in", "runner: done in", "runner exited with status 0"},
+			check: func(t *testing.T, b boot) {
+				if n := b.pkgManagerCalls(); n != 0 {
+					t.Errorf("%d package manager calls; want 0\n%s", n, b.dump())
+				}
+				for _, name := range []string{"useradd", "tar", "sha256sum"} {
+					if c := b.callsTo(name); len(c) != 0 {
+						t.Errorf("%s called: %q", name, c)
+					}
+				}
+				if d := b.downloads(); len(d) != 0 {
+					t.Errorf("downloads %q; want none", d)
+				}
+				wantDelete := "aws dynamodb delete-item --region " + testRegion + " --table-name " + testTable +
+					` --key {"instanceArn":{"S":"` + testARN + `"}} --return-values ALL_OLD --query Attributes.jitConfig.S --output text`
+				if c := b.callsTo("aws dynamodb"); len(c) != 1 || c[0] != wantDelete {
+					t.Errorf("dynamodb calls %q; want [%q]", c, wantDelete)
+				}
+				if c := b.callsTo("runuser"); len(c) != 1 || c[0] != "runuser -u runner -- ./run.sh" {
+					t.Errorf("runuser calls %q; want one `runuser -u runner -- ./run.sh`", c)
+				}
+			},
+		},
+		{
+			name:        "prebaked other version",
+			sc:          scenario{prebaked: "2.300.0", userExists: true},
+			wantRunner:  true,
+			wantConsole: []string{"pre-baked runner 2.300.0 is not " + testVersion, "download: done in"},
+			check: func(t *testing.T, b boot) {
+				if n := b.pkgManagerCalls(); n != 0 {
+					t.Errorf("%d package manager calls; want 0\n%s", n, b.dump())
+				}
+				if c := b.callsTo("useradd"); len(c) != 0 {
+					t.Errorf("useradd called: %q", c)
+				}
+				if d := b.downloads(); len(d) != 1 || !strings.HasSuffix(d[0], " "+x64URL) {
+					t.Errorf("downloads %q; want one of %s", d, x64URL)
+				}
+				if c := b.callsTo("sha256sum"); len(c) != 1 {
+					t.Errorf("sha256sum calls %q; want 1", c)
+				}
+			},
+		},
+		{
+			name:        "stock al2023",
+			sc:          scenario{},
+			wantRunner:  true,
+			wantConsole: []string{"install: amzn 2023", "install: done in", "download: done in"},
+			check: func(t *testing.T, b boot) {
+				dnf := b.callsTo("dnf")
+				if len(dnf) != 1 || !strings.HasPrefix(dnf[0], "dnf install -y") ||
+					!containsAll(dnf[0], "libicu", "krb5-libs", "zlib", "openssl-libs", "lttng-ust", "tar", "gzip", "git", "jq") {
+					t.Errorf("dnf calls %q; want one install of the runner's dependencies", dnf)
+				}
+				if c := b.callsTo("apt-get"); len(c) != 0 {
+					t.Errorf("apt-get called: %q", c)
+				}
+				if c := b.callsTo("useradd"); len(c) != 1 || c[0] != "useradd -m -s /bin/bash runner" {
+					t.Errorf("useradd calls %q; want one `useradd -m -s /bin/bash runner`", c)
+				}
+				if d := b.downloads(); len(d) != 1 || !strings.HasSuffix(d[0], " "+x64URL) {
+					t.Errorf("downloads %q; want one of %s", d, x64URL)
+				}
+				if c := b.callsTo("sha256sum"); len(c) != 1 || c[0] != "sha256sum -c --status -" {
+					t.Errorf("sha256sum calls %q; want one `sha256sum -c --status -`", c)
+				}
+				if c := b.callsTo("runuser -u runner -- tar"); len(c) != 1 {
+					t.Errorf("unpack calls %q; want one tar as runner", c)
+				}
+			},
+		},
+		{
+			name:        "stock ubuntu",
+			sc:          scenario{osID: "ubuntu", osVersion: "24.04"},
+			wantRunner:  true,
+			wantConsole: []string{"install: ubuntu 24.04", "install: done in"},
+			check: func(t *testing.T, b boot) {
+				if c := b.callsTo("dnf"); len(c) != 0 {
+					t.Errorf("dnf called: %q", c)
+				}
+				apt := b.callsTo("apt-get")
+				if len(apt) != 2 || !strings.HasSuffix(apt[0], " update") ||
+					!containsAll(apt[1], " install -y", " libicu74 ", " libssl3 ", " libkrb5-3 ", " zlib1g ", " git ", " jq") {
+					t.Errorf("apt-get calls %q; want update, then install with libicu74 and libssl3", apt)
+				}
+				if c := b.callsTo("useradd"); len(c) != 1 {
+					t.Errorf("useradd calls %q; want 1", c)
+				}
+			},
+		},
+		{
+			name: "arm64",
+			sc: scenario{arch: "aarch64", userExists: true, params: func(p *Params) {
+				p.RunnerSHA256X64 = otherSHA // only the arm64 digest matches
+			}},
+			wantRunner: true,
+			check: func(t *testing.T, b boot) {
+				if d := b.downloads(); len(d) != 1 || !strings.HasSuffix(d[0], " "+arm64URL) {
+					t.Errorf("downloads %q; want one of %s", d, arm64URL)
+				}
+				if c := b.callsTo("useradd"); len(c) != 0 {
+					t.Errorf("useradd called for an existing user: %q", c)
+				}
+			},
+		},
+		{
+			name:        "runner fails",
+			sc:          scenario{prebaked: testVersion, runnerExit: 3},
+			wantExit:    3,
+			wantRunner:  true,
+			wantConsole: []string{"runner exited with status 3"},
+		},
+		{
+			name:        "jit arrives late",
+			sc:          scenario{prebaked: testVersion, jitAfter: 2},
+			wantRunner:  true,
+			wantConsole: []string{"got the JIT config after 3 attempt(s)"},
+		},
+		{
+			name:        "jit never arrives",
+			sc:          scenario{prebaked: testVersion, noJIT: true, params: func(p *Params) { p.JITWaitSeconds = 1 }},
+			wantExit:    1,
+			wantConsole: []string{"jit-fetch: FAILED: no JIT config for " + testARN + " in " + testTable + " after 1s"},
+			check: func(t *testing.T, b boot) {
+				if n := len(b.callsTo("aws dynamodb delete-item")); n < 2 {
+					t.Errorf("%d delete-item calls; want retries", n)
+				}
+			},
+		},
+		{
+			name:        "idle timeout",
+			sc:          scenario{prebaked: testVersion, runnerIdle: true, params: func(p *Params) { p.IdleTimeoutSeconds = 1 }},
+			wantRunner:  true,
+			wantConsole: []string{"watchdog: no job within 1s; stopping the runner", "idle timeout: no job within 1s"},
+		},
+		{
+			name:        "checksum mismatch",
+			sc:          scenario{params: func(p *Params) { p.RunnerSHA256X64 = otherSHA }},
+			wantExit:    1,
+			wantConsole: []string{"download: FAILED: checksum mismatch"},
+			check: func(t *testing.T, b boot) {
+				if c := b.callsTo("runuser"); len(c) != 0 {
+					t.Errorf("runuser called after a checksum mismatch: %q", c)
+				}
+				if c := b.callsTo("aws dynamodb"); len(c) != 0 {
+					t.Errorf("JIT config fetched after a checksum mismatch: %q", c)
+				}
+			},
+		},
+		{
+			name:        "install failure",
+			sc:          scenario{pkgFail: true},
+			wantExit:    1,
+			wantConsole: []string{"install: FAILED: dnf install failed"},
+			check: func(t *testing.T, b boot) {
+				if d := b.downloads(); len(d) != 0 {
+					t.Errorf("downloads after a failed install: %q", d)
+				}
+			},
+		},
+		{
+			name:        "unsupported os",
+			sc:          scenario{osID: "alpine", osVersion: "3.20"},
+			wantExit:    1,
+			wantConsole: []string{"install: FAILED: unsupported OS 'alpine'"},
+		},
+		{
+			name:        "sigterm",
+			sc:          scenario{prebaked: testVersion, runnerIdle: true, signal: syscall.SIGTERM},
+			wantExit:    143,
+			wantRunner:  true,
+			wantConsole: []string{"exit: status 143: signal TERM"},
+		},
+		{
+			name:        "imds failure",
+			sc:          scenario{prebaked: testVersion, noIMDSDoc: true},
+			wantExit:    1,
+			wantConsole: []string{"imds: FAILED: no instance identity document"},
+			check: func(t *testing.T, b boot) {
+				if c := b.callsTo("aws"); len(c) != 0 {
+					t.Errorf("aws called without an instance identity: %q", c)
+				}
+			},
+		},
+		{
+			name:       "region override",
+			sc:         scenario{prebaked: testVersion, params: func(p *Params) { p.Region = "us-east-2" }},
+			wantRunner: true,
+			check: func(t *testing.T, b boot) {
+				c := b.callsTo("aws dynamodb")
+				if len(c) != 1 || !containsAll(c[0], "--region us-east-2 ", testARN) {
+					t.Errorf("dynamodb calls %q; want --region us-east-2 and the instance's own ARN", c)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := runBoot(t, tt.sc)
+			if b.exitCode != tt.wantExit {
+				t.Errorf("exit code %d; want %d\n%s", b.exitCode, tt.wantExit, b.dump())
+			}
+			if b.runnerStarted != tt.wantRunner {
+				t.Errorf("runner started = %v; want %v\n%s", b.runnerStarted, tt.wantRunner, b.dump())
+			}
+			checkTerminated(t, b, !tt.sc.noIMDSDoc)
+			checkNoLeaks(t, b)
+			for _, w := range tt.wantConsole {
+				if !strings.Contains(b.console, w) {
+					t.Errorf("console lacks %q:\n%s", w, b.console)
+				}
+			}
+			if !strings.Contains(b.output, "jit-runner: imds: start") {
+				t.Errorf("stdout lacks the progress lines:\n%s", b.output)
+			}
+			if tt.check != nil {
+				tt.check(t, b)
+			}
+		})
+	}
+}
+
+// TestBootHostileDownloadURL renders a base URL that passes validation but
+// is full of shell syntax: it must reach curl verbatim and execute nothing.
+func TestBootHostileDownloadURL(t *testing.T) {
+	t.Parallel()
+	pwned := filepath.Join(t.TempDir(), "pwned")
+	base := "https://example.com/$(touch${IFS}" + pwned + ")/`touch${IFS}" + pwned + "`/x'y\"z;$HOME"
+	b := runBoot(t, scenario{userExists: true, params: func(p *Params) { p.DownloadBaseURL = base }})
+	if _, err := os.Stat(pwned); err == nil {
+		t.Fatalf("hostile URL executed a command\n%s", b.dump())
+	}
+	want := base + "/v" + testVersion + "/actions-runner-linux-x64-" + testVersion + ".tar.gz"
+	if d := b.downloads(); len(d) != 1 || !strings.HasSuffix(d[0], " "+want) {
+		t.Errorf("downloads %q; want the URL verbatim: %s", d, want)
+	}
+	checkTerminated(t, b, true)
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		field string
+		mod   func(*Params)
+	}{
+		{"RunnerVersion", func(p *Params) { p.RunnerVersion = "" }},
+		{"RunnerVersion", func(p *Params) { p.RunnerVersion = "v2.332.0" }},
+		{"RunnerVersion", func(p *Params) { p.RunnerVersion = "2.332.0\nid" }},
+		{"NamePrefix", func(p *Params) { p.NamePrefix = "" }},
+		{"NamePrefix", func(p *Params) { p.NamePrefix = "x'; touch /tmp/pwned; '" }},
+		{"NamePrefix", func(p *Params) { p.NamePrefix = "a$(id)" }},
+		{"NamePrefix", func(p *Params) { p.NamePrefix = "a`id`" }},
+		{"NamePrefix", func(p *Params) { p.NamePrefix = "a\nb" }},
+		{"JITTable", func(p *Params) { p.JITTable = "" }},
+		{"JITTable", func(p *Params) { p.JITTable = "t'; reboot; '" }},
+		{"IdleTimeoutSeconds", func(p *Params) { p.IdleTimeoutSeconds = -1 }},
+		{"IdleTimeoutSeconds", func(p *Params) { p.IdleTimeoutSeconds = 90000 }},
+		{"JITWaitSeconds", func(p *Params) { p.JITWaitSeconds = -5 }},
+		{"JITWaitSeconds", func(p *Params) { p.JITWaitSeconds = 3601 }},
+		{"RunnerSHA256X64", func(p *Params) { p.RunnerSHA256X64 = "" }},
+		{"RunnerSHA256X64", func(p *Params) { p.RunnerSHA256X64 = otherSHA[:63] + "g" }},
+		{"RunnerSHA256ARM64", func(p *Params) { p.RunnerSHA256ARM64 = "abc" }},
+		{"DownloadBaseURL", func(p *Params) { p.DownloadBaseURL = "http://example.com/runner" }},
+		{"DownloadBaseURL", func(p *Params) { p.DownloadBaseURL = "https://example.com/a b" }},
+		{"DownloadBaseURL", func(p *Params) { p.DownloadBaseURL = "https://example.com/a\n$(id)" }},
+		{"DownloadBaseURL", func(p *Params) { p.DownloadBaseURL = "https://user:pw@example.com/" }},
+		{"DownloadBaseURL", func(p *Params) { p.DownloadBaseURL = "https://example.com/?x=1" }},
+		{"DownloadBaseURL", func(p *Params) { p.DownloadBaseURL = "ftp://example.com/" }},
+		{"Region", func(p *Params) { p.Region = "eu-west-1'; id; '" }},
+		{"Region", func(p *Params) { p.Region = "EU-WEST-1" }},
+	}
+	for _, tt := range tests {
+		p := validParams()
+		tt.mod(&p)
+		_, err := Render(p)
+		var pe *ParamError
+		if !errors.As(err, &pe) || pe.Field != tt.field || !strings.Contains(err.Error(), "Params."+tt.field) {
+			t.Errorf("Render(%+v) error = %v; want a ParamError naming %s", p, err, tt.field)
+		}
+	}
+
+	// Every required field is named at once.
+	err := (&Params{}).Validate()
+	for _, f := range []string{"RunnerVersion", "NamePrefix", "JITTable", "RunnerSHA256X64", "RunnerSHA256ARM64"} {
+		if err == nil || !strings.Contains(err.Error(), "Params."+f+":") {
+			t.Errorf("Validate(Params{}) = %v; want it to name %s", err, f)
+		}
+	}
+
+	// Defaults.
+	p := validParams()
+	p.RunnerSHA256X64 = strings.ToUpper(p.RunnerSHA256X64)
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if p.IdleTimeoutSeconds != 600 || p.JITWaitSeconds != 180 || p.DownloadBaseURL != DefaultDownloadBaseURL {
+		t.Errorf("defaults: idle %d, jit wait %d, url %q; want 600, 180, %q",
+			p.IdleTimeoutSeconds, p.JITWaitSeconds, p.DownloadBaseURL, DefaultDownloadBaseURL)
+	}
+	if p.RunnerSHA256X64 != strings.ToLower(p.RunnerSHA256X64) {
+		t.Errorf("RunnerSHA256X64 %q not lower-cased", p.RunnerSHA256X64)
+	}
+	p = validParams()
+	p.DownloadBaseURL = "https://mirror.example.com/runner/"
+	if err := p.Validate(); err != nil || p.DownloadBaseURL != "https://mirror.example.com/runner" {
+		t.Errorf("Validate trailing slash: %v, %q", err, p.DownloadBaseURL)
+	}
+}
+
+func TestRender(t *testing.T) {
+	t.Parallel()
+	p := validParams()
+	p.Region = "us-east-2"
+	s, err := Render(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("rendered script: %d bytes (limit %d)", len(s), MaxUserDataBytes)
+	if len(s) > MaxUserDataBytes {
+		t.Errorf("rendered script is %d bytes; user-data allows %d", len(s), MaxUserDataBytes)
+	}
+	if !strings.HasPrefix(s, "#!/bin/bash\n") {
+		t.Errorf("script does not start with #!/bin/bash")
+	}
+	for _, want := range []string{
+		"readonly RUNNER_VERSION='" + testVersion + "'\n",
+		"readonly NAME_PREFIX='jitr'\n",
+		"readonly JIT_TABLE='" + testTable + "'\n",
+		"readonly IDLE_TIMEOUT_SECONDS='600'\n",
+		"readonly JIT_WAIT_SECONDS='180'\n",
+		"readonly RUNNER_SHA256_X64='" + p.RunnerSHA256X64 + "'\n",
+		"readonly DOWNLOAD_BASE_URL='" + DefaultDownloadBaseURL + "'\n",
+		"readonly REGION_OVERRIDE='us-east-2'\n",
+		// What only the tests may change stays hardcoded in production.
+		"readonly IMDS_URL='http://169.254.169.254'\n",
+		"readonly ROOT=''\n",
+		"readonly CONSOLE='/dev/console'\n",
+		"set -Eeuo pipefail\n",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("rendered script lacks %q", want)
+		}
+	}
+	if strings.Contains(s, "#@PARAMS@") || strings.Contains(s, "127.0.0.1") {
+		t.Errorf("rendered script has a template marker or a test endpoint")
+	}
+	for i, l := range strings.Split(s, "\n") {
+		if f := strings.Fields(l); len(f) > 0 && f[0] == "set" && strings.Contains(l, "-x") && !strings.Contains(l, "+x") {
+			t.Errorf("line %d enables xtrace: %q", i+1, l)
+		}
+	}
+	// The parameter block comes before any command.
+	if i, j := strings.Index(s, "readonly RUNNER_VERSION="), strings.Index(s, "\nset "); i < 0 || j < i {
+		t.Errorf("parameter block is not at the top")
+	}
+	out, err := exec.Command("bash", "-n", "-c", s).CombinedOutput()
+	if err != nil {
+		t.Errorf("bash -n: %v\n%s", err, out)
+	}
+
+	// Worst-case sizes still fit.
+	p = validParams()
+	p.JITTable = strings.Repeat("t", 255)
+	p.DownloadBaseURL = "https://" + strings.Repeat("m", 200) + ".example.com/" + strings.Repeat("p", 500)
+	if s, err := Render(p); err != nil || len(s) > MaxUserDataBytes {
+		t.Errorf("worst-case render: %d bytes, %v", len(s), err)
+	}
+}
+
+// TestShellQuote evaluates quoted hostile values with bash: each must come
+// back verbatim and run nothing.
+func TestShellQuote(t *testing.T) {
+	t.Parallel()
+	pwned := filepath.Join(t.TempDir(), "pwned")
+	values := []string{
+		"",
+		"plain",
+		"x'; touch " + pwned + "; '",
+		"$(touch " + pwned + ")",
+		"`touch " + pwned + "`",
+		"a\nb\ntouch " + pwned,
+		`'"'"'\'` + "\\",
+		"${IFS}$HOME!$$ *?[a]",
+	}
+	for _, v := range values {
+		script := "readonly V=" + shellQuote(v) + "\nprintf '%s' \"$V\"\n"
+		out, err := exec.Command("bash", "-c", script).Output()
+		if err != nil {
+			t.Errorf("bash on %q: %v", v, err)
+			continue
+		}
+		if string(out) != v {
+			t.Errorf("round trip of %q gave %q", v, out)
+		}
+	}
+	if _, err := os.Stat(pwned); err == nil {
+		t.Errorf("a quoted value executed a command")
+	}
+}
+
+// TestRenderHooks: the test hooks replace exactly the hardcoded values.
+func TestRenderHooks(t *testing.T) {
+	t.Parallel()
+	s, err := render(validParams(), testHooks{imdsURL: "http://127.0.0.1:1", root: "/tmp/r o'ot"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"readonly IMDS_URL='http://127.0.0.1:1'\n", `readonly ROOT='/tmp/r o'\''ot'` + "\n"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("hooked script lacks %q", want)
+		}
+	}
+	if strings.Contains(s, "169.254.169.254") {
+		t.Errorf("hooked script still has the real IMDS address")
+	}
+}
+
+func TestShellcheck(t *testing.T) {
+	t.Parallel()
+	sc, err := exec.LookPath("shellcheck")
+	if err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skip("shellcheck not installed")
+		}
+		t.Fatalf("shellcheck not installed under CI: %v", err)
+	}
+	prod, err := Render(validParams())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooked, err := render(validParams(), testHooks{imdsURL: "http://127.0.0.1:1", root: "/tmp/x", console: "/tmp/c",
+		watchdogPoll: "0.05", jitRetryDelays: "0.05 0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, s := range map[string]string{"production": prod, "test hooks": hooked} {
+		cmd := exec.Command(sc, "--shell=bash", "--severity=style", "-")
+		cmd.Stdin = strings.NewReader(s)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("shellcheck (%s): %v\n%s", name, err, out)
+		}
+	}
+}
+
+// BenchmarkPrebakedBoot boots the pre-baked path with stubs and reports the
+// time from script start to runner start and the package manager calls.
+func BenchmarkPrebakedBoot(b *testing.B) {
+	var total time.Duration
+	calls := 0
+	for b.Loop() {
+		r := runBoot(b, scenario{prebaked: testVersion})
+		if !r.runnerStarted {
+			b.Fatalf("runner not started\n%s", r.dump())
+		}
+		total += r.startLatency
+		calls += r.pkgManagerCalls()
+	}
+	b.ReportMetric(total.Seconds()/float64(b.N), "s/boot")
+	b.ReportMetric(float64(calls)/float64(b.N), "pkg-manager-calls")
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v", timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func containsAll(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}
+
+func randHex(t testing.TB) string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+func mustMkdir(t testing.TB, path string) {
+	t.Helper()
+	if err := os.MkdirAll(path, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustWrite(t testing.TB, path, content string, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readFile returns the file's content, or "" when it does not exist.
+func readFile(t testing.TB, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

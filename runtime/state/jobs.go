@@ -126,6 +126,7 @@ func (o Outcome) String() string {
 
 // DynamoAPI is the part of the DynamoDB client the store uses.
 type DynamoAPI interface {
+	PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
 	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
 	GetItem(ctx context.Context, in *dynamodb.GetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
 }
@@ -147,11 +148,16 @@ func NewStore(api DynamoAPI, table string, retention time.Duration, now func() t
 	return &Store{api: api, table: table, retention: retention, now: now}
 }
 
-// RecordEvent writes ev onto the job's record with one conditional
-// UpdateItem. Statuses only move forward. For a queued job of ours the same
-// write claims the right to enqueue it: it succeeds only when no message was
-// sent before, so any number of deliveries of the same job (same or different
+// RecordEvent writes ev onto the job's record with conditional writes.
+// Statuses only move forward. For a queued job of ours the same write claims
+// the right to enqueue it: it succeeds only when no message was sent before,
+// so any number of deliveries of the same job (same or different
 // X-GitHub-Delivery) give one Enqueue.
+//
+// A queued or waiting event is usually the job's first: it is tried as one
+// PutItem that succeeds only when the record does not exist yet. Otherwise
+// (or when that put finds a record that may still move) one UpdateItem with
+// the forward-only condition applies it.
 func (s *Store) RecordEvent(ctx context.Context, ev *JobEvent) (Outcome, error) {
 	rank, ok := Rank(ev.Action)
 	if !ok {
@@ -162,75 +168,57 @@ func (s *Store) RecordEvent(ctx context.Context, ev *JobEvent) (Outcome, error) 
 		now = s.now()
 	}
 	enqueue := ev.Action == StatusQueued && ev.Ours
+	attrs := s.eventAttributes(ev, rank, now, enqueue)
 
-	vals := map[string]types.AttributeValue{
-		":status":  &types.AttributeValueMemberS{Value: ev.Action},
-		":rank":    num(int64(rank)),
-		":jobId":   num(ev.JobID),
-		":updated": num(now.UnixMilli()),
-		":expires": num(now.Add(s.retention).Unix()),
-		":ours":    &types.AttributeValueMemberBOOL{Value: ev.Ours},
-	}
-	names := map[string]string{"#status": attrStatus}
-	set := []string{
-		"#status = :status", attrStatusRank + " = :rank", attrJobID + " = :jobId",
-		AttrUpdatedAt + " = :updated", AttrExpiresAt + " = :expires", attrOurs + " = :ours",
-		attrReceivedAt + " = if_not_exists(" + attrReceivedAt + ", :updated)",
-	}
-	// Every attribute goes through a name placeholder: several (owner,
-	// status, ...) are DynamoDB reserved words.
-	setStr := func(attr, v string) {
-		if v == "" {
-			return
+	if rank == 1 {
+		item := make(map[string]types.AttributeValue, len(attrs)+2)
+		item[AttrPK] = &types.AttributeValueMemberS{Value: JobKey(ev.JobID)}
+		for _, a := range attrs {
+			item[a.name] = a.value
 		}
-		names["#"+attr] = attr
-		vals[":"+attr] = &types.AttributeValueMemberS{Value: v}
-		set = append(set, "#"+attr+" = :"+attr)
-	}
-	setNum := func(attr string, v int64) {
-		if v == 0 {
-			return
+		item[attrReceivedAt] = num(now.UnixMilli())
+		_, err := s.api.PutItem(ctx, &dynamodb.PutItemInput{
+			TableName:                           aws.String(s.table),
+			Item:                                item,
+			ConditionExpression:                 aws.String("attribute_not_exists(" + AttrPK + ")"),
+			ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+		})
+		if err == nil {
+			if enqueue {
+				return Enqueue, nil
+			}
+			return Recorded, nil
 		}
-		names["#"+attr] = attr
-		vals[":"+attr] = num(v)
-		set = append(set, "#"+attr+" = :"+attr)
-	}
-	setStr(attrLastDelivery, ev.DeliveryID)
-	setNum(attrRunID, ev.RunID)
-	setStr(attrRepository, ev.Repository)
-	setStr(attrOwner, ev.Owner)
-	setNum(attrInstallationID, ev.InstallationID)
-	setStr(attrWorkflow, ev.Workflow)
-	setStr(attrJobName, ev.JobName)
-	setStr(attrCreatedAt, ev.CreatedAt)
-	setStr(attrStartedAt, ev.StartedAt)
-	setStr(attrCompletedAt, ev.CompletedAt)
-	setStr(attrConclusion, ev.Conclusion)
-	setStr(attrRunnerName, ev.RunnerName)
-	setNum(attrRunnerID, ev.RunnerID)
-	setStr(attrProfile, ev.Profile)
-	setStr(attrSkipReason, ev.SkipReason)
-	if len(ev.Labels) > 0 {
-		l := make([]types.AttributeValue, len(ev.Labels))
-		for i, v := range ev.Labels {
-			l[i] = &types.AttributeValueMemberS{Value: v}
+		var ccf *types.ConditionalCheckFailedException
+		if !errors.As(err, &ccf) {
+			return 0, fmt.Errorf("record job %d (%s): %w", ev.JobID, ev.Action, err)
 		}
-		vals[":labels"] = &types.AttributeValueMemberL{Value: l}
-		set = append(set, attrLabels+" = :labels")
+		if _, sent := ccf.Item[attrEnqueuedAt]; sent && enqueue {
+			return Duplicate, nil
+		}
+		if getN(ccf.Item, attrStatusRank) > int64(rank) {
+			return Stale, nil
+		}
 	}
 
-	cond := "(attribute_not_exists(" + attrStatusRank + ") OR " + attrStatusRank + " <= :rank)"
+	names := make(map[string]string, len(attrs))
+	vals := make(map[string]types.AttributeValue, len(attrs)+2)
+	set := make([]string, 0, len(attrs)+1)
+	for _, a := range attrs {
+		names["#"+a.name] = a.name
+		vals[":"+a.name] = a.value
+		set = append(set, "#"+a.name+" = :"+a.name)
+	}
+	names["#"+attrReceivedAt] = attrReceivedAt
+	set = append(set, "#"+attrReceivedAt+" = if_not_exists(#"+attrReceivedAt+", :"+AttrUpdatedAt+")")
+	cond := "(attribute_not_exists(#" + attrStatusRank + ") OR #" + attrStatusRank + " <= :" + attrStatusRank + ")"
 	if enqueue {
-		cond = "attribute_not_exists(" + attrEnqueuedAt + ") AND " + cond
-		vals[":live"] = &types.AttributeValueMemberS{Value: LiveValue}
-		set = append(set, attrEnqueuedAt+" = :updated", AttrLive+" = :live")
+		cond = "attribute_not_exists(#" + attrEnqueuedAt + ") AND " + cond
 	}
-	expr := "SET " + strings.Join(set, ", ")
-
 	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:                           aws.String(s.table),
 		Key:                                 jobKey(ev.JobID),
-		UpdateExpression:                    aws.String(expr),
+		UpdateExpression:                    aws.String("SET " + strings.Join(set, ", ")),
 		ConditionExpression:                 aws.String(cond),
 		ExpressionAttributeNames:            names,
 		ExpressionAttributeValues:           vals,
@@ -246,12 +234,65 @@ func (s *Store) RecordEvent(ctx context.Context, ev *JobEvent) (Outcome, error) 
 	if !errors.As(err, &ccf) {
 		return 0, fmt.Errorf("record job %d (%s): %w", ev.JobID, ev.Action, err)
 	}
-	if enqueue {
-		if _, sent := ccf.Item[attrEnqueuedAt]; sent {
-			return Duplicate, nil
-		}
+	if _, sent := ccf.Item[attrEnqueuedAt]; sent && enqueue {
+		return Duplicate, nil
 	}
 	return Stale, nil
+}
+
+type attribute struct {
+	name  string
+	value types.AttributeValue
+}
+
+// eventAttributes lists the attributes an event sets; empty values are left
+// out so a later, sparser delivery never erases what an earlier one recorded.
+func (s *Store) eventAttributes(ev *JobEvent, rank int, now time.Time, enqueue bool) []attribute {
+	attrs := make([]attribute, 0, 24)
+	add := func(name string, v types.AttributeValue) { attrs = append(attrs, attribute{name, v}) }
+	str := func(name, v string) {
+		if v != "" {
+			add(name, &types.AttributeValueMemberS{Value: v})
+		}
+	}
+	n := func(name string, v int64) {
+		if v != 0 {
+			add(name, num(v))
+		}
+	}
+	str(attrStatus, ev.Action)
+	add(attrStatusRank, num(int64(rank)))
+	add(attrJobID, num(ev.JobID))
+	add(AttrUpdatedAt, num(now.UnixMilli()))
+	add(AttrExpiresAt, num(now.Add(s.retention).Unix()))
+	add(attrOurs, &types.AttributeValueMemberBOOL{Value: ev.Ours})
+	str(attrLastDelivery, ev.DeliveryID)
+	n(attrRunID, ev.RunID)
+	str(attrRepository, ev.Repository)
+	str(attrOwner, ev.Owner)
+	n(attrInstallationID, ev.InstallationID)
+	str(attrWorkflow, ev.Workflow)
+	str(attrJobName, ev.JobName)
+	str(attrCreatedAt, ev.CreatedAt)
+	str(attrStartedAt, ev.StartedAt)
+	str(attrCompletedAt, ev.CompletedAt)
+	str(attrConclusion, ev.Conclusion)
+	str(attrRunnerName, ev.RunnerName)
+	n(attrRunnerID, ev.RunnerID)
+	str(attrProfile, ev.Profile)
+	str(attrSkipReason, ev.SkipReason)
+	if len(ev.Labels) > 0 {
+		l := make([]types.AttributeValue, len(ev.Labels))
+		for i, v := range ev.Labels {
+			l[i] = &types.AttributeValueMemberS{Value: v}
+		}
+		add(attrLabels, &types.AttributeValueMemberL{Value: l})
+	}
+	if enqueue {
+		add(attrEnqueuedAt, num(now.UnixMilli()))
+		add(AttrLive, &types.AttributeValueMemberS{Value: LiveValue})
+	}
+	return attrs
 }
 
 // ReleaseEnqueue undoes the enqueue claim that RecordEvent made for ev when

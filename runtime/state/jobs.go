@@ -211,6 +211,13 @@ func (s *Store) RecordEvent(ctx context.Context, ev *JobEvent) (Outcome, error) 
 	}
 	names["#"+attrReceivedAt] = attrReceivedAt
 	set = append(set, "#"+attrReceivedAt+" = if_not_exists(#"+attrReceivedAt+", :"+AttrUpdatedAt+")")
+	expr := "SET " + strings.Join(set, ", ")
+	if ev.Action == StatusCompleted {
+		// The job is over: its runner slot is free for the next job even
+		// though the instance takes a moment to terminate itself.
+		names["#"+AttrSlotProfile] = AttrSlotProfile
+		expr += " REMOVE #" + AttrSlotProfile
+	}
 	cond := "(attribute_not_exists(#" + attrStatusRank + ") OR #" + attrStatusRank + " <= :" + attrStatusRank + ")"
 	if enqueue {
 		cond = "attribute_not_exists(#" + attrEnqueuedAt + ") AND " + cond
@@ -218,7 +225,7 @@ func (s *Store) RecordEvent(ctx context.Context, ev *JobEvent) (Outcome, error) 
 	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:                           aws.String(s.table),
 		Key:                                 jobKey(ev.JobID),
-		UpdateExpression:                    aws.String("SET " + strings.Join(set, ", ")),
+		UpdateExpression:                    aws.String(expr),
 		ConditionExpression:                 aws.String(cond),
 		ExpressionAttributeNames:            names,
 		ExpressionAttributeValues:           vals,
@@ -350,6 +357,20 @@ type Job struct {
 	Live           bool
 	UpdatedAt      time.Time
 	ExpiresAt      time.Time
+
+	// Launch side (scaleup).
+	Phase            string
+	SlotProfile      string
+	ClaimID          string
+	LaunchAttempts   int64
+	LastError        string
+	LaunchedAt       time.Time
+	InstanceID       string
+	InstanceType     string
+	AvailabilityZone string
+	SubnetID         string
+	CapacityType     string
+	SpotFallback     bool
 }
 
 // Get reads a job's record with a consistent read. ok is false when the job
@@ -393,6 +414,22 @@ func decodeJob(item map[string]types.AttributeValue) *Job {
 	}
 	if v, ok := item[attrOurs].(*types.AttributeValueMemberBOOL); ok {
 		j.Ours = v.Value
+	}
+	j.Phase = getS(item, attrPhase)
+	j.SlotProfile = getS(item, AttrSlotProfile)
+	j.ClaimID = getS(item, attrClaimID)
+	j.LaunchAttempts = getN(item, attrLaunchAttempts)
+	j.LastError = getS(item, attrLastError)
+	if ms := getN(item, attrLaunchedAt); ms != 0 {
+		j.LaunchedAt = time.UnixMilli(ms)
+	}
+	j.InstanceID = getS(item, attrInstanceID)
+	j.InstanceType = getS(item, attrInstanceType)
+	j.AvailabilityZone = getS(item, attrAZ)
+	j.SubnetID = getS(item, attrSubnetID)
+	j.CapacityType = getS(item, attrCapacityType)
+	if v, ok := item[attrSpotFallback].(*types.AttributeValueMemberBOOL); ok {
+		j.SpotFallback = v.Value
 	}
 	_, j.Enqueued = item[attrEnqueuedAt]
 	_, j.Live = item[AttrLive]

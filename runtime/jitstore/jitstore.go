@@ -1,0 +1,122 @@
+// Package jitstore hands each runner instance its just-in-time runner
+// configuration. Scaleup writes the encoded config under the instance's ARN;
+// the instance (runtime/bootstrap) reads and deletes it in one DeleteItem,
+// which is the only call its IAM role allows, and only on its own key:
+//
+//	"Condition": {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["${ec2:SourceInstanceARN}"]}}
+//
+// So no other instance, and no job on another instance, can read it; it can
+// be read once; it never passes through user-data, environment variables or
+// logs. DynamoDB on demand absorbs bursts far above GitHub's own JIT-config
+// rate, unlike SSM PutParameter's few-TPS default.
+package jitstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/jit-runners/jit-runners/runtime/state"
+)
+
+// Attribute names; the bootstrap script reads exactly these.
+const (
+	AttrInstanceARN = "instanceArn"
+	AttrJITConfig   = "jitConfig"
+	AttrExpiresAt   = "expiresAt"
+)
+
+// Table is the JIT-config table's shape; the stack, the sandbox and the tests
+// create it from here.
+var Table = state.Table{
+	Attributes:   map[string]state.AttrType{AttrInstanceARN: "S"},
+	Keys:         []state.Key{{Name: AttrInstanceARN, Type: "HASH"}},
+	TTLAttribute: AttrExpiresAt,
+}
+
+// TTL bounds how long an unread config lives. An instance that never reads
+// it is terminated by scaledown long before; the TTL only tidies up.
+const TTL = 2 * time.Hour
+
+// API is the part of the DynamoDB client the store uses.
+type API interface {
+	PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
+	DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error)
+}
+
+// Store reads and writes one JIT-config table.
+type Store struct {
+	api   API
+	table string
+	now   func() time.Time
+}
+
+// New returns a store on table.
+func New(api API, table string, now func() time.Time) *Store {
+	if now == nil {
+		now = time.Now
+	}
+	return &Store{api: api, table: table, now: now}
+}
+
+// InstanceARN returns the ARN that keys an instance's entry, the value IAM
+// exposes as ec2:SourceInstanceARN for requests made with its role.
+func InstanceARN(partition, region, account, instanceID string) string {
+	return "arn:" + partition + ":ec2:" + region + ":" + account + ":instance/" + instanceID
+}
+
+// Put stores encoded for the instance. Errors never contain the value.
+func (s *Store) Put(ctx context.Context, instanceARN, encoded string) error {
+	_, err := s.api.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName: aws.String(s.table),
+		Item: map[string]types.AttributeValue{
+			AttrInstanceARN: &types.AttributeValueMemberS{Value: instanceARN},
+			AttrJITConfig:   &types.AttributeValueMemberS{Value: encoded},
+			AttrExpiresAt:   &types.AttributeValueMemberN{Value: strconv.FormatInt(s.now().Add(TTL).Unix(), 10)},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("store JIT config for %s: %w", instanceARN, err)
+	}
+	return nil
+}
+
+// ErrNotFound is returned by Take when the instance has no entry (yet).
+var ErrNotFound = errors.New("no JIT config for this instance")
+
+// Take reads and deletes the instance's entry in one call, as the bootstrap
+// does on the instance; the sandbox's simulated runners use it.
+func (s *Store) Take(ctx context.Context, instanceARN string) (string, error) {
+	out, err := s.api.DeleteItem(ctx, &dynamodb.DeleteItemInput{
+		TableName:    aws.String(s.table),
+		Key:          key(instanceARN),
+		ReturnValues: types.ReturnValueAllOld,
+	})
+	if err != nil {
+		return "", fmt.Errorf("take JIT config of %s: %w", instanceARN, err)
+	}
+	v, ok := out.Attributes[AttrJITConfig].(*types.AttributeValueMemberS)
+	if !ok || v.Value == "" {
+		return "", ErrNotFound
+	}
+	return v.Value, nil
+}
+
+// Delete removes the instance's entry if it is still there (a launch that
+// failed after the config was stored).
+func (s *Store) Delete(ctx context.Context, instanceARN string) error {
+	if _, err := s.api.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: aws.String(s.table), Key: key(instanceARN)}); err != nil {
+		return fmt.Errorf("delete JIT config of %s: %w", instanceARN, err)
+	}
+	return nil
+}
+
+func key(instanceARN string) map[string]types.AttributeValue {
+	return map[string]types.AttributeValue{AttrInstanceARN: &types.AttributeValueMemberS{Value: instanceARN}}
+}

@@ -1,0 +1,54 @@
+package jitstore_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
+	"github.com/jit-runners/jit-runners/runtime/jitstore"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+func TestPutTakeOnce(t *testing.T) {
+	ctx := context.Background()
+	a := testenv.AWSForTest(t)
+	table := testenv.UniqueName(t)
+	if err := jitstore.Table.Create(ctx, a.Dynamo, table); err != nil {
+		t.Fatal(err)
+	}
+	s := jitstore.New(a.Dynamo, table, func() time.Time { return time.Unix(1_800_000_000, 0) })
+	arn := jitstore.InstanceARN("aws", "us-east-1", "123456789012", "i-0123456789abcdef0")
+	if arn != "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0" {
+		t.Fatalf("InstanceARN = %s", arn)
+	}
+	if _, err := s.Take(ctx, arn); !errors.Is(err, jitstore.ErrNotFound) {
+		t.Fatalf("Take before Put = %v; want ErrNotFound", err)
+	}
+	if err := s.Put(ctx, arn, "ZW5jb2RlZA=="); err != nil {
+		t.Fatal(err)
+	}
+	other := jitstore.InstanceARN("aws", "us-east-1", "123456789012", "i-0fedcba9876543210")
+	if _, err := s.Take(ctx, other); !errors.Is(err, jitstore.ErrNotFound) {
+		t.Fatalf("another instance's Take = %v; want ErrNotFound", err)
+	}
+	got, err := s.Take(ctx, arn)
+	if err != nil || got != "ZW5jb2RlZA==" {
+		t.Fatalf("Take = %q, %v", got, err)
+	}
+	if _, err := s.Take(ctx, arn); !errors.Is(err, jitstore.ErrNotFound) {
+		t.Fatalf("second Take = %v; want ErrNotFound (read once)", err)
+	}
+	if err := s.Put(ctx, arn, "eA=="); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, arn); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Take(ctx, arn); !errors.Is(err, jitstore.ErrNotFound) {
+		t.Fatalf("Take after Delete = %v", err)
+	}
+}

@@ -1,0 +1,87 @@
+// Package metrics writes CloudWatch metrics as Embedded Metric Format (EMF)
+// log lines: one JSON object per datum on the Lambda's stdout, which
+// CloudWatch Logs turns into metrics without any API call (so a metric can
+// never slow down or fail an invocation).
+package metrics
+
+import (
+	"encoding/json"
+	"io"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Namespace is the CloudWatch namespace of every jit-runners metric.
+const Namespace = "jit-runners"
+
+// Units used by jit-runners.
+const (
+	Count   = "Count"
+	Seconds = "Seconds"
+	None    = "None"
+)
+
+// Names of the metrics (the dashboard and alarms refer to these).
+const (
+	Launches             = "Launches"             // dims: Profile, CapacityType
+	SpotFallbacks        = "SpotFallbacks"        // dims: Profile
+	LaunchErrors         = "LaunchErrors"         // dims: Code
+	QueueToLaunchSeconds = "QueueToLaunchSeconds" // dims: Profile
+	QueueToStartSeconds  = "QueueToStartSeconds"  // dims: none
+	LimitReached         = "LimitReached"         // dims: Profile
+	JobsSkipped          = "JobsSkipped"          // dims: Reason
+	GitHubRateRemaining  = "GitHubRateLimitRemaining"
+	ScaleDownDecisions   = "ScaleDownDecisions" // dims: Rule, Action
+)
+
+// Recorder writes EMF lines to w. The zero value discards.
+type Recorder struct {
+	mu  sync.Mutex
+	w   io.Writer
+	now func() time.Time
+	fn  string
+}
+
+// New returns a recorder writing to w; function is added as the
+// "Function" property (not a dimension) for log queries.
+func New(w io.Writer, function string) *Recorder {
+	return &Recorder{w: w, now: time.Now, fn: function}
+}
+
+// Put records one datum of metric name with unit and the given dimensions.
+func (r *Recorder) Put(name string, value float64, unit string, dims map[string]string) {
+	if r == nil || r.w == nil {
+		return
+	}
+	keys := make([]string, 0, len(dims))
+	doc := make(map[string]any, len(dims)+3)
+	for k, v := range dims {
+		keys = append(keys, k)
+		doc[k] = v
+	}
+	slices.Sort(keys)
+	doc[name] = value
+	if r.fn != "" {
+		doc["Function"] = r.fn
+	}
+	doc["_aws"] = map[string]any{
+		"Timestamp": r.now().UnixMilli(),
+		"CloudWatchMetrics": []any{map[string]any{
+			"Namespace":  Namespace,
+			"Dimensions": [][]string{keys},
+			"Metrics":    []any{map[string]string{"Name": name, "Unit": unit}},
+		}},
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return
+	}
+	b = append(b, '\n')
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, _ = r.w.Write(b)
+}
+
+// Inc records a count of 1.
+func (r *Recorder) Inc(name string, dims map[string]string) { r.Put(name, 1, Count, dims) }

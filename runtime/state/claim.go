@@ -1,0 +1,270 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+)
+
+// Launch-side attributes, written by scaleup.
+const (
+	attrPhase          = "phase"
+	attrClaimID        = "claimId"
+	attrClaimExpiresAt = "claimExpiresAt"
+	attrLaunchedAt     = "launchedAt"
+	attrInstanceID     = "instanceId"
+	attrInstanceType   = "instanceType"
+	attrAZ             = "availabilityZone"
+	attrSubnetID       = "subnetId"
+	attrCapacityType   = "capacityType"
+	attrSpotFallback   = "spotFallback"
+	attrLaunchAttempts = "launchAttempts"
+	attrLastError      = "lastError"
+)
+
+// Phases of a job's launch, in attribute "phase".
+const (
+	PhaseClaimed  = "claimed"
+	PhaseLaunched = "launched"
+	PhaseFailed   = "failed"
+	PhaseSkipped  = "skipped"
+)
+
+// ClaimOutcome is what Claim found.
+type ClaimOutcome int
+
+const (
+	// Claimed: the caller holds the job until the lease ends and must launch
+	// it, then RecordLaunch or ReleaseClaim.
+	Claimed ClaimOutcome = iota
+	// AlreadyLaunched: a runner was launched for the job before; nothing to do.
+	AlreadyLaunched
+	// ClaimHeld: another invocation holds an unexpired claim; try later.
+	ClaimHeld
+	// JobStarted: GitHub already reported the job in progress or completed
+	// (another runner took it, or it was cancelled); nothing to launch.
+	JobStarted
+	// NoRecord: the job has no record (it expired); nothing to launch.
+	NoRecord
+)
+
+func (o ClaimOutcome) String() string {
+	return [...]string{"claimed", "already_launched", "claim_held", "job_started", "no_record"}[o]
+}
+
+// ErrClaimLost is returned when the caller's claim was taken over (its lease
+// ran out); the caller must undo what it launched.
+var ErrClaimLost = errors.New("claim lost: the lease ran out and another invocation took the job over")
+
+// Claim takes the job for claimID for lease, reserving a runner slot of
+// profile. One conditional write decides: the job must have a record, no
+// launch, no in-progress or completed status, and no live claim of another
+// invocation. An expired claim (its holder died mid-way) is taken over.
+func (s *Store) Claim(ctx context.Context, jobID int64, claimID, profile string, lease time.Duration) (ClaimOutcome, error) {
+	now := s.now()
+	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: aws.String(s.table),
+		Key:       jobKey(jobID),
+		UpdateExpression: aws.String("SET #claimId = :claim, #claimExp = :exp, #slot = :profile, #phase = :phase, " +
+			"#updated = :now, #live = :live ADD #attempts :one"),
+		ConditionExpression: aws.String("attribute_exists(#pk) AND attribute_not_exists(#launchedAt) AND " +
+			"(attribute_not_exists(#rank) OR #rank < :started) AND " +
+			"(attribute_not_exists(#claimExp) OR #claimExp < :now OR #claimId = :claim)"),
+		ExpressionAttributeNames: map[string]string{
+			"#pk": AttrPK, "#claimId": attrClaimID, "#claimExp": attrClaimExpiresAt, "#slot": AttrSlotProfile,
+			"#phase": attrPhase, "#updated": AttrUpdatedAt, "#live": AttrLive, "#attempts": attrLaunchAttempts,
+			"#launchedAt": attrLaunchedAt, "#rank": attrStatusRank,
+		},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":claim":   &types.AttributeValueMemberS{Value: claimID},
+			":exp":     num(now.Add(lease).UnixMilli()),
+			":profile": &types.AttributeValueMemberS{Value: profile},
+			":phase":   &types.AttributeValueMemberS{Value: PhaseClaimed},
+			":now":     num(now.UnixMilli()),
+			":live":    &types.AttributeValueMemberS{Value: LiveValue},
+			":one":     num(1),
+			":started": num(2),
+		},
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	})
+	if err == nil {
+		return Claimed, nil
+	}
+	var ccf *types.ConditionalCheckFailedException
+	if !errors.As(err, &ccf) {
+		return 0, fmt.Errorf("claim job %d: %w", jobID, err)
+	}
+	old := ccf.Item
+	switch {
+	case len(old) == 0:
+		return NoRecord, nil
+	case old[attrLaunchedAt] != nil:
+		return AlreadyLaunched, nil
+	case getN(old, attrStatusRank) >= 2:
+		return JobStarted, nil
+	default:
+		return ClaimHeld, nil
+	}
+}
+
+// Launch describes the instance launched for a job.
+type Launch struct {
+	InstanceID       string
+	InstanceType     string
+	AvailabilityZone string
+	SubnetID         string
+	CapacityType     string // "spot" or "on-demand"
+	SpotFallback     bool
+	RunnerName       string
+	RunnerID         int64
+	LaunchedAt       time.Time
+}
+
+// RecordLaunch records the launch on the job, provided claimID still holds
+// it; otherwise it returns ErrClaimLost.
+func (s *Store) RecordLaunch(ctx context.Context, jobID int64, claimID string, l Launch) error {
+	now := s.now()
+	if l.LaunchedAt.IsZero() {
+		l.LaunchedAt = now
+	}
+	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: aws.String(s.table),
+		Key:       jobKey(jobID),
+		UpdateExpression: aws.String("SET #phase = :phase, #launchedAt = :at, #instance = :instance, #type = :type, " +
+			"#az = :az, #subnet = :subnet, #capacity = :capacity, #fallback = :fallback, #runnerName = :rname, " +
+			"#runnerId = :rid, #updated = :now REMOVE #claimExp, #lastError"),
+		ConditionExpression: aws.String("#claimId = :claim AND attribute_not_exists(#launchedAt)"),
+		ExpressionAttributeNames: map[string]string{
+			"#phase": attrPhase, "#launchedAt": attrLaunchedAt, "#instance": attrInstanceID, "#type": attrInstanceType,
+			"#az": attrAZ, "#subnet": attrSubnetID, "#capacity": attrCapacityType, "#fallback": attrSpotFallback,
+			"#runnerName": attrRunnerName, "#runnerId": attrRunnerID, "#updated": AttrUpdatedAt,
+			"#claimExp": attrClaimExpiresAt, "#lastError": attrLastError, "#claimId": attrClaimID,
+		},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":phase":    &types.AttributeValueMemberS{Value: PhaseLaunched},
+			":at":       num(l.LaunchedAt.UnixMilli()),
+			":instance": &types.AttributeValueMemberS{Value: l.InstanceID},
+			":type":     &types.AttributeValueMemberS{Value: l.InstanceType},
+			":az":       &types.AttributeValueMemberS{Value: orDash(l.AvailabilityZone)},
+			":subnet":   &types.AttributeValueMemberS{Value: orDash(l.SubnetID)},
+			":capacity": &types.AttributeValueMemberS{Value: l.CapacityType},
+			":fallback": &types.AttributeValueMemberBOOL{Value: l.SpotFallback},
+			":rname":    &types.AttributeValueMemberS{Value: l.RunnerName},
+			":rid":      num(l.RunnerID),
+			":now":      num(now.UnixMilli()),
+			":claim":    &types.AttributeValueMemberS{Value: claimID},
+		},
+	})
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return fmt.Errorf("record launch of job %d: %w", jobID, ErrClaimLost)
+	}
+	if err != nil {
+		return fmt.Errorf("record launch of job %d: %w", jobID, err)
+	}
+	return nil
+}
+
+// ReleaseClaim gives the job back after a failed launch (the message will be
+// retried): the claim and the runner slot are removed and reason recorded.
+// A claim that is no longer claimID's is left alone.
+func (s *Store) ReleaseClaim(ctx context.Context, jobID int64, claimID, reason string) error {
+	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:           aws.String(s.table),
+		Key:                 jobKey(jobID),
+		UpdateExpression:    aws.String("SET #phase = :phase, #lastError = :reason, #updated = :now REMOVE #claimId, #claimExp, #slot"),
+		ConditionExpression: aws.String("#claimId = :claim AND attribute_not_exists(#launchedAt)"),
+		ExpressionAttributeNames: map[string]string{
+			"#phase": attrPhase, "#lastError": attrLastError, "#updated": AttrUpdatedAt, "#claimId": attrClaimID,
+			"#claimExp": attrClaimExpiresAt, "#slot": AttrSlotProfile, "#launchedAt": attrLaunchedAt,
+		},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":phase":  &types.AttributeValueMemberS{Value: PhaseFailed},
+			":reason": &types.AttributeValueMemberS{Value: truncate(reason, 500)},
+			":now":    num(s.now().UnixMilli()),
+			":claim":  &types.AttributeValueMemberS{Value: claimID},
+		},
+	})
+	var ccf *types.ConditionalCheckFailedException
+	if err != nil && !errors.As(err, &ccf) {
+		return fmt.Errorf("release claim on job %d: %w", jobID, err)
+	}
+	return nil
+}
+
+// Skip records that the job will not be launched (its labels are not ours,
+// or GitHub no longer shows it queued) and takes it out of the live index.
+func (s *Store) Skip(ctx context.Context, jobID int64, reason string) error {
+	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:           aws.String(s.table),
+		Key:                 jobKey(jobID),
+		UpdateExpression:    aws.String("SET #phase = :phase, #skip = :reason, #updated = :now REMOVE #live, #slot, #claimExp"),
+		ConditionExpression: aws.String("attribute_exists(#pk) AND attribute_not_exists(#launchedAt)"),
+		ExpressionAttributeNames: map[string]string{
+			"#pk": AttrPK, "#phase": attrPhase, "#skip": attrSkipReason, "#updated": AttrUpdatedAt, "#live": AttrLive,
+			"#slot": AttrSlotProfile, "#claimExp": attrClaimExpiresAt, "#launchedAt": attrLaunchedAt,
+		},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":phase":  &types.AttributeValueMemberS{Value: PhaseSkipped},
+			":reason": &types.AttributeValueMemberS{Value: truncate(reason, 500)},
+			":now":    num(s.now().UnixMilli()),
+		},
+	})
+	var ccf *types.ConditionalCheckFailedException
+	if err != nil && !errors.As(err, &ccf) {
+		return fmt.Errorf("skip job %d: %w", jobID, err)
+	}
+	return nil
+}
+
+// QueryAPI is the part of the DynamoDB client CountSlots uses.
+type QueryAPI interface {
+	Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
+}
+
+// CountSlots counts the runner slots profile holds: records claimed or
+// launched whose runner has not finished. One Query (COUNT) on the sparse
+// slot index, paginated; never a Scan. The index is eventually consistent,
+// so concurrent launches can overshoot a limit by at most the number of
+// concurrent scaleup invocations.
+func CountSlots(ctx context.Context, api QueryAPI, table, profile string) (int, error) {
+	in := &dynamodb.QueryInput{
+		TableName:                 aws.String(table),
+		IndexName:                 aws.String(SlotIndex),
+		KeyConditionExpression:    aws.String("#slot = :p"),
+		ExpressionAttributeNames:  map[string]string{"#slot": AttrSlotProfile},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":p": &types.AttributeValueMemberS{Value: profile}},
+		Select:                    types.SelectCount,
+	}
+	total := 0
+	for {
+		out, err := api.Query(ctx, in)
+		if err != nil {
+			return 0, fmt.Errorf("count runners of profile %s: %w", profile, err)
+		}
+		total += int(out.Count)
+		if len(out.LastEvaluatedKey) == 0 {
+			return total, nil
+		}
+		in.ExclusiveStartKey = out.LastEvaluatedKey
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

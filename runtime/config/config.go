@@ -30,6 +30,11 @@ const (
 	DefaultQueuedTimeoutSeconds   = 900
 	DefaultRecordRetentionSeconds = 7 * 24 * 3600
 	DefaultIdleTimeoutSeconds     = 600
+	// DefaultRunnerVersion is the actions/runner version a deployment pins
+	// unless it says otherwise; the Packer template's runner_version default
+	// is checked against it (packer/packer_test.go), so the pre-baked AMI's
+	// marker and the bootstrap's comparison come from this one setting.
+	DefaultRunnerVersion = "2.332.0"
 )
 
 // Scope values for GitHub.Scope.

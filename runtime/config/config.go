@@ -30,6 +30,8 @@ const (
 	DefaultQueuedTimeoutSeconds   = 900
 	DefaultRecordRetentionSeconds = 7 * 24 * 3600
 	DefaultIdleTimeoutSeconds     = 600
+	DefaultClaimLeaseSeconds      = 120
+	DefaultLimitRetrySeconds      = 30
 	// DefaultRunnerVersion is the actions/runner version a deployment pins
 	// unless it says otherwise; the Packer template's runner_version default
 	// is checked against it (packer/packer_test.go), so the pre-baked AMI's
@@ -61,6 +63,9 @@ type Config struct {
 	DefaultProfile string             `json:"defaultProfile"`
 	ScaleDown      ScaleDown          `json:"scaleDown"`
 	Profiles       map[string]Profile `json:"profiles"`
+
+	// ScaleUp tunes the scaleup Lambda; every key is optional.
+	ScaleUp ScaleUp `json:"scaleUp,omitempty"`
 
 	// AllowedInstanceTypes lists patterns ("c6i.*", "m7g.large") of instance
 	// types a job may name directly in runs-on. Empty: none.
@@ -108,6 +113,30 @@ type ScaleDown struct {
 	// QueuedTimeoutSeconds: a job recorded as queued that has not launched
 	// after this long is re-queued if GitHub still shows it queued.
 	QueuedTimeoutSeconds int `json:"queuedTimeoutSeconds,omitempty"`
+}
+
+// ScaleUp holds the scaleup Lambda's options.
+type ScaleUp struct {
+	// CheckStillQueued asks GitHub whether a job is still queued before
+	// launching for it. Default: on when queueDelaySeconds > 0 (a delayed
+	// job may have been taken or cancelled meanwhile), else off (it would
+	// cost a GitHub call per job for little gain).
+	CheckStillQueued *bool `json:"checkStillQueued,omitempty"`
+	// ClaimLeaseSeconds is how long a claim holds a job before another
+	// invocation may take it over (default 120: twice the scaleup timeout,
+	// well under the queue's visibility timeout).
+	ClaimLeaseSeconds int `json:"claimLeaseSeconds,omitempty"`
+	// LimitRetrySeconds is when a job that hit maxRunners is tried again
+	// (default 30).
+	LimitRetrySeconds int `json:"limitRetrySeconds,omitempty"`
+}
+
+// CheckQueued reports whether scaleup asks GitHub if a job is still queued.
+func (c *Config) CheckQueued() bool {
+	if c.ScaleUp.CheckStillQueued != nil {
+		return *c.ScaleUp.CheckStillQueued
+	}
+	return c.QueueDelaySeconds > 0
 }
 
 // Profile is one kind of runner a job can ask for by label.

@@ -107,6 +107,12 @@ func (c *Config) Validate() error {
 	if c.QueueDelaySeconds < 0 || c.QueueDelaySeconds > 900 {
 		add("queueDelaySeconds", "must be between 0 and 900 (the SQS limit), got %d", c.QueueDelaySeconds)
 	}
+	if c.ScaleUp.ClaimLeaseSeconds < 30 || c.ScaleUp.ClaimLeaseSeconds > 3600 {
+		add("scaleUp.claimLeaseSeconds", "must be between 30 and 3600, got %d", c.ScaleUp.ClaimLeaseSeconds)
+	}
+	if c.ScaleUp.LimitRetrySeconds < 1 || c.ScaleUp.LimitRetrySeconds > 900 {
+		add("scaleUp.limitRetrySeconds", "must be between 1 and 900, got %d", c.ScaleUp.LimitRetrySeconds)
+	}
 	if c.RecordRetentionSeconds < 3600 {
 		add("recordRetentionSeconds", "must be at least 3600, got %d", c.RecordRetentionSeconds)
 	}
@@ -230,6 +236,8 @@ func (c *Config) applyDefaults() {
 	setDefault(&s.MaxRuntimeSeconds, DefaultMaxRuntimeSeconds)
 	setDefault(&s.QueuedTimeoutSeconds, DefaultQueuedTimeoutSeconds)
 	setDefault(&c.RecordRetentionSeconds, DefaultRecordRetentionSeconds)
+	setDefault(&c.ScaleUp.ClaimLeaseSeconds, DefaultClaimLeaseSeconds)
+	setDefault(&c.ScaleUp.LimitRetrySeconds, DefaultLimitRetrySeconds)
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}

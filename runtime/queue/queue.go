@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -192,4 +193,32 @@ func queueARN(ctx context.Context, api AdminAPI, url string) (string, error) {
 		return "", fmt.Errorf("get ARN of queue %s: %w", url, err)
 	}
 	return out.Attributes[string(types.QueueAttributeNameQueueArn)], nil
+}
+
+// VisibilityAPI is the part of the SQS client Visibility uses.
+type VisibilityAPI interface {
+	ChangeMessageVisibility(ctx context.Context, in *sqs.ChangeMessageVisibilityInput, opts ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityOutput, error)
+}
+
+// Visibility makes a received message visible again after a delay.
+type Visibility struct {
+	api VisibilityAPI
+	url string
+}
+
+// NewVisibility returns a Visibility for the queue at url.
+func NewVisibility(api VisibilityAPI, url string) *Visibility { return &Visibility{api: api, url: url} }
+
+// Retry makes the message with receiptHandle visible again after the delay
+// (instead of after the queue's whole visibility timeout).
+func (v *Visibility) Retry(ctx context.Context, receiptHandle string, after time.Duration) error {
+	_, err := v.api.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
+		QueueUrl:          aws.String(v.url),
+		ReceiptHandle:     aws.String(receiptHandle),
+		VisibilityTimeout: int32(after / time.Second),
+	})
+	if err != nil {
+		return fmt.Errorf("change message visibility: %w", err)
+	}
+	return nil
 }

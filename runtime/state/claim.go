@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -70,20 +71,20 @@ func (s *Store) Claim(ctx context.Context, jobID int64, claimID, profile string,
 	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName: aws.String(s.table),
 		Key:       jobKey(jobID),
-		UpdateExpression: aws.String("SET #claimId = :claim, #claimExp = :exp, #slot = :profile, #phase = :phase, " +
+		UpdateExpression: aws.String("SET #claimId = :claim, #claimExp = :exp, #slot = :live, #slotKey = :slotKey, #phase = :phase, " +
 			"#updated = :now, #live = :live ADD #attempts :one"),
 		ConditionExpression: aws.String("attribute_exists(#pk) AND attribute_not_exists(#launchedAt) AND " +
 			"(attribute_not_exists(#rank) OR #rank < :started) AND " +
 			"(attribute_not_exists(#claimExp) OR #claimExp < :now OR #claimId = :claim)"),
 		ExpressionAttributeNames: map[string]string{
-			"#pk": AttrPK, "#claimId": attrClaimID, "#claimExp": attrClaimExpiresAt, "#slot": AttrSlotProfile,
+			"#pk": AttrPK, "#claimId": attrClaimID, "#claimExp": attrClaimExpiresAt, "#slot": AttrSlot, "#slotKey": AttrSlotKey,
 			"#phase": attrPhase, "#updated": AttrUpdatedAt, "#live": AttrLive, "#attempts": attrLaunchAttempts,
 			"#launchedAt": attrLaunchedAt, "#rank": attrStatusRank,
 		},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
 			":claim":   &types.AttributeValueMemberS{Value: claimID},
 			":exp":     num(now.Add(lease).UnixMilli()),
-			":profile": &types.AttributeValueMemberS{Value: profile},
+			":slotKey": &types.AttributeValueMemberS{Value: slotKey(profile, jobID)},
 			":phase":   &types.AttributeValueMemberS{Value: PhaseClaimed},
 			":now":     num(now.UnixMilli()),
 			":live":    &types.AttributeValueMemberS{Value: LiveValue},
@@ -177,11 +178,11 @@ func (s *Store) ReleaseClaim(ctx context.Context, jobID int64, claimID, reason s
 	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:           aws.String(s.table),
 		Key:                 jobKey(jobID),
-		UpdateExpression:    aws.String("SET #phase = :phase, #lastError = :reason, #updated = :now REMOVE #claimId, #claimExp, #slot"),
+		UpdateExpression:    aws.String("SET #phase = :phase, #lastError = :reason, #updated = :now REMOVE #claimId, #claimExp, #slot, #slotKey"),
 		ConditionExpression: aws.String("#claimId = :claim AND attribute_not_exists(#launchedAt)"),
 		ExpressionAttributeNames: map[string]string{
 			"#phase": attrPhase, "#lastError": attrLastError, "#updated": AttrUpdatedAt, "#claimId": attrClaimID,
-			"#claimExp": attrClaimExpiresAt, "#slot": AttrSlotProfile, "#launchedAt": attrLaunchedAt,
+			"#claimExp": attrClaimExpiresAt, "#slot": AttrSlot, "#slotKey": AttrSlotKey, "#launchedAt": attrLaunchedAt,
 		},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
 			":phase":  &types.AttributeValueMemberS{Value: PhaseFailed},
@@ -203,11 +204,11 @@ func (s *Store) Skip(ctx context.Context, jobID int64, reason string) error {
 	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:           aws.String(s.table),
 		Key:                 jobKey(jobID),
-		UpdateExpression:    aws.String("SET #phase = :phase, #skip = :reason, #updated = :now REMOVE #live, #slot, #claimExp"),
+		UpdateExpression:    aws.String("SET #phase = :phase, #skip = :reason, #updated = :now REMOVE #live, #slot, #slotKey, #claimExp"),
 		ConditionExpression: aws.String("attribute_exists(#pk) AND attribute_not_exists(#launchedAt)"),
 		ExpressionAttributeNames: map[string]string{
 			"#pk": AttrPK, "#phase": attrPhase, "#skip": attrSkipReason, "#updated": AttrUpdatedAt, "#live": AttrLive,
-			"#slot": AttrSlotProfile, "#claimExp": attrClaimExpiresAt, "#launchedAt": attrLaunchedAt,
+			"#slot": AttrSlot, "#slotKey": AttrSlotKey, "#claimExp": attrClaimExpiresAt, "#launchedAt": attrLaunchedAt,
 		},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
 			":phase":  &types.AttributeValueMemberS{Value: PhaseSkipped},
@@ -227,19 +228,24 @@ type QueryAPI interface {
 	Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
 }
 
-// CountSlots counts the runner slots profile holds: records claimed or
-// launched whose runner has not finished. One Query (COUNT) on the sparse
-// slot index, paginated; never a Scan. The index is eventually consistent,
-// so concurrent launches can overshoot a limit by at most the number of
-// concurrent scaleup invocations.
+// CountSlots counts the runner slots held by profile, or by every profile
+// when profile is "": records claimed or launched whose job has not
+// finished. One Query (COUNT) on the sparse slot index, paginated; never a
+// Scan. The index is eventually consistent, so concurrent launches can
+// overshoot a limit by at most the number of concurrent scaleup invocations.
 func CountSlots(ctx context.Context, api QueryAPI, table, profile string) (int, error) {
 	in := &dynamodb.QueryInput{
 		TableName:                 aws.String(table),
 		IndexName:                 aws.String(SlotIndex),
-		KeyConditionExpression:    aws.String("#slot = :p"),
-		ExpressionAttributeNames:  map[string]string{"#slot": AttrSlotProfile},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":p": &types.AttributeValueMemberS{Value: profile}},
+		KeyConditionExpression:    aws.String("#slot = :one"),
+		ExpressionAttributeNames:  map[string]string{"#slot": AttrSlot},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":one": &types.AttributeValueMemberS{Value: LiveValue}},
 		Select:                    types.SelectCount,
+	}
+	if profile != "" {
+		in.KeyConditionExpression = aws.String("#slot = :one AND begins_with(#slotKey, :p)")
+		in.ExpressionAttributeNames["#slotKey"] = AttrSlotKey
+		in.ExpressionAttributeValues[":p"] = &types.AttributeValueMemberS{Value: profile + "#"}
 	}
 	total := 0
 	for {
@@ -253,6 +259,15 @@ func CountSlots(ctx context.Context, api QueryAPI, table, profile string) (int, 
 		}
 		in.ExclusiveStartKey = out.LastEvaluatedKey
 	}
+}
+
+// slotKey is the slot index's sort key: profile names never contain '#'.
+func slotKey(profile string, jobID int64) string { return profile + "#" + JobKey(jobID) }
+
+// profileOfSlot returns the profile of a slot key.
+func profileOfSlot(key string) string {
+	p, _, _ := strings.Cut(key, "#")
+	return p
 }
 
 func orDash(s string) string {

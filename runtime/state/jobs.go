@@ -215,8 +215,9 @@ func (s *Store) RecordEvent(ctx context.Context, ev *JobEvent) (Outcome, error) 
 	if ev.Action == StatusCompleted {
 		// The job is over: its runner slot is free for the next job even
 		// though the instance takes a moment to terminate itself.
-		names["#"+AttrSlotProfile] = AttrSlotProfile
-		expr += " REMOVE #" + AttrSlotProfile
+		names["#"+AttrSlot] = AttrSlot
+		names["#"+AttrSlotKey] = AttrSlotKey
+		expr += " REMOVE #" + AttrSlot + ", #" + AttrSlotKey
 	}
 	cond := "(attribute_not_exists(#" + attrStatusRank + ") OR #" + attrStatusRank + " <= :" + attrStatusRank + ")"
 	if enqueue {
@@ -416,7 +417,7 @@ func decodeJob(item map[string]types.AttributeValue) *Job {
 		j.Ours = v.Value
 	}
 	j.Phase = getS(item, attrPhase)
-	j.SlotProfile = getS(item, AttrSlotProfile)
+	j.SlotProfile = profileOfSlot(getS(item, AttrSlotKey))
 	j.ClaimID = getS(item, attrClaimID)
 	j.LaunchAttempts = getN(item, attrLaunchAttempts)
 	j.LastError = getS(item, attrLastError)

@@ -18,11 +18,12 @@ import (
 
 // Attribute names that are part of the table's key schema or indexes.
 const (
-	AttrPK          = "pk"          // S: "job#<id>"
-	AttrLive        = "live"        // S: present (value LiveValue) while the job still needs reconciling
-	AttrUpdatedAt   = "updatedAt"   // N: unix milliseconds of the last write
-	AttrSlotProfile = "slotProfile" // S: profile name while the job holds a runner slot
-	AttrExpiresAt   = "expiresAt"   // N: unix seconds; DynamoDB TTL deletes the item after it
+	AttrPK        = "pk"        // S: "job#<id>"
+	AttrLive      = "live"      // S: present (value LiveValue) while the job still needs reconciling
+	AttrUpdatedAt = "updatedAt" // N: unix milliseconds of the last write
+	AttrSlot      = "slot"      // S: present (value LiveValue) while the job holds a runner slot
+	AttrSlotKey   = "slotKey"   // S: "<profile>#<job key>" while the job holds a runner slot
+	AttrExpiresAt = "expiresAt" // N: unix seconds; DynamoDB TTL deletes the item after it
 )
 
 // Index names.
@@ -32,8 +33,8 @@ const (
 	// still be alive. Scaledown queries it; it never scans the table.
 	LiveIndex = "live-index"
 	// SlotIndex is a sparse index of the records that hold a runner slot
-	// (claimed or launched, instance not yet gone), keyed by profile, so
-	// scaleup counts runners per profile with one Query each.
+	// (claimed or launched, job not finished): one Query (COUNT) counts all
+	// of them, and one with begins_with on the sort key counts a profile's.
 	SlotIndex = "slot-index"
 )
 
@@ -73,15 +74,16 @@ type Table struct {
 // JobsTable is the shape of the job-records table.
 var JobsTable = Table{
 	Attributes: map[string]AttrType{
-		AttrPK:          "S",
-		AttrLive:        "S",
-		AttrUpdatedAt:   "N",
-		AttrSlotProfile: "S",
+		AttrPK:        "S",
+		AttrLive:      "S",
+		AttrUpdatedAt: "N",
+		AttrSlot:      "S",
+		AttrSlotKey:   "S",
 	},
 	Keys: []Key{{Name: AttrPK, Type: "HASH"}},
 	Indexes: []Index{
 		{Name: LiveIndex, Keys: []Key{{Name: AttrLive, Type: "HASH"}, {Name: AttrUpdatedAt, Type: "RANGE"}}},
-		{Name: SlotIndex, Keys: []Key{{Name: AttrSlotProfile, Type: "HASH"}, {Name: AttrPK, Type: "RANGE"}}},
+		{Name: SlotIndex, Keys: []Key{{Name: AttrSlot, Type: "HASH"}, {Name: AttrSlotKey, Type: "RANGE"}}},
 	},
 	TTLAttribute:        AttrExpiresAt,
 	PointInTimeRecovery: true,

@@ -1,0 +1,330 @@
+package scaleup_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/jit-runners/jit-runners/runtime/config"
+	"github.com/jit-runners/jit-runners/runtime/fleet"
+	"github.com/jit-runners/jit-runners/runtime/internal/testenv/ghfake"
+	"github.com/jit-runners/jit-runners/runtime/jitstore"
+	"github.com/jit-runners/jit-runners/runtime/scaleup"
+	"github.com/jit-runners/jit-runners/runtime/state"
+	"github.com/jit-runners/jit-runners/runtime/tags"
+)
+
+func tagMap(tt []types.Tag) map[string]string {
+	m := map[string]string{}
+	for _, t := range tt {
+		m[aws.ToString(t.Key)] = aws.ToString(t.Value)
+	}
+	return m
+}
+
+func TestLaunchOneRunner(t *testing.T) {
+	for _, scope := range []string{config.ScopeOrg, config.ScopeRepo} {
+		t.Run(scope, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, scope)
+			msg := h.enqueue(101)
+			if failed := h.run(h.batch(msg)); len(failed) != 0 {
+				t.Fatalf("failed records %v\n%s", failed, h.logs.String())
+			}
+			insts := h.instances("pending", "running")
+			if len(insts) != 1 {
+				t.Fatalf("%d instances; want 1", len(insts))
+			}
+			inst := insts[0]
+			id := aws.ToString(inst.InstanceId)
+			name := h.cfg.NamePrefix + "-" + id
+			tg := tagMap(inst.Tags)
+			want := map[string]string{tags.ManagedBy: h.cfg.NamePrefix, tags.JobID: "101", tags.Repository: "octo-org/app", tags.Profile: "default", tags.Name: name}
+			for k, v := range want {
+				if tg[k] != v {
+					t.Errorf("tag %s = %q; want %q", k, tg[k], v)
+				}
+			}
+			r, ok := h.gh.RunnerByName(h.runnerOwner(), name)
+			if !ok {
+				t.Fatalf("no runner %s registered at %s; runners: %+v", name, h.runnerOwner(), h.gh.Runners(""))
+			}
+			if strings.Join(r.Labels, ",") != "self-hosted,linux,x64" {
+				t.Errorf("runner labels %v", r.Labels)
+			}
+			// The JIT config waits for that instance only, under its ARN.
+			arn := jitstore.InstanceARN("aws", "us-east-1", "123456789012", id)
+			enc, err := h.jit.Take(context.Background(), arn)
+			if err != nil || enc == "" {
+				t.Fatalf("JIT config for %s: %v", arn, err)
+			}
+			if _, err := h.gh.RunnerOnline(enc); err != nil {
+				t.Errorf("the stored JIT config is not the runner's: %v", err)
+			}
+			j := h.job(101)
+			if j.Phase != state.PhaseLaunched || j.InstanceID != id || j.RunnerName != name || j.RunnerID != r.ID ||
+				j.CapacityType != fleet.CapacityTypeSpot || j.SpotFallback || j.InstanceType != "t3.large" || j.AvailabilityZone == "" {
+				t.Errorf("record %+v", j)
+			}
+			calls := h.ec2.fleetCalls()
+			if len(calls) != 1 || calls[0].Type != types.FleetTypeInstant ||
+				calls[0].TargetCapacitySpecification.DefaultTargetCapacityType != types.DefaultTargetCapacityTypeSpot {
+				t.Errorf("CreateFleet calls: %d, first %+v", len(calls), calls)
+			}
+			if logs := h.logs.String(); strings.Contains(logs, enc) {
+				t.Error("the JIT config appears in the logs")
+			}
+		})
+	}
+}
+
+func TestDuplicatesLaunchOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, config.ScopeOrg)
+	msg := h.enqueue(201)
+	if failed := h.run(h.batch(msg, msg, msg)); len(failed) != 0 {
+		t.Fatalf("same job 3x in one batch: failed %v", failed)
+	}
+	if failed := h.run(h.batch(msg, msg)); len(failed) != 0 {
+		t.Fatalf("same job again in another batch: failed %v", failed)
+	}
+	if n := len(h.instances()); n != 1 {
+		t.Fatalf("%d instances for one job; want 1", n)
+	}
+	if n := h.gh.JITConfigRequests(); n != 1 {
+		t.Fatalf("%d JIT configs for one job; want 1", n)
+	}
+}
+
+func TestCrashedClaimTakenOverAfterLease(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, config.ScopeOrg)
+	msg := h.enqueue(301)
+	// An invocation claimed the job and died before launching.
+	lease := time.Duration(h.cfg.ScaleUp.ClaimLeaseSeconds) * time.Second
+	if out, err := h.store.Claim(context.Background(), 301, "dead-invocation", "default", lease); err != nil || out != state.Claimed {
+		t.Fatalf("claim: %v %v", out, err)
+	}
+	if failed := h.run(h.batch(msg)); len(failed) != 1 {
+		t.Fatalf("while the dead claim's lease runs the record must be retried; failed %v", failed)
+	}
+	if n := len(h.instances()); n != 0 {
+		t.Fatalf("%d instances launched under another's live claim", n)
+	}
+	h.clock.Advance(lease + time.Second)
+	if failed := h.run(h.batch(msg)); len(failed) != 0 {
+		t.Fatalf("after the lease: failed %v\n%s", failed, h.logs.String())
+	}
+	if n := len(h.instances()); n != 1 {
+		t.Fatalf("%d instances after takeover; want 1", n)
+	}
+}
+
+func TestSpotCapacityErrorFallsBackToOnDemand(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, config.ScopeOrg)
+	h.ec2.spotCode, h.ec2.spotFails = "InsufficientInstanceCapacity", 1
+	if failed := h.run(h.batch(h.enqueue(401))); len(failed) != 0 {
+		t.Fatalf("failed %v\n%s", failed, h.logs.String())
+	}
+	calls := h.ec2.fleetCalls()
+	if len(calls) != 2 || calls[1].TargetCapacitySpecification.DefaultTargetCapacityType != types.DefaultTargetCapacityTypeOnDemand {
+		t.Fatalf("CreateFleet calls %d; want spot then on-demand in the same invocation", len(calls))
+	}
+	j := h.job(401)
+	if j.CapacityType != fleet.CapacityTypeOnDemand || !j.SpotFallback {
+		t.Fatalf("record %+v; want on-demand with spot fallback", j)
+	}
+	if !strings.Contains(h.logs.String(), `"spot_fallback":true`) {
+		t.Error("no log of the fallback")
+	}
+}
+
+func TestNonCapacityErrorIsRetriedWithoutFallback(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, config.ScopeOrg)
+	h.ec2.anyCode, h.ec2.anyFails = "InvalidParameterValue", 1
+	msg := h.enqueue(501)
+	if failed := h.run(h.batch(msg)); len(failed) != 1 {
+		t.Fatalf("failed %v; want the record retried", failed)
+	}
+	if calls := h.ec2.fleetCalls(); len(calls) != 1 {
+		t.Fatalf("%d CreateFleet calls; want 1 (no on-demand fallback for a validation error)", len(calls))
+	}
+	if j := h.job(501); j.Phase != state.PhaseFailed || !strings.Contains(j.LastError, "InvalidParameterValue") || j.SlotProfile != "" {
+		t.Fatalf("record after failure %+v", j)
+	}
+	if failed := h.run(h.batch(msg)); len(failed) != 0 {
+		t.Fatalf("retry failed %v", failed)
+	}
+	if n := len(h.instances()); n != 1 {
+		t.Fatalf("%d instances after the retry; want 1", n)
+	}
+}
+
+func TestJITFailureTerminatesInstance(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, config.ScopeOrg)
+	h.gh.FailNext(20, 500, ghfake.RouteOrgJITConfig)
+	msg := h.enqueue(601)
+	if failed := h.run(h.batch(msg)); len(failed) != 1 {
+		t.Fatalf("failed %v; want the record retried", failed)
+	}
+	all := h.instances()
+	if len(all) != 1 {
+		t.Fatalf("%d instances; want the one launched", len(all))
+	}
+	if s := all[0].State.Name; s != types.InstanceStateNameShuttingDown && s != types.InstanceStateNameTerminated {
+		t.Fatalf("instance state %s; want terminated after the JIT failure", s)
+	}
+	if j := h.job(601); j.Phase != state.PhaseFailed || j.InstanceID != "" {
+		t.Fatalf("record %+v\n%s", j, h.logs.String())
+	}
+	h.gh.ClearFaults()
+	if failed := h.run(h.batch(msg)); len(failed) != 0 {
+		t.Fatalf("retry failed %v\n%s", failed, h.logs.String())
+	}
+	if n := len(h.instances("pending", "running")); n != 1 {
+		t.Fatalf("%d running instances after the retry; want 1", n)
+	}
+}
+
+func TestLimitReachedRetriedNotLost(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, config.ScopeOrg, func(c *config.Config) { c.MaxRunners = 2 })
+	m1, m2, m3 := h.enqueue(701), h.enqueue(702), h.enqueue(703)
+	if failed := h.run(h.batch(m1, m2)); len(failed) != 0 {
+		t.Fatalf("first two: failed %v", failed)
+	}
+	failed := h.run(h.batch(m3))
+	if len(failed) != 1 {
+		t.Fatalf("third over maxRunners=2: failed %v; want retried", failed)
+	}
+	if h.retries.n.Load() != 1 {
+		t.Errorf("limit-reached record not scheduled for an early retry")
+	}
+	// A duplicate of a launched job succeeds even with every slot taken.
+	if failed := h.run(h.batch(m1)); len(failed) != 0 {
+		t.Fatalf("duplicate of a launched job at the limit: failed %v", failed)
+	}
+	// Job 701 completes: its slot is free, the retried record launches.
+	if _, err := h.store.RecordEvent(context.Background(), &state.JobEvent{JobID: 701, Action: state.StatusCompleted, Conclusion: "success"}); err != nil {
+		t.Fatal(err)
+	}
+	if failed := h.run(h.batch(m3)); len(failed) != 0 {
+		t.Fatalf("retry after a slot freed: failed %v", failed)
+	}
+	if h.job(703).Phase != state.PhaseLaunched {
+		t.Fatal("job 703 never launched")
+	}
+}
+
+func TestProfileLimit(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, config.ScopeOrg, func(c *config.Config) {
+		p := c.Profiles["gpu"]
+		p.MaxRunners = 1
+		c.Profiles["gpu"] = p
+	})
+	a, b := h.enqueue(751, "self-hosted", "gpu"), h.enqueue(752, "self-hosted", "gpu")
+	c := h.enqueue(753)
+	failed := h.run(h.batch(a, b, c))
+	if len(failed) != 1 {
+		t.Fatalf("failed %v; want exactly one gpu job held back", failed)
+	}
+	if h.job(753).Phase != state.PhaseLaunched {
+		t.Fatal("a default-profile job was held back by the gpu limit")
+	}
+}
+
+func TestForeignLabelsSkippedNotRetried(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, config.ScopeOrg)
+	msg := h.enqueue(801, "self-hosted", "windows")
+	if failed := h.run(h.batch(msg)); len(failed) != 0 {
+		t.Fatalf("unknown labels must not be retried; failed %v", failed)
+	}
+	if n := len(h.instances()); n != 0 {
+		t.Fatalf("%d instances for foreign labels", n)
+	}
+	if j := h.job(801); j.Phase != state.PhaseSkipped || !strings.Contains(j.SkipReason, "windows") || j.Live {
+		t.Fatalf("record %+v", j)
+	}
+}
+
+func TestTokenReusedAcrossJobs(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, config.ScopeOrg)
+	for i := int64(0); i < 4; i++ {
+		if failed := h.run(h.batch(h.enqueue(900+2*i), h.enqueue(901+2*i))); len(failed) != 0 {
+			t.Fatalf("failed %v", failed)
+		}
+	}
+	if n := h.gh.TokenRequests(); n != 1 {
+		t.Fatalf("8 jobs made %d installation token requests; want 1", n)
+	}
+}
+
+// panicking fails one job's launch with a panic.
+type panicking struct {
+	scaleup.Launcher
+	jobID int64
+}
+
+func (p panicking) Launch(ctx context.Context, r fleet.Request) (fleet.Result, error) {
+	if r.JobID == p.jobID {
+		panic("injected")
+	}
+	return p.Launcher.Launch(ctx, r)
+}
+
+func TestBatchRecordsAreIndependent(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, config.ScopeOrg)
+	h.handler = h.newHandler(h.ghc, func(l scaleup.Launcher) scaleup.Launcher { return panicking{l, 1002} })
+	ev := h.batch(h.enqueue(1001), h.enqueue(1002), h.enqueue(1003))
+	bad := h.batch()
+	bad.Records = append(bad.Records, ev.Records[0])
+	bad.Records[0].MessageId, bad.Records[0].Body = "garbage", `{"jobId":`
+	ev.Records = append(ev.Records, bad.Records[0])
+	failed := h.run(ev)
+	if len(failed) != 1 || failed[0] != ev.Records[1].MessageId {
+		t.Fatalf("failed %v; want only the panicking record %s", failed, ev.Records[1].MessageId)
+	}
+	if h.job(1001).Phase != state.PhaseLaunched || h.job(1003).Phase != state.PhaseLaunched {
+		t.Fatal("a panic in one record affected the others")
+	}
+	// The panicking record's claim expires with its lease; then it launches.
+	h.handler = h.newHandler(h.ghc, nil)
+	h.clock.Advance(time.Duration(h.cfg.ScaleUp.ClaimLeaseSeconds+1) * time.Second)
+	if failed := h.run(h.batch(h.enqueue(1002))); len(failed) != 0 {
+		t.Fatalf("retry of the panicked record failed %v", failed)
+	}
+}
+
+func TestStillQueuedCheck(t *testing.T) {
+	t.Parallel()
+	on := true
+	h := newHarness(t, config.ScopeOrg, func(c *config.Config) { c.ScaleUp.CheckStillQueued = &on })
+	msg := h.enqueue(1101)
+	if err := h.gh.SetJobStatus(1101, "in_progress", ""); err != nil {
+		t.Fatal(err)
+	}
+	if failed := h.run(h.batch(msg)); len(failed) != 0 {
+		t.Fatalf("failed %v", failed)
+	}
+	if n := len(h.instances()); n != 0 {
+		t.Fatalf("launched for a job GitHub shows in progress")
+	}
+	if j := h.job(1101); j.Phase != state.PhaseSkipped || !strings.Contains(j.SkipReason, "no longer queued") {
+		t.Fatalf("record %+v", j)
+	}
+	msg2 := h.enqueue(1102)
+	if failed := h.run(h.batch(msg2)); len(failed) != 0 || h.job(1102).Phase != state.PhaseLaunched {
+		t.Fatalf("a still-queued job was not launched: failed %v", failed)
+	}
+}

@@ -113,6 +113,15 @@ type ScaleDown struct {
 	// QueuedTimeoutSeconds: a job recorded as queued that has not launched
 	// after this long is re-queued if GitHub still shows it queued.
 	QueuedTimeoutSeconds int `json:"queuedTimeoutSeconds,omitempty"`
+	// RerunInterruptedJobs re-runs, once, a job that failed after its spot
+	// instance was interrupted (default true; the GitHub App then needs
+	// Actions: read & write).
+	RerunInterruptedJobs *bool `json:"rerunInterruptedJobs,omitempty"`
+}
+
+// RerunInterrupted reports whether interrupted jobs are re-run.
+func (s ScaleDown) RerunInterrupted() bool {
+	return s.RerunInterruptedJobs == nil || *s.RerunInterruptedJobs
 }
 
 // ScaleUp holds the scaleup Lambda's options.

@@ -62,7 +62,9 @@ func TestUnavailableOfferingsDefaults(t *testing.T) {
 func TestUnavailableOfferingsConcurrent(t *testing.T) {
 	t.Parallel()
 	clock := newFakeClock()
-	u := fleet.NewUnavailableOfferings(time.Minute, clock.Now)
+	// The goroutines advance the clock 64 s in all: the TTL must outlast that
+	// whatever order they run in.
+	u := fleet.NewUnavailableOfferings(time.Hour, clock.Now)
 	var wg sync.WaitGroup
 	for i := range 16 {
 		wg.Go(func() {

@@ -27,6 +27,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -82,6 +83,17 @@ type Visibility interface {
 	Retry(ctx context.Context, receiptHandle string, after time.Duration) error
 }
 
+// Offerings reads the spot pools scaledown saw interrupting our instances.
+type Offerings interface {
+	UnavailableOfferings(ctx context.Context) (map[string]time.Time, error)
+}
+
+// offeringMarker is implemented by launchers that keep an unavailable-
+// offerings cache (*fleet.Launcher).
+type offeringMarker interface {
+	MarkUnavailable(capacityType, instanceType, az string)
+}
+
 // Identity names the account and partition that instance ARNs live in.
 type Identity struct {
 	Partition, Region, Account string
@@ -89,14 +101,15 @@ type Identity struct {
 
 // Handler handles SQS batches of scale-up messages.
 type Handler struct {
-	cfg      *config.Config
-	matcher  *labels.Matcher
-	gh       GitHub
-	launcher Launcher
-	jobs     Jobs
-	slots    SlotCounter
-	jit      JITStore
-	identity Identity
+	cfg       *config.Config
+	matcher   *labels.Matcher
+	gh        GitHub
+	launcher  Launcher
+	jobs      Jobs
+	slots     SlotCounter
+	jit       JITStore
+	identity  Identity
+	offerings Offerings
 
 	visibility  Visibility
 	log         *slog.Logger
@@ -134,13 +147,15 @@ type Deps struct {
 	Slots    SlotCounter
 	JIT      JITStore
 	Identity Identity
+	// Offerings is optional: pools interrupted recently are skipped.
+	Offerings Offerings
 }
 
 // New returns a Handler for cfg (which must be valid).
 func New(cfg *config.Config, d Deps, opts ...Option) *Handler {
 	h := &Handler{
 		cfg: cfg, matcher: labels.NewMatcher(cfg),
-		gh: d.GitHub, launcher: d.Launcher, jobs: d.Jobs, slots: d.Slots, jit: d.JIT, identity: d.Identity,
+		gh: d.GitHub, launcher: d.Launcher, jobs: d.Jobs, slots: d.Slots, jit: d.JIT, identity: d.Identity, offerings: d.Offerings,
 		log: slog.New(slog.DiscardHandler), now: time.Now, concurrency: queue.ScaleUp.BatchSize,
 	}
 	for _, o := range opts {
@@ -154,6 +169,7 @@ func New(cfg *config.Config, d Deps, opts ...Option) *Handler {
 
 // Handle processes a batch and reports the records to retry.
 func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
+	h.loadOfferings(ctx)
 	var (
 		mu       sync.Mutex
 		failures []events.SQSBatchItemFailure
@@ -189,6 +205,26 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 	}
 	wg.Wait()
 	return events.SQSEventResponse{BatchItemFailures: failures}, nil
+}
+
+// loadOfferings feeds the launcher's cache with the pools scaledown saw
+// interrupting our spot instances (one read per batch).
+func (h *Handler) loadOfferings(ctx context.Context) {
+	m, ok := h.launcher.(offeringMarker)
+	if h.offerings == nil || !ok {
+		return
+	}
+	offs, err := h.offerings.UnavailableOfferings(ctx)
+	if err != nil {
+		h.log.Warn("could not read interrupted spot pools", slog.String("error", err.Error()))
+		return
+	}
+	for k := range offs {
+		parts := strings.SplitN(k, ":", 3)
+		if len(parts) == 3 {
+			m.MarkUnavailable(parts[0], parts[1], parts[2])
+		}
+	}
 }
 
 // jobKeyOf groups records by job id without fully decoding them; records

@@ -328,3 +328,25 @@ func TestStillQueuedCheck(t *testing.T) {
 		t.Fatalf("a still-queued job was not launched: failed %v", failed)
 	}
 }
+
+// Spot pools that scaledown saw interrupting our instances are skipped: with
+// every spot pool of the profile interrupted, the launch goes on-demand at once.
+func TestInterruptedPoolsSkipped(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, config.ScopeOrg)
+	for _, az := range []string{"us-east-1a", "us-east-1b"} {
+		if err := h.store.MarkOfferingUnavailable(context.Background(), "spot:t3.large:"+az, time.Now().Add(10*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if failed := h.run(h.batch(h.enqueue(1201))); len(failed) != 0 {
+		t.Fatalf("failed %v", failed)
+	}
+	calls := h.ec2.fleetCalls()
+	if len(calls) != 1 || calls[0].TargetCapacitySpecification.DefaultTargetCapacityType != types.DefaultTargetCapacityTypeOnDemand {
+		t.Fatalf("CreateFleet calls %d; want one on-demand call", len(calls))
+	}
+	if j := h.job(1201); j.CapacityType != fleet.CapacityTypeOnDemand {
+		t.Fatalf("record %+v", j)
+	}
+}

@@ -173,7 +173,7 @@ func (h *harness) newHandler(gh scaleup.GitHub, wrap func(scaleup.Launcher) scal
 		l = wrap(l)
 	}
 	return scaleup.New(h.cfg, scaleup.Deps{
-		GitHub: gh, Launcher: l, Jobs: h.store, JIT: h.jit, Identity: identity,
+		GitHub: gh, Launcher: l, Jobs: h.store, JIT: h.jit, Identity: identity, Offerings: h.store,
 		Slots: func(ctx context.Context, p string) (int, error) {
 			return state.CountSlots(ctx, h.aws.Dynamo, h.cfg.TableName, p)
 		},

@@ -372,6 +372,16 @@ type Job struct {
 	SubnetID         string
 	CapacityType     string
 	SpotFallback     bool
+
+	// Reconciliation (scaledown).
+	StatusRank       int64
+	EnqueuedAt       time.Time
+	ClaimExpiresAt   time.Time
+	Requeues         int64
+	InterruptedAt    time.Time
+	RerunRequestedAt time.Time
+	InstanceGoneAt   time.Time
+	FinishedReason   string
 }
 
 // Get reads a job's record with a consistent read. ok is false when the job
@@ -432,6 +442,7 @@ func decodeJob(item map[string]types.AttributeValue) *Job {
 	if v, ok := item[attrSpotFallback].(*types.AttributeValueMemberBOOL); ok {
 		j.SpotFallback = v.Value
 	}
+	decodeSweep(j, item)
 	_, j.Enqueued = item[attrEnqueuedAt]
 	_, j.Live = item[AttrLive]
 	if l, ok := item[attrLabels].(*types.AttributeValueMemberL); ok {

@@ -25,6 +25,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/jit-runners/jit-runners/runtime/labels"
+	"github.com/jit-runners/jit-runners/runtime/metrics"
 	"github.com/jit-runners/jit-runners/runtime/queue"
 	"github.com/jit-runners/jit-runners/runtime/state"
 )
@@ -63,6 +64,7 @@ type Handler struct {
 	matcher       *labels.Matcher
 	allowedOwners map[string]bool
 	log           *slog.Logger
+	metrics       *metrics.Recorder
 	now           func() time.Time
 }
 
@@ -71,6 +73,9 @@ type Option func(*Handler)
 
 // WithLogger sets the logger; the default discards.
 func WithLogger(l *slog.Logger) Option { return func(h *Handler) { h.log = l } }
+
+// WithMetrics sets the metrics recorder (queue-to-start time); default none.
+func WithMetrics(m *metrics.Recorder) Option { return func(h *Handler) { h.metrics = m } }
 
 // WithClock sets the clock; the default is time.Now.
 func WithClock(now func() time.Time) Option { return func(h *Handler) { h.now = now } }
@@ -244,9 +249,25 @@ func (h *Handler) handleJob(ctx context.Context, log *slog.Logger, delivery stri
 	case reason != "" && p.Action == state.StatusQueued && outcome == state.Recorded:
 		decision = "skipped"
 		log = log.With(slog.String("reason", reason))
+	case reason == "" && p.Action == state.StatusInProgress && outcome == state.Recorded:
+		// "Time to start job": what users of self-hosted runners ask about.
+		if wait, ok := queueToStart(j); ok {
+			h.metrics.Put(metrics.QueueToStartSeconds, wait.Seconds(), metrics.Seconds, nil)
+			log = log.With(slog.Float64("queue_to_start_seconds", wait.Seconds()))
+		}
 	}
 	log.Info("webhook handled", slog.String("decision", decision))
 	return respond(http.StatusOK, `{"status":"`+decision+`"}`), nil
+}
+
+// queueToStart is started_at minus created_at of an in_progress job.
+func queueToStart(j *workflowJob) (time.Duration, bool) {
+	created, err1 := time.Parse(time.RFC3339, j.CreatedAt)
+	started, err2 := time.Parse(time.RFC3339, j.StartedAt)
+	if err1 != nil || err2 != nil || started.Before(created) {
+		return 0, false
+	}
+	return started.Sub(created), true
 }
 
 // classify returns the launch match for a job of ours, or the reason it is not ours.

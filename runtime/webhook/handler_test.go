@@ -14,6 +14,7 @@ import (
 
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
 	"github.com/jit-runners/jit-runners/runtime/labels"
+	"github.com/jit-runners/jit-runners/runtime/metrics"
 	"github.com/jit-runners/jit-runners/runtime/queue"
 	"github.com/jit-runners/jit-runners/runtime/state"
 	"github.com/jit-runners/jit-runners/runtime/webhook"
@@ -438,5 +439,17 @@ func TestLogsCarryNoBodyOrSecret(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("logs lack %s:\n%s", want, out)
 		}
+	}
+}
+
+func TestQueueToStartMetric(t *testing.T) {
+	t.Parallel()
+	var out syncBuffer
+	in := newIntegration(t, webhook.WithMetrics(metrics.New(&out, "webhook")))
+	body := jobPayload(t, "in_progress", 900)
+	body = bytes.Replace(body, []byte(`"started_at":"2021-06-15T19:22:27Z"`), []byte(`"started_at":"2021-06-15T19:22:58Z"`), 1)
+	in.deliver(t, body, "s1")
+	if !strings.Contains(out.String(), `"QueueToStartSeconds":31`) {
+		t.Fatalf("no queue-to-start metric of 31 s in %s", out.String())
 	}
 }

@@ -70,10 +70,12 @@ func run() error {
 	}
 	db := dynamodb.NewFromConfig(awsCfg)
 	sqsClient := sqs.NewFromConfig(awsCfg)
+	store := state.NewStore(db, cfg.TableName, time.Duration(cfg.RecordRetentionSeconds)*time.Second, nil)
 	h := scaleup.New(cfg, scaleup.Deps{
-		GitHub:   gh,
-		Launcher: fleet.New(ec2.NewFromConfig(awsCfg), fleet.WithLogger(log)),
-		Jobs:     state.NewStore(db, cfg.TableName, time.Duration(cfg.RecordRetentionSeconds)*time.Second, nil),
+		GitHub:    gh,
+		Launcher:  fleet.New(ec2.NewFromConfig(awsCfg), fleet.WithLogger(log)),
+		Jobs:      store,
+		Offerings: store,
 		Slots: func(ctx context.Context, profile string) (int, error) {
 			return state.CountSlots(ctx, db, cfg.TableName, profile)
 		},

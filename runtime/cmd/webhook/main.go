@@ -15,6 +15,7 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/config"
 	"github.com/jit-runners/jit-runners/runtime/labels"
 	"github.com/jit-runners/jit-runners/runtime/logging"
+	"github.com/jit-runners/jit-runners/runtime/metrics"
 	"github.com/jit-runners/jit-runners/runtime/queue"
 	"github.com/jit-runners/jit-runners/runtime/state"
 	"github.com/jit-runners/jit-runners/runtime/webhook"
@@ -43,6 +44,7 @@ func main() {
 	store := state.NewStore(dynamodb.NewFromConfig(awsCfg), cfg.TableName, time.Duration(cfg.RecordRetentionSeconds)*time.Second, nil)
 	sender := queue.NewSender(sqs.NewFromConfig(awsCfg), cfg.QueueURL, cfg.QueueDelaySeconds)
 	h := webhook.New(secret, store, sender, labels.NewMatcher(cfg),
-		webhook.WithLogger(log), webhook.WithAllowedOwners(cfg.GitHub.AllowedOwners))
+		webhook.WithLogger(log), webhook.WithAllowedOwners(cfg.GitHub.AllowedOwners),
+		webhook.WithMetrics(metrics.New(os.Stdout, "webhook")))
 	lambda.Start(h.Handle)
 }

@@ -43,7 +43,7 @@ func CreateNetwork(ctx context.Context, api *ec2.Client, p NetworkParams) (*Netw
 	region := api.Options().Region
 	for i, az := range []string{"a", "b"} {
 		s, err := api.CreateSubnet(ctx, &ec2.CreateSubnetInput{
-			VpcId: vpc.Vpc.VpcId, CidrBlock: aws.String(fmt.Sprintf("10.42.%d.0/24", i)), AvailabilityZone: aws.String(region + az),
+			VpcId: vpc.Vpc.VpcId, CidrBlock: aws.String(fmt.Sprintf("10.42.%d.0/20", i*16)), AvailabilityZone: aws.String(region + az),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("create subnet: %w", err)

@@ -1,0 +1,71 @@
+// Command scaledown is the scaledown Lambda: EventBridge Scheduler ticks and
+// EC2 events -> scaledown.Reconciler.
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+
+	"github.com/jit-runners/jit-runners/runtime/config"
+	"github.com/jit-runners/jit-runners/runtime/githubapp"
+	"github.com/jit-runners/jit-runners/runtime/logging"
+	"github.com/jit-runners/jit-runners/runtime/metrics"
+	"github.com/jit-runners/jit-runners/runtime/queue"
+	"github.com/jit-runners/jit-runners/runtime/scaledown"
+	"github.com/jit-runners/jit-runners/runtime/state"
+)
+
+func main() {
+	if err := run(); err != nil {
+		logging.New(os.Stdout, "info", "scaledown").Error("scaledown cannot start", slog.String("error", err.Error()))
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	ctx := context.Background()
+	cfg, err := config.FromEnv()
+	if err != nil {
+		return err
+	}
+	log := logging.New(os.Stdout, cfg.LogLevel, "scaledown")
+	m := metrics.New(os.Stdout, "scaledown")
+	awsCfg, err := config.LoadAWS(ctx)
+	if err != nil {
+		return err
+	}
+	key, err := config.NewSecrets(secretsmanager.NewFromConfig(awsCfg)).Get(ctx, cfg.GitHub.PrivateKeySecretARN)
+	if err != nil {
+		return err
+	}
+	gh, err := githubapp.New(githubapp.Config{
+		APIURL: cfg.GitHub.APIURL, AppID: cfg.GitHub.AppID, PrivateKey: key,
+		Scope: cfg.GitHub.Scope, RunnerGroup: cfg.GitHub.RunnerGroup, Logger: log,
+		OnRateLimit: func(remaining, limit int) {
+			m.Put(metrics.GitHubRateRemaining, float64(remaining), metrics.None, nil)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	db := dynamodb.NewFromConfig(awsCfg)
+	r := scaledown.New(cfg, scaledown.Deps{
+		EC2:    ec2.NewFromConfig(awsCfg),
+		GitHub: gh,
+		Jobs:   state.NewStore(db, cfg.TableName, time.Duration(cfg.RecordRetentionSeconds)*time.Second, nil),
+		Live: func(ctx context.Context) ([]*state.Job, int, error) {
+			return state.LiveJobs(ctx, db, cfg.TableName)
+		},
+		Queue: queue.NewSender(sqs.NewFromConfig(awsCfg), cfg.QueueURL, 0),
+	}, scaledown.WithLogger(log), scaledown.WithMetrics(m))
+	lambda.Start(r.Handle)
+	return nil
+}

@@ -1,0 +1,211 @@
+package scaledown_test
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/jit-runners/jit-runners/runtime/config"
+	"github.com/jit-runners/jit-runners/runtime/fleet"
+	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
+	"github.com/jit-runners/jit-runners/runtime/internal/testenv/ghfake"
+	"github.com/jit-runners/jit-runners/runtime/jitstore"
+	"github.com/jit-runners/jit-runners/runtime/queue"
+	"github.com/jit-runners/jit-runners/runtime/scaledown"
+	"github.com/jit-runners/jit-runners/runtime/scaleup"
+	"github.com/jit-runners/jit-runners/runtime/state"
+	"github.com/jit-runners/jit-runners/runtime/tags"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+var identity = scaleup.Identity{Partition: "aws", Region: "us-east-1", Account: "123456789012"}
+
+type harness struct {
+	t  testing.TB
+	p  *testenv.Plane
+	up *scaleup.Handler
+	rc *scaledown.Reconciler
+	gh scaledown.GitHub
+}
+
+func newHarness(t testing.TB, opts ...testenv.DeploymentOption) *harness {
+	t.Helper()
+	p := testenv.NewPlane(t, config.ScopeOrg, opts...)
+	h := &harness{t: t, p: p, gh: p.GHClient}
+	h.up = scaleup.New(p.Config, scaleup.Deps{
+		GitHub: p.GHClient, Launcher: fleet.New(p.EC2), Jobs: p.Store, JIT: p.JIT, Identity: identity,
+		Slots: func(ctx context.Context, prof string) (int, error) {
+			return state.CountSlots(ctx, p.AWS.Dynamo, p.Config.TableName, prof)
+		},
+	}, scaleup.WithClock(p.Clock.Now), scaleup.WithLogger(p.Logger()))
+	h.rebuild()
+	return h
+}
+
+// rebuild makes the reconciler with the harness's GitHub client (tests swap it).
+func (h *harness) rebuild() {
+	p := h.p
+	h.rc = scaledown.New(p.Config, scaledown.Deps{
+		EC2: p.EC2, GitHub: h.gh, Jobs: p.Store,
+		Live: func(ctx context.Context) ([]*state.Job, int, error) {
+			return state.LiveJobs(ctx, p.AWS.Dynamo, p.Config.TableName)
+		},
+		Queue: queue.NewSender(p.AWS.SQS, p.Queue, 0),
+	}, scaledown.WithClock(p.Clock.Now), scaledown.WithLogger(p.Logger()))
+}
+
+// queued records a queued job as the webhook does and adds it to the fake.
+func (h *harness) queued() int64 {
+	h.t.Helper()
+	id := h.p.NextJobID()
+	out, err := h.p.Store.RecordEvent(context.Background(), &state.JobEvent{
+		JobID: id, Action: state.StatusQueued, Repository: h.p.Repository(), Owner: h.p.Owner, InstallationID: h.p.InstID,
+		Labels: []string{"self-hosted", "linux", "x64"}, Ours: true, Profile: "default",
+	})
+	if err != nil || out != state.Enqueue {
+		h.t.Fatalf("queue job %d: %v %v", id, out, err)
+	}
+	h.p.GitHub.AddJob(ghfake.Job{ID: id, Owner: h.p.Owner, Repo: "app", Status: "queued", Labels: []string{"self-hosted", "linux", "x64"}})
+	return id
+}
+
+// launched queues a job and launches its runner with the real scaleup handler.
+func (h *harness) launched() (int64, *state.Job) {
+	h.t.Helper()
+	return h.relaunch(h.queued())
+}
+
+// relaunch runs scaleup for a queued (or re-queued) job.
+func (h *harness) relaunch(id int64) (int64, *state.Job) {
+	h.t.Helper()
+	body := `{"jobId":` + itoa(id) + `,"repository":"` + h.p.Repository() + `","owner":"` + h.p.Owner +
+		`","installationId":` + itoa(h.p.InstID) + `,"labels":["self-hosted","linux","x64"],"profile":"default"}`
+	resp, err := h.up.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{{MessageId: "m" + itoa(id), Body: body}}})
+	if err != nil || len(resp.BatchItemFailures) != 0 {
+		h.t.Fatalf("launch job %d: %v %v\n%s", id, resp, err, h.p.Logs.String())
+	}
+	return id, h.job(id)
+}
+
+// online brings a launched job's runner online, as the bootstrap would.
+func (h *harness) online(j *state.Job) {
+	h.t.Helper()
+	enc, err := h.p.JIT.Take(context.Background(), jitstore.InstanceARN("aws", "us-east-1", "123456789012", j.InstanceID))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := h.p.GitHub.RunnerOnline(enc); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// start and complete deliver the webhook's view and GitHub's.
+func (h *harness) start(j *state.Job) {
+	h.t.Helper()
+	if err := h.p.GitHub.StartJob(j.JobID, j.RunnerID); err != nil {
+		h.t.Fatal(err)
+	}
+	h.event(j.JobID, state.StatusInProgress, "")
+}
+
+func (h *harness) complete(j *state.Job, conclusion string) {
+	h.t.Helper()
+	if err := h.p.GitHub.CompleteJob(j.JobID, conclusion); err != nil {
+		h.t.Fatal(err)
+	}
+	h.event(j.JobID, state.StatusCompleted, conclusion)
+}
+
+func (h *harness) event(id int64, action, conclusion string) {
+	h.t.Helper()
+	ev := &state.JobEvent{JobID: id, Action: action, Conclusion: conclusion, Ours: true}
+	if action == state.StatusCompleted {
+		ev.CompletedAt = h.p.Clock.Now().UTC().Format(time.RFC3339)
+	}
+	if _, err := h.p.Store.RecordEvent(context.Background(), ev); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) sweep() *scaledown.Report {
+	h.t.Helper()
+	rep, err := h.rc.Sweep(context.Background())
+	if err != nil {
+		h.t.Fatalf("sweep: %v", err)
+	}
+	return rep
+}
+
+func (h *harness) job(id int64) *state.Job {
+	h.t.Helper()
+	j, ok, err := h.p.Store.Get(context.Background(), id)
+	if err != nil || !ok {
+		h.t.Fatalf("job %d: %v %v", id, ok, err)
+	}
+	return j
+}
+
+func (h *harness) state(id string) types.InstanceStateName {
+	h.t.Helper()
+	out, err := h.p.EC2.DescribeInstances(context.Background(), &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+	if err != nil || len(out.Reservations) == 0 {
+		h.t.Fatalf("describe %s: %v", id, err)
+	}
+	return out.Reservations[0].Instances[0].State.Name
+}
+
+func (h *harness) alive(id string) bool {
+	s := h.state(id)
+	return s == types.InstanceStateNameRunning || s == types.InstanceStateNamePending
+}
+
+func (h *harness) kill(id string) {
+	h.t.Helper()
+	if _, err := h.p.EC2.TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) runnerExists(name string) bool {
+	_, ok := h.p.GitHub.RunnerByName(h.p.RunnerOwner(), name)
+	return ok
+}
+
+// messages drains the scale-up queue.
+func (h *harness) messages() []*queue.Message {
+	h.t.Helper()
+	var out []*queue.Message
+	for _, b := range h.p.AWS.ReceiveAll(h.t, h.p.Queue, 100) {
+		m, err := queue.Decode(b)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// orphan launches an instance with our tags that no record owns.
+func (h *harness) orphan() string {
+	h.t.Helper()
+	res, err := fleet.New(h.p.EC2).Launch(context.Background(), fleet.Request{
+		JobID: 99999, InstanceTypes: []string{"t3.large"}, ImageID: "ami-0123456789abcdef0", SubnetIDs: h.p.Network.SubnetIDs,
+		LaunchTemplateID: h.p.Network.LaunchTemplateID, Spot: false,
+		Tags: tags.ForLaunch(h.p.Config.NamePrefix, 99999, h.p.Repository(), "default"),
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return res.InstanceID
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func secs(n int) time.Duration { return time.Duration(n) * time.Second }

@@ -1,0 +1,171 @@
+// Package scaledown is the scaledown Lambda's logic: it reconciles the job
+// records, the EC2 instances and the GitHub runners so that nothing is
+// orphaned, nothing is lost, and nothing busy is killed.
+//
+// One entry point takes three kinds of events: the EventBridge Scheduler
+// tick (a sweep), "EC2 Spot Instance Interruption Warning" and "EC2
+// Instance State-change Notification".
+//
+// A sweep reads its inputs with one paginated Query of the live index, one
+// paginated DescribeInstances filtered by jitr:managed-by, and one paginated
+// runner list per owner filtered by name prefix, then applies the rules:
+//
+//  1. job completed or cancelled, instance alive after completedGraceSeconds: terminate;
+//  2. launched, runner never online within bootTimeoutSeconds: delete the
+//     runner (if not busy), terminate, re-queue once if still queued on GitHub;
+//  3. older than maxRuntimeSeconds and not busy: terminate;
+//  4. our tag but no record owns the instance, after orphanGraceSeconds: terminate;
+//  5. a runner with our prefix, offline, whose instance is gone: delete it;
+//  6. a record whose instance is gone while the job is unfinished: mark it
+//     lost, re-queue if GitHub still shows the job queued;
+//  7. a job queued (by the webhook) that never launched within
+//     queuedTimeoutSeconds: re-queue if GitHub still shows it queued.
+//
+// Busy protection: a runner whose job is in_progress by the webhook record,
+// or busy by GitHub, is never terminated. The runner is deleted first and
+// the instance terminated only when GitHub answered 204 or 404; 422 ("still
+// running a job") means busy, and the instance is kept.
+package scaledown
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+
+	"github.com/jit-runners/jit-runners/runtime/config"
+	"github.com/jit-runners/jit-runners/runtime/githubapp"
+	"github.com/jit-runners/jit-runners/runtime/metrics"
+	"github.com/jit-runners/jit-runners/runtime/queue"
+	"github.com/jit-runners/jit-runners/runtime/state"
+)
+
+// EC2API is the part of the EC2 client scaledown uses.
+type EC2API interface {
+	DescribeInstances(ctx context.Context, in *ec2.DescribeInstancesInput, opts ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
+	TerminateInstances(ctx context.Context, in *ec2.TerminateInstancesInput, opts ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
+}
+
+// GitHub is what scaledown needs from the GitHub App client.
+type GitHub interface {
+	ListRunners(ctx context.Context, inst githubapp.Installation, namePrefix string) ([]githubapp.Runner, error)
+	DeleteRunner(ctx context.Context, inst githubapp.Installation, runnerID int64) error
+	GetJob(ctx context.Context, inst githubapp.Installation, jobID int64) (githubapp.Job, error)
+	RerunJob(ctx context.Context, inst githubapp.Installation, jobID int64) error
+}
+
+// Jobs is what scaledown needs from the job records; *state.Store implements it.
+type Jobs interface {
+	Requeue(ctx context.Context, jobID int64, seenInstanceID, reason string) (bool, error)
+	Finish(ctx context.Context, jobID int64, reason string) error
+	MarkLost(ctx context.Context, jobID int64, instanceID, reason string) error
+	MarkInstanceGone(ctx context.Context, jobID int64, instanceID string) error
+	MarkInterrupted(ctx context.Context, jobID int64, instanceID string) (bool, error)
+	ClaimRerun(ctx context.Context, jobID int64) (bool, error)
+	FindByInstance(ctx context.Context, jobID int64, instanceID string) (*state.Job, bool, error)
+	MarkOfferingUnavailable(ctx context.Context, offering string, until time.Time) error
+}
+
+// LiveJobs lists the records of the live index.
+type LiveJobs func(ctx context.Context) ([]*state.Job, int, error)
+
+// Enqueuer sends re-queue messages; *queue.Sender implements it.
+type Enqueuer interface {
+	Send(ctx context.Context, m *queue.Message) (string, error)
+}
+
+// Deps are the reconciler's collaborators.
+type Deps struct {
+	EC2    EC2API
+	GitHub GitHub
+	Jobs   Jobs
+	Live   LiveJobs
+	Queue  Enqueuer
+}
+
+// Defaults for the options that are not in the configuration.
+const (
+	// MaxRequeues bounds how often a job is re-queued before scaledown gives
+	// up on it (and says so in the log and the metrics).
+	MaxRequeues = 3
+	// InterruptedOfferingTTL is how long a spot pool that interrupted one of
+	// our instances is avoided.
+	InterruptedOfferingTTL = 10 * time.Minute
+	// freshLaunch protects a runner whose instance may not be visible to
+	// DescribeInstances yet (EC2 is eventually consistent).
+	freshLaunch = 2 * time.Minute
+)
+
+// Reconciler runs sweeps and handles EC2 events.
+type Reconciler struct {
+	cfg     *config.Config
+	d       Deps
+	log     *slog.Logger
+	metrics *metrics.Recorder
+	now     func() time.Time
+	rerun   bool
+}
+
+// Option configures a Reconciler.
+type Option func(*Reconciler)
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(r *Reconciler) { r.log = l } }
+
+// WithMetrics sets the metrics recorder.
+func WithMetrics(m *metrics.Recorder) Option { return func(r *Reconciler) { r.metrics = m } }
+
+// WithClock sets the clock (default time.Now).
+func WithClock(now func() time.Time) Option { return func(r *Reconciler) { r.now = now } }
+
+// New returns a Reconciler for cfg.
+func New(cfg *config.Config, d Deps, opts ...Option) *Reconciler {
+	r := &Reconciler{cfg: cfg, d: d, log: slog.New(slog.DiscardHandler), now: time.Now, rerun: cfg.ScaleDown.RerunInterrupted()}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
+}
+
+// event is the part of an EventBridge event the handler reads.
+type event struct {
+	DetailType string `json:"detail-type"`
+	Source     string `json:"source"`
+	Detail     struct {
+		InstanceID     string `json:"instance-id"`
+		State          string `json:"state"`
+		InstanceAction string `json:"instance-action"`
+	} `json:"detail"`
+}
+
+// EventBridge detail types handled besides the scheduler's tick.
+const (
+	SpotInterruption = "EC2 Spot Instance Interruption Warning"
+	StateChange      = "EC2 Instance State-change Notification"
+)
+
+// Handle is the Lambda entry point: a scheduler tick (any payload that is
+// not one of the EC2 events) runs a sweep.
+func (r *Reconciler) Handle(ctx context.Context, raw json.RawMessage) (*Report, error) {
+	var ev event
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &ev); err != nil {
+			r.log.Warn("unreadable event; sweeping", slog.String("error", err.Error()))
+		}
+	}
+	switch ev.DetailType {
+	case SpotInterruption:
+		return nil, r.onInterruption(ctx, ev.Detail.InstanceID)
+	case StateChange:
+		return nil, r.onStateChange(ctx, ev.Detail.InstanceID, ev.Detail.State)
+	}
+	return r.Sweep(ctx)
+}
+
+// decide logs a decision with its reason and counts it as a metric.
+func (r *Reconciler) decide(log *slog.Logger, rule, action string, attrs ...any) {
+	r.metrics.Inc(metrics.ScaleDownDecisions, map[string]string{"Rule": rule, "Action": action})
+	log.Info("scaledown decision", append([]any{slog.String("rule", rule), slog.String("action", action)}, attrs...)...)
+}

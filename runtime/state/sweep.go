@@ -1,0 +1,240 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+)
+
+// Reconciliation attributes, written by scaledown.
+const (
+	attrRequeues         = "requeues"
+	attrInterruptedAt    = "interruptedAt"
+	attrRerunRequestedAt = "rerunRequestedAt"
+	attrFinishedReason   = "finishedReason"
+	attrInstanceGoneAt   = "instanceGoneAt"
+)
+
+// PhaseLost marks a launched job whose instance disappeared before the job
+// finished.
+const PhaseLost = "lost"
+
+// SweepAPI is the part of the DynamoDB client the reconciler's reads use.
+type SweepAPI interface {
+	Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
+}
+
+// LiveJobs returns every record in the live index: one paginated Query,
+// never a Scan. pages reports how many pages it took.
+func LiveJobs(ctx context.Context, api SweepAPI, table string) (jobs []*Job, pages int, err error) {
+	in := &dynamodb.QueryInput{
+		TableName:                 aws.String(table),
+		IndexName:                 aws.String(LiveIndex),
+		KeyConditionExpression:    aws.String("#live = :one"),
+		ExpressionAttributeNames:  map[string]string{"#live": AttrLive},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":one": &types.AttributeValueMemberS{Value: LiveValue}},
+	}
+	for {
+		out, err := api.Query(ctx, in)
+		if err != nil {
+			return nil, pages, fmt.Errorf("query live jobs: %w", err)
+		}
+		pages++
+		for _, item := range out.Items {
+			jobs = append(jobs, decodeJob(item))
+		}
+		if len(out.LastEvaluatedKey) == 0 {
+			return jobs, pages, nil
+		}
+		in.ExclusiveStartKey = out.LastEvaluatedKey
+	}
+}
+
+// update runs one conditional UpdateItem on a job; a failed condition is
+// reported as ok=false (the record moved on meanwhile), not as an error.
+func (s *Store) update(ctx context.Context, jobID int64, expr, cond string, names map[string]string, vals map[string]types.AttributeValue) (bool, error) {
+	in := &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(s.table),
+		Key:                       jobKey(jobID),
+		UpdateExpression:          aws.String(expr),
+		ExpressionAttributeNames:  names,
+		ExpressionAttributeValues: vals,
+	}
+	if cond != "" {
+		in.ConditionExpression = aws.String(cond)
+	}
+	if len(vals) == 0 {
+		in.ExpressionAttributeValues = nil
+	}
+	_, err := s.api.UpdateItem(ctx, in)
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("update job %d: %w", jobID, err)
+	}
+	return true, nil
+}
+
+// Requeue resets a job for a new launch after its launch was lost (never
+// launched, or its instance never came up or vanished): the launch fields
+// and the slot are removed, enqueuedAt restarted and the re-queue counted.
+// The condition (same instance as the caller saw, or still none; never
+// started) keeps it from undoing a launch that happened meanwhile. The
+// caller sends the new message after it returns true.
+func (s *Store) Requeue(ctx context.Context, jobID int64, seenInstanceID, reason string) (bool, error) {
+	now := s.now()
+	names := map[string]string{
+		"#enq": attrEnqueuedAt, "#req": attrRequeues, "#phase": attrPhase, "#updated": AttrUpdatedAt, "#live": AttrLive,
+		"#err": attrLastError, "#launchedAt": attrLaunchedAt, "#instance": attrInstanceID, "#claimId": attrClaimID,
+		"#claimExp": attrClaimExpiresAt, "#slot": AttrSlot, "#slotKey": AttrSlotKey, "#rank": attrStatusRank,
+		"#exp": AttrExpiresAt,
+	}
+	vals := map[string]types.AttributeValue{
+		":now": num(now.UnixMilli()), ":one": num(1), ":phase": &types.AttributeValueMemberS{Value: "requeued"},
+		":live": &types.AttributeValueMemberS{Value: LiveValue}, ":reason": &types.AttributeValueMemberS{Value: truncate(reason, 500)},
+		":started": num(2), ":expires": num(now.Add(s.retention).Unix()),
+	}
+	cond := "(attribute_not_exists(#rank) OR #rank < :started) AND "
+	if seenInstanceID == "" {
+		cond += "attribute_not_exists(#instance)"
+	} else {
+		cond += "#instance = :seen"
+		vals[":seen"] = &types.AttributeValueMemberS{Value: seenInstanceID}
+	}
+	return s.update(ctx, jobID,
+		"SET #enq = :now, #phase = :phase, #updated = :now, #live = :live, #err = :reason, #exp = :expires ADD #req :one "+
+			"REMOVE #launchedAt, #instance, #claimId, #claimExp, #slot, #slotKey",
+		cond, names, vals)
+}
+
+// Finish takes a job out of the live index: nothing about it is left to
+// reconcile (job finished, instance and runner gone, or nothing to launch).
+func (s *Store) Finish(ctx context.Context, jobID int64, reason string) error {
+	now := s.now()
+	_, err := s.update(ctx, jobID, "SET #reason = :reason, #updated = :now, #exp = :expires REMOVE #live, #slot, #slotKey",
+		"attribute_exists(#pk)",
+		map[string]string{"#reason": attrFinishedReason, "#updated": AttrUpdatedAt, "#live": AttrLive, "#slot": AttrSlot,
+			"#slotKey": AttrSlotKey, "#pk": AttrPK, "#exp": AttrExpiresAt},
+		map[string]types.AttributeValue{":reason": &types.AttributeValueMemberS{Value: truncate(reason, 500)},
+			":now": num(now.UnixMilli()), ":expires": num(now.Add(s.retention).Unix())})
+	return err
+}
+
+// MarkLost records that a launched job's instance is gone while the job was
+// not finished; its slot is freed.
+func (s *Store) MarkLost(ctx context.Context, jobID int64, instanceID, reason string) error {
+	_, err := s.update(ctx, jobID, "SET #phase = :lost, #gone = :now, #err = :reason, #updated = :now REMOVE #slot, #slotKey",
+		"#instance = :instance",
+		map[string]string{"#phase": attrPhase, "#gone": attrInstanceGoneAt, "#err": attrLastError, "#updated": AttrUpdatedAt,
+			"#slot": AttrSlot, "#slotKey": AttrSlotKey, "#instance": attrInstanceID},
+		map[string]types.AttributeValue{":lost": &types.AttributeValueMemberS{Value: PhaseLost}, ":now": num(s.now().UnixMilli()),
+			":reason": &types.AttributeValueMemberS{Value: truncate(reason, 500)}, ":instance": &types.AttributeValueMemberS{Value: instanceID}})
+	return err
+}
+
+// MarkInstanceGone records that the job's instance has terminated.
+func (s *Store) MarkInstanceGone(ctx context.Context, jobID int64, instanceID string) error {
+	_, err := s.update(ctx, jobID, "SET #gone = if_not_exists(#gone, :now), #updated = :now REMOVE #slot, #slotKey",
+		"#instance = :instance",
+		map[string]string{"#gone": attrInstanceGoneAt, "#updated": AttrUpdatedAt, "#slot": AttrSlot, "#slotKey": AttrSlotKey,
+			"#instance": attrInstanceID},
+		map[string]types.AttributeValue{":now": num(s.now().UnixMilli()), ":instance": &types.AttributeValueMemberS{Value: instanceID}})
+	return err
+}
+
+// MarkInterrupted records a spot interruption warning for the job's instance.
+func (s *Store) MarkInterrupted(ctx context.Context, jobID int64, instanceID string) (bool, error) {
+	return s.update(ctx, jobID, "SET #int = if_not_exists(#int, :now), #live = :live, #updated = :now",
+		"#instance = :instance",
+		map[string]string{"#int": attrInterruptedAt, "#live": AttrLive, "#updated": AttrUpdatedAt, "#instance": attrInstanceID},
+		map[string]types.AttributeValue{":now": num(s.now().UnixMilli()), ":live": &types.AttributeValueMemberS{Value: LiveValue},
+			":instance": &types.AttributeValueMemberS{Value: instanceID}})
+}
+
+// ClaimRerun records that the job's re-run is being requested; it returns
+// true exactly once per job, so a job is never re-run twice.
+func (s *Store) ClaimRerun(ctx context.Context, jobID int64) (bool, error) {
+	return s.update(ctx, jobID, "SET #rr = :now, #updated = :now", "attribute_not_exists(#rr)",
+		map[string]string{"#rr": attrRerunRequestedAt, "#updated": AttrUpdatedAt},
+		map[string]types.AttributeValue{":now": num(s.now().UnixMilli())})
+}
+
+// FindByInstance returns the record a tag points to, checking that it is
+// the record of that instance.
+func (s *Store) FindByInstance(ctx context.Context, jobID int64, instanceID string) (*Job, bool, error) {
+	j, ok, err := s.Get(ctx, jobID)
+	if err != nil || !ok || j.InstanceID != instanceID {
+		return nil, false, err
+	}
+	return j, true, nil
+}
+
+// Timestamps of the reconciliation attributes, for the sweep's rules.
+func decodeSweep(j *Job, item map[string]types.AttributeValue) {
+	ms := func(name string) time.Time {
+		if v := getN(item, name); v != 0 {
+			return time.UnixMilli(v)
+		}
+		return time.Time{}
+	}
+	j.EnqueuedAt = ms(attrEnqueuedAt)
+	j.ClaimExpiresAt = ms(attrClaimExpiresAt)
+	j.InterruptedAt = ms(attrInterruptedAt)
+	j.RerunRequestedAt = ms(attrRerunRequestedAt)
+	j.InstanceGoneAt = ms(attrInstanceGoneAt)
+	j.Requeues = getN(item, attrRequeues)
+	j.FinishedReason = getS(item, attrFinishedReason)
+	j.StatusRank = getN(item, attrStatusRank)
+}
+
+// offeringsKey is the item that shares unavailable spot offerings between
+// scaledown (which learns of interruptions) and scaleup (which launches).
+const offeringsKey = "offerings#unavailable"
+
+// offeringPrefix prefixes each offering attribute: "u:spot:c6i.large:us-east-1a".
+const offeringPrefix = "u:"
+
+// MarkOfferingUnavailable records that an offering ("capacityType:instanceType:zone")
+// should be avoided until until.
+func (s *Store) MarkOfferingUnavailable(ctx context.Context, offering string, until time.Time) error {
+	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(s.table),
+		Key:                       map[string]types.AttributeValue{AttrPK: &types.AttributeValueMemberS{Value: offeringsKey}},
+		UpdateExpression:          aws.String("SET #o = :until, #exp = :exp"),
+		ExpressionAttributeNames:  map[string]string{"#o": offeringPrefix + offering, "#exp": AttrExpiresAt},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":until": num(until.UnixMilli()), ":exp": num(until.Add(time.Hour).Unix())},
+	})
+	if err != nil {
+		return fmt.Errorf("mark offering %s unavailable: %w", offering, err)
+	}
+	return nil
+}
+
+// UnavailableOfferings returns the offerings marked unavailable that have
+// not expired, with their expiry.
+func (s *Store) UnavailableOfferings(ctx context.Context) (map[string]time.Time, error) {
+	out, err := s.api.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName: aws.String(s.table),
+		Key:       map[string]types.AttributeValue{AttrPK: &types.AttributeValueMemberS{Value: offeringsKey}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read unavailable offerings: %w", err)
+	}
+	now := s.now()
+	res := map[string]time.Time{}
+	for k := range out.Item {
+		if len(k) > len(offeringPrefix) && k[:len(offeringPrefix)] == offeringPrefix {
+			if until := time.UnixMilli(getN(out.Item, k)); until.After(now) {
+				res[k[len(offeringPrefix):]] = until
+			}
+		}
+	}
+	return res, nil
+}

@@ -69,3 +69,79 @@ bench: tools ## Benchmarks: handler time and allocations, bootstrap cold start u
 .PHONY: clean
 clean: ## Remove build output.
 	rm -rf bin out
+
+# ---- AMI (packer) ----
+# The pre-baked runner AMI (packer/, see packer/README.md). Packer and its
+# amazon plugin are built from their Go modules by packer/build-tools.sh, and
+# PACKER_PLUGIN_PATH points every packer call at that plugin, so `packer init`
+# (network) is never needed. Building an AMI needs AWS credentials;
+# ami.validate and ami.check do not.
+PACKER_VERSION        := v1.14.3
+PACKER_AMAZON_VERSION := v1.8.0
+ACTIONLINT_VERSION    := v1.7.12
+export PACKER_PLUGIN_PATH := $(TOOLS)/packer-plugins
+export CHECKPOINT_DISABLE := 1
+
+# AMI_REGION: build region. AMI_ARCH: x86_64 or arm64 (empty: both).
+# AMI_VAR_FILE: a .pkrvars.hcl or .pkrvars.json file. AMI_VARS: more flags,
+# e.g. AMI_VARS='-var runner_version=2.333.0 -var runner_sha256_x64=...'.
+# AMI_BUILD_ID: tag jitr:build-id, which ami.deregister also finds.
+AMI_REGION     ?= us-east-1
+AMI_ARCH       ?=
+AMI_VAR_FILE   ?=
+AMI_VARS       ?=
+AMI_MANIFEST   ?= packer-manifest.json
+AMI_BUILD_ID   ?=
+AMI_ID         ?=
+AMI_VARFLAGS    = -var region=$(AMI_REGION) $(if $(AMI_VAR_FILE),-var-file=$(AMI_VAR_FILE)) $(AMI_VARS)
+AMI_BUILDFLAGS  = $(AMI_VARFLAGS) -var manifest_path=$(AMI_MANIFEST) $(if $(AMI_BUILD_ID),-var build_id=$(AMI_BUILD_ID)) $(if $(AMI_ARCH),-only=jit-runner.amazon-ebs.$(AMI_ARCH))
+AMI_TOOLS_ENV   = PACKER_VERSION=$(PACKER_VERSION) PACKER_AMAZON_VERSION=$(PACKER_AMAZON_VERSION) TOOLS_BIN=$(TOOLS_BIN) GO=$(GO)
+
+.PHONY: ami.tools ami.validate ami.check ami.build ami.build-test ami.build-distribute ami.copy ami.deregister
+
+# make merges these prerequisites into the rules above.
+tools: ami.tools
+test: ami.check
+
+ami.tools: $(TOOLS_BIN)/actionlint ## Packer + amazon plugin (built from their Go modules) and actionlint.
+	@$(AMI_TOOLS_ENV) bash packer/build-tools.sh
+
+# Builds packer (when none is on PATH) and the plugin; ami.tools re-checks both.
+$(TOOLS_BIN)/packer:
+	$(AMI_TOOLS_ENV) bash packer/build-tools.sh
+
+$(TOOLS_BIN)/actionlint:
+	GOBIN=$(TOOLS_BIN) $(GO) install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+
+ami.validate: ami.tools ## packer fmt check + full packer validate, both architectures (offline).
+	packer fmt -check -diff -recursive packer/
+	@for arch in x86_64 arm64; do \
+	  echo "packer validate $$arch: public, distributed"; \
+	  packer validate $(AMI_VARFLAGS) -only=jit-runner.amazon-ebs.$$arch packer/; \
+	  echo "packer validate $$arch: private test build in a subnet, extra script"; \
+	  packer validate $(AMI_VARFLAGS) -only=jit-runner.amazon-ebs.$$arch -var ami_public=false -var distribute=false \
+	    -var subnet_id=subnet-0123456789abcdef0 -var extra_script=packer/scripts/60-no-extra.sh packer/; \
+	done
+
+ami.check: ami.validate ## ami.validate + shellcheck of the AMI scripts + actionlint of the workflows.
+	shellcheck -x packer/*.sh packer/scripts/*.sh
+	actionlint
+
+ami.build: ami.tools ## Build the AMI: public and copied to ami_regions unless the variables say otherwise.
+	packer build $(AMI_BUILDFLAGS) packer/
+
+ami.build-test: ami.tools ## Build a private AMI in AMI_REGION only (remove it with ami.deregister).
+	packer build $(AMI_BUILDFLAGS) -var ami_public=false -var distribute=false packer/
+
+ami.build-distribute: ami.tools ## Build a public AMI and copy it to every other region of ami_regions.
+	packer build $(AMI_BUILDFLAGS) -var ami_public=true -var distribute=true packer/
+
+ami.copy: ami.tools ## Copy AMI_ID from AMI_REGION to the other ami_regions (public when ami_public).
+	@test -n "$(AMI_ID)" || { echo "usage: make ami.copy AMI_ID=ami-... [AMI_REGION=$(AMI_REGION)]" >&2; exit 1; }
+	regions=$$(echo 'join(" ", local.copy_regions)' | packer console $(AMI_VARFLAGS) packer/); \
+	public=$$(echo 'var.ami_public' | packer console $(AMI_VARFLAGS) packer/); \
+	bash packer/copy-ami.sh $$([ "$$public" = true ] && echo --public) $(AMI_REGION) $(AMI_ID) $$regions
+
+ami.deregister: ## Deregister the AMIs of AMI_MANIFEST (and tagged AMI_BUILD_ID) and delete their snapshots.
+	bash packer/deregister-ami.sh --manifest $(AMI_MANIFEST) $(if $(AMI_BUILD_ID),--build-id $(AMI_BUILD_ID) --region $(AMI_REGION))
+# ---- end AMI ----

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -37,6 +38,11 @@ type Report struct {
 	Lost            int `json:"lost"`
 	RerunsRequested int `json:"rerunsRequested"`
 	Errors          int `json:"errors"`
+	// Durations of the sweep's phases, in milliseconds.
+	ReadJobsMs      int64 `json:"readJobsMs"`
+	ReadInstancesMs int64 `json:"readInstancesMs"`
+	ReadRunnersMs   int64 `json:"readRunnersMs"`
+	DecideMs        int64 `json:"decideMs"`
 }
 
 // instance is what a sweep knows of one managed instance.
@@ -75,27 +81,51 @@ type sweep struct {
 func (r *Reconciler) Sweep(ctx context.Context) (*Report, error) {
 	start := time.Now()
 	s := &sweep{r: r, now: r.now(), instances: map[string]*instance{}, owners: map[string]*ownerRunners{}, claimed: map[string]bool{}}
-	jobs, pages, err := r.d.Live(ctx)
-	if err != nil {
-		return nil, err
+	lap := func(d *int64) func() {
+		t := time.Now()
+		return func() { *d = time.Since(t).Milliseconds() }
 	}
-	s.rep.LiveJobs, s.rep.LivePages = len(jobs), pages
-	if err := s.describe(ctx); err != nil {
-		return nil, err
-	}
-	for _, j := range jobs {
-		if j.InstanceID != "" {
-			s.claimed[j.InstanceID] = true
+	// The three reads are independent: the records and the instances are
+	// read concurrently, and the runner lists as soon as the records name
+	// their owners.
+	var (
+		jobs             []*state.Job
+		jobsErr, instErr error
+		wg               sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer lap(&s.rep.ReadInstancesMs)()
+		instErr = s.describe(ctx)
+	}()
+	done := lap(&s.rep.ReadJobsMs)
+	jobs, s.rep.LivePages, jobsErr = r.d.Live(ctx)
+	done()
+	if jobsErr == nil {
+		s.rep.LiveJobs = len(jobs)
+		for _, j := range jobs {
+			if j.InstanceID != "" {
+				s.claimed[j.InstanceID] = true
+			}
+			s.owner(j)
 		}
-		s.owner(j)
+		done = lap(&s.rep.ReadRunnersMs)
+		s.listRunners(ctx)
+		done()
 	}
-	s.listRunners(ctx)
+	wg.Wait()
+	if err := errors.Join(jobsErr, instErr); err != nil {
+		return nil, err
+	}
+	done = lap(&s.rep.DecideMs)
 
 	for _, j := range jobs {
 		s.job(ctx, j)
 	}
 	s.orphans(ctx)
 	s.ghosts(ctx, jobs)
+	done()
 
 	r.log.Info("sweep done", slog.Any("report", s.rep), slog.Duration("took", time.Since(start)))
 	return &s.rep, nil

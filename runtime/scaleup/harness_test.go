@@ -34,19 +34,6 @@ const installationID = 4242
 
 var identity = scaleup.Identity{Partition: "aws", Region: "us-east-1", Account: "123456789012"}
 
-// clock is the harness's controllable clock.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // faultyEC2 is the real moto client with CreateFleet faults injected: EC2
 // capacity errors are what moto cannot produce.
 type faultyEC2 struct {
@@ -111,9 +98,9 @@ type harness struct {
 	store   *state.Store
 	jit     *jitstore.Store
 	handler *scaleup.Handler
-	clock   *clock
+	clock   *testenv.Clock
 	retries *retryRecorder
-	logs    *syncBuffer
+	logs    *testenv.SyncBuffer
 	owner   string
 	nextMsg atomic.Int64
 }
@@ -146,7 +133,7 @@ func newHarness(t testing.TB, scope string, opts ...harnessOption) *harness {
 	gh := ghfake.NewForTest(t)
 	owner := "octo-org"
 	gh.AddInstallation(installationID, owner)
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ghc, err := githubapp.New(githubapp.Config{
 		APIURL: gh.URL(), AppID: gh.AppID(), PrivateKey: gh.PrivateKeyPEM(), Scope: scope, RunnerGroup: "Default", Logger: log,
@@ -156,7 +143,7 @@ func newHarness(t testing.TB, scope string, opts ...harnessOption) *harness {
 	}
 	h := &harness{t: t, cfg: cfg, aws: a, gh: gh, ghc: ghc, owner: owner, logs: logs,
 		ec2:     &faultyEC2{Client: ec2.NewFromConfig(a.Config)},
-		clock:   &clock{now: time.Now()},
+		clock:   testenv.NewClock(),
 		retries: &retryRecorder{},
 	}
 	h.store = state.NewStore(a.Dynamo, cfg.TableName, time.Hour, h.clock.Now)
@@ -250,22 +237,4 @@ func (h *harness) runnerOwner() string {
 		return h.owner + "/app"
 	}
 	return h.owner
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	return len(p), nil
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
 }

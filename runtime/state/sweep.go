@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -39,6 +41,14 @@ func LiveJobs(ctx context.Context, api SweepAPI, table string) (jobs []*Job, pag
 		ExpressionAttributeNames:  map[string]string{"#live": AttrLive},
 		ExpressionAttributeValues: map[string]types.AttributeValue{":one": &types.AttributeValueMemberS{Value: LiveValue}},
 	}
+	// Only what the rules read: smaller pages to move and decode.
+	proj := make([]string, len(sweepAttributes))
+	for i, a := range sweepAttributes {
+		ph := "#p" + strconv.Itoa(i)
+		in.ExpressionAttributeNames[ph] = a
+		proj[i] = ph
+	}
+	in.ProjectionExpression = aws.String(strings.Join(proj, ", "))
 	for {
 		out, err := api.Query(ctx, in)
 		if err != nil {
@@ -53,6 +63,14 @@ func LiveJobs(ctx context.Context, api SweepAPI, table string) (jobs []*Job, pag
 		}
 		in.ExclusiveStartKey = out.LastEvaluatedKey
 	}
+}
+
+// sweepAttributes are the attributes a sweep's rules read.
+var sweepAttributes = []string{
+	AttrPK, attrJobID, attrRunID, attrStatus, attrStatusRank, attrRepository, attrOwner, attrInstallationID, attrLabels,
+	attrProfile, attrConclusion, attrCompletedAt, attrRunnerName, attrRunnerID, attrPhase, attrClaimExpiresAt,
+	attrLaunchedAt, attrInstanceID, attrEnqueuedAt, attrRequeues, attrInterruptedAt, attrRerunRequestedAt,
+	attrInstanceGoneAt, AttrUpdatedAt, AttrSlotKey,
 }
 
 // update runs one conditional UpdateItem on a job; a failed condition is

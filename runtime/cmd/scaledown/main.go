@@ -42,17 +42,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	key, err := config.NewSecrets(secretsmanager.NewFromConfig(awsCfg)).Get(ctx, cfg.GitHub.PrivateKeySecretARN)
-	if err != nil {
-		return err
-	}
-	gh, err := githubapp.New(githubapp.Config{
-		APIURL: cfg.GitHub.APIURL, AppID: cfg.GitHub.AppID, PrivateKey: key,
-		Scope: cfg.GitHub.Scope, RunnerGroup: cfg.GitHub.RunnerGroup, Logger: log,
-		OnRateLimit: func(remaining, limit int) {
-			m.Put(metrics.GitHubRateRemaining, float64(remaining), metrics.None, nil)
-		},
-	})
+	gh, err := githubapp.FromConfig(ctx, cfg, config.NewSecrets(secretsmanager.NewFromConfig(awsCfg)), log, m)
 	if err != nil {
 		return err
 	}

@@ -114,6 +114,18 @@ func variableDefault(t *testing.T, name string) string {
 
 // THE contract of the pre-baked AMI: the runner version its scripts write into
 // the marker is the version the bootstrap compares against by default.
+// The runner digests the AMI verifies are the ones the bootstrap pins.
+func TestRunnerChecksumsAreTheProjectDefaults(t *testing.T) {
+	for name, want := range map[string]string{
+		"runner_sha256_x64":   config.DefaultRunnerSHA256X64,
+		"runner_sha256_arm64": config.DefaultRunnerSHA256ARM64,
+	} {
+		if got := variableDefault(t, name); got != want {
+			t.Errorf("variable %s default = %q; want %q", name, got, want)
+		}
+	}
+}
+
 func TestRunnerVersionDefaultIsTheProjectDefault(t *testing.T) {
 	if got, want := variableDefault(t, "runner_version"), config.DefaultRunnerVersion; got != want {
 		t.Fatalf("variable runner_version default = %q; want config.DefaultRunnerVersion %q", got, want)

@@ -37,6 +37,12 @@ const (
 	// is checked against it (packer/packer_test.go), so the pre-baked AMI's
 	// marker and the bootstrap's comparison come from this one setting.
 	DefaultRunnerVersion = "2.332.0"
+	// DefaultRunnerSHA256X64 and DefaultRunnerSHA256ARM64 are the published
+	// sha256 digests of actions-runner-linux-{x64,arm64}-2.332.0.tar.gz; the
+	// stock-AMI bootstrap verifies the download against them and the Packer
+	// template's defaults must equal them (packer/packer_test.go).
+	DefaultRunnerSHA256X64   = "f2094522a6b9afeab07ffb586d1eb3f190b6457074282796c497ce7dce9e0f2a"
+	DefaultRunnerSHA256ARM64 = "b72f0599cdbd99dd9513ab64fcb59e424fc7359c93b849e8f5efdd5a72f743a6"
 )
 
 // Scope values for GitHub.Scope.

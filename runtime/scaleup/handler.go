@@ -263,13 +263,30 @@ func (h *Handler) record(ctx context.Context, r events.SQSMessage) error {
 	}
 	log = log.With(slog.Int64("job_id", m.JobID), slog.String("repository", m.Repository))
 	err = h.process(ctx, log, r, m)
-	if errors.Is(err, errLimit) && h.visibility != nil && r.ReceiptHandle != "" {
-		after := time.Duration(h.cfg.ScaleUp.LimitRetrySeconds) * time.Second
+	if err != nil && h.visibility != nil && r.ReceiptHandle != "" {
+		after := h.retryAfter(err, r)
 		if verr := h.visibility.Retry(ctx, r.ReceiptHandle, after); verr != nil {
-			log.Warn("could not shorten the retry of a limited job", slog.String("error", verr.Error()))
+			log.Warn("could not schedule the retry; the queue's visibility timeout applies", slog.String("error", verr.Error()))
 		}
 	}
 	return err
+}
+
+// retryAfter is when a failed record comes back: a job held back by a
+// limit after scaleUp.limitRetrySeconds; any other failure with exponential
+// backoff on the receive count (5 s, 10 s, 20 s ... at most 5 minutes)
+// rather than the queue's whole visibility timeout, so a transient failure
+// costs a job seconds, not minutes.
+func (h *Handler) retryAfter(err error, r events.SQSMessage) time.Duration {
+	if errors.Is(err, errLimit) {
+		return time.Duration(h.cfg.ScaleUp.LimitRetrySeconds) * time.Second
+	}
+	n, _ := strconv.Atoi(r.Attributes["ApproximateReceiveCount"])
+	d := 5 * time.Second
+	for i := 1; i < n && d < 5*time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, 5*time.Minute)
 }
 
 func (h *Handler) process(ctx context.Context, log *slog.Logger, r events.SQSMessage, m *queue.Message) error {

@@ -155,6 +155,9 @@ func TestNonCapacityErrorIsRetriedWithoutFallback(t *testing.T) {
 	if calls := h.ec2.fleetCalls(); len(calls) != 1 {
 		t.Fatalf("%d CreateFleet calls; want 1 (no on-demand fallback for a validation error)", len(calls))
 	}
+	if d := h.retries.lastDelay(); d != 5*time.Second {
+		t.Errorf("failed launch retried after %v; want 5s (first backoff step), not the visibility timeout", d)
+	}
 	if j := h.job(501); j.Phase != state.PhaseFailed || !strings.Contains(j.LastError, "InvalidParameterValue") || j.SlotProfile != "" {
 		t.Fatalf("record after failure %+v", j)
 	}
@@ -204,8 +207,8 @@ func TestLimitReachedRetriedNotLost(t *testing.T) {
 	if len(failed) != 1 {
 		t.Fatalf("third over maxRunners=2: failed %v; want retried", failed)
 	}
-	if h.retries.n.Load() != 1 {
-		t.Errorf("limit-reached record not scheduled for an early retry")
+	if h.retries.n.Load() != 1 || h.retries.lastDelay() != 30*time.Second {
+		t.Errorf("limit-reached record: %d retries, last after %v; want one after limitRetrySeconds (30s)", h.retries.n.Load(), h.retries.lastDelay())
 	}
 	// A duplicate of a launched job succeeds even with every slot taken.
 	if failed := h.run(h.batch(m1)); len(failed) != 0 {

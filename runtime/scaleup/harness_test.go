@@ -83,10 +83,26 @@ func (f *faultyEC2) fleetCalls() []*ec2.CreateFleetInput {
 	return append([]*ec2.CreateFleetInput(nil), f.calls...)
 }
 
-// retryRecorder records limit-reached retries.
-type retryRecorder struct{ n atomic.Int32 }
+// retryRecorder records the retries the handler schedules.
+type retryRecorder struct {
+	n    atomic.Int32
+	mu   sync.Mutex
+	last time.Duration
+}
 
-func (r *retryRecorder) Retry(context.Context, string, time.Duration) error { r.n.Add(1); return nil }
+func (r *retryRecorder) Retry(_ context.Context, _ string, after time.Duration) error {
+	r.n.Add(1)
+	r.mu.Lock()
+	r.last = after
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *retryRecorder) lastDelay() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last
+}
 
 type harness struct {
 	t       testing.TB

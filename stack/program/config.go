@@ -1,0 +1,369 @@
+package program
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/jit-runners/jit-runners/runtime/config"
+)
+
+// Namespace is the namespace of every stack configuration key (the project
+// name): `pulumi config set jit-runners:maxRunners 50`.
+const Namespace = "jit-runners"
+
+// Config is the stack configuration. Its JSON names are the configuration
+// keys; where a key becomes a JITR_CONFIG key it has the same name and shape,
+// so an error in either names the same key. Pulumi.yaml declares every key
+// with its description and default (a test keeps the two in step).
+type Config struct {
+	NamePrefix string `json:"namePrefix"`
+	GitHub     GitHub `json:"github"`
+	// GitHubPrivateKey and GitHubWebhookSecret must be set with --secret.
+	// Each may instead be an existing secret (github.*SecretArn).
+	GitHubPrivateKey    string `json:"githubPrivateKey"`
+	GitHubWebhookSecret string `json:"githubWebhookSecret"`
+
+	RunnerVersion        string             `json:"runnerVersion"`
+	RunnerSHA256         RunnerSHA256       `json:"runnerSha256"`
+	MaxRunners           int                `json:"maxRunners"`
+	DefaultProfile       string             `json:"defaultProfile"`
+	Profiles             map[string]Profile `json:"profiles"`
+	AllowedInstanceTypes []string           `json:"allowedInstanceTypes"`
+	AMI                  AMI                `json:"ami"`
+
+	Network Network `json:"network"`
+	Runner  Runner  `json:"runner"`
+
+	ScaleDown              config.ScaleDown `json:"scaleDown"`
+	ScaleUp                config.ScaleUp   `json:"scaleUp"`
+	QueueDelaySeconds      int              `json:"queueDelaySeconds"`
+	RecordRetentionSeconds int              `json:"recordRetentionSeconds"`
+	LogLevel               string           `json:"logLevel"`
+	LogRetentionDays       int              `json:"logRetentionDays"`
+
+	API    API               `json:"api"`
+	Alarms Alarms            `json:"alarms"`
+	Tags   map[string]string `json:"tags"`
+}
+
+// GitHub is the App (JITR_CONFIG's github, without the secrets' values).
+type GitHub struct {
+	AppID               int64    `json:"appId"`
+	APIURL              string   `json:"apiUrl"`
+	Scope               string   `json:"scope"`
+	RunnerGroup         string   `json:"runnerGroup"`
+	AllowedOwners       []string `json:"allowedOwners"`
+	PrivateKeySecretARN string   `json:"privateKeySecretArn"`
+	WebhookSecretARN    string   `json:"webhookSecretArn"`
+}
+
+// RunnerSHA256 are the runner tarballs' digests.
+type RunnerSHA256 struct {
+	X64   string `json:"x64"`
+	ARM64 string `json:"arm64"`
+}
+
+// Profile is JITR_CONFIG's profile; imageId may be left out when ami.mode
+// is stock.
+type Profile struct {
+	InstanceTypes []string `json:"instanceTypes"`
+	ImageID       string   `json:"imageId"`
+	Arch          string   `json:"arch"`
+	Spot          *bool    `json:"spot"`
+	VolumeGiB     int      `json:"volumeGiB"`
+	MaxRunners    int      `json:"maxRunners"`
+}
+
+// AMI modes.
+const (
+	// AMIStock uses the latest Amazon Linux 2023 AMI of each profile's
+	// architecture (its public SSM parameter) where a profile has no imageId.
+	AMIStock = "stock"
+	// AMIID requires every profile's imageId.
+	AMIID = "id"
+)
+
+// AMI says where images come from.
+type AMI struct {
+	Mode string `json:"mode"`
+}
+
+// StockAMIParameters are the public SSM parameters holding the latest
+// Amazon Linux 2023 AMI per runner architecture.
+var StockAMIParameters = map[string]string{
+	config.ArchX64:   "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
+	config.ArchARM64: "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64",
+}
+
+// Network is the VPC: an existing one (vpcId, subnetIds) or a new one.
+type Network struct {
+	VpcID             string   `json:"vpcId"`
+	SubnetIDs         []string `json:"subnetIds"`
+	AssociatePublicIP bool     `json:"associatePublicIp"`
+	CIDR              string   `json:"cidr"`
+	AZCount           int      `json:"azCount"`
+	AvailabilityZones []string `json:"availabilityZones"`
+	NATGateway        bool     `json:"natGateway"`
+}
+
+// Runner tunes the instances.
+type Runner struct {
+	IdleTimeoutSeconds int    `json:"idleTimeoutSeconds"`
+	JITWaitSeconds     int    `json:"jitWaitSeconds"`
+	MetadataHopLimit   int    `json:"metadataHopLimit"`
+	AllowSSHEgress     bool   `json:"allowSshEgress"`
+	SSMSessionManager  bool   `json:"ssmSessionManager"`
+	DownloadBaseURL    string `json:"downloadBaseUrl"`
+}
+
+// API throttles the webhook endpoint.
+type API struct {
+	ThrottlingBurstLimit int     `json:"throttlingBurstLimit"`
+	ThrottlingRateLimit  float64 `json:"throttlingRateLimit"`
+}
+
+// Alarms says who hears about alarms.
+type Alarms struct {
+	Email string `json:"email"`
+}
+
+// SecretKeys are the keys that must be set with --secret.
+var SecretKeys = []string{"githubPrivateKey", "githubWebhookSecret"}
+
+// Keys returns every top-level configuration key, sorted.
+func Keys() []string {
+	t := reflect.TypeFor[Config]()
+	keys := make([]string, 0, t.NumField())
+	for i := range t.NumField() {
+		keys = append(keys, jsonName(t.Field(i)))
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Key returns the full name of a configuration key.
+func Key(key string) string { return Namespace + ":" + key }
+
+// ConfigError reports a problem with one configuration key; Key is the
+// full key as `pulumi config set --path` takes it
+// (jit-runners:profiles.gpu.instanceTypes[0]).
+type ConfigError struct {
+	Key    string
+	Reason string
+}
+
+func (e *ConfigError) Error() string { return e.Key + ": " + e.Reason }
+
+func keyError(key, format string, args ...any) error {
+	return &ConfigError{Key: Key(key), Reason: fmt.Sprintf(format, args...)}
+}
+
+// Load reads the stack configuration. Every problem is reported at once,
+// each naming its key; nothing is defaulted here (see Args).
+func Load(ctx *pulumi.Context) (*Config, error) {
+	doc := map[string]any{}
+	var errs []error
+	t := reflect.TypeFor[Config]()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		key := jsonName(f)
+		raw, ok := ctx.GetConfig(Key(key))
+		if !ok {
+			continue
+		}
+		v, err := scalar(f.Type, raw)
+		if err != nil {
+			errs = append(errs, keyError(key, "%v", err))
+			continue
+		}
+		doc[key] = v
+	}
+	if err := checkKeys(doc, t, ""); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return nil, err
+	}
+	var c Config
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("%s: %w", Namespace, err)
+	}
+	for _, k := range SecretKeys {
+		v, _ := ctx.GetConfig(Key(k))
+		if v != "" && !ctx.IsConfigSecret(Key(k)) {
+			errs = append(errs, keyError(k, "must be set as a secret: pulumi config set --secret %s ...", Key(k)))
+		}
+	}
+	return &c, errors.Join(errs...)
+}
+
+// scalar turns a configuration value (the CLI passes every value as a
+// string, objects and arrays as JSON) into the JSON value for type t.
+func scalar(t reflect.Type, raw string) (any, error) {
+	switch t.Kind() {
+	case reflect.String:
+		return raw, nil
+	case reflect.Int, reflect.Int64:
+		n, err := strconv.ParseInt(strings.TrimSpace(raw), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("must be an integer, got %q", raw)
+		}
+		return n, nil
+	case reflect.Float64:
+		n, err := strconv.ParseFloat(strings.TrimSpace(raw), 64)
+		if err != nil {
+			return nil, fmt.Errorf("must be a number, got %q", raw)
+		}
+		return n, nil
+	case reflect.Bool:
+		b, err := strconv.ParseBool(strings.TrimSpace(raw))
+		if err != nil {
+			return nil, fmt.Errorf("must be true or false, got %q", raw)
+		}
+		return b, nil
+	}
+	var v any
+	if err := json.Unmarshal([]byte(raw), &v); err != nil {
+		return nil, fmt.Errorf("must be JSON (set it with --path), got %q", raw)
+	}
+	return v, nil
+}
+
+// checkKeys walks doc against t: every key must be a field (exactly: JSON
+// decoding alone would accept "appID" for "appId") and every value of the
+// right kind. Errors name the key by its --path.
+func checkKeys(doc any, t reflect.Type, path string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if doc == nil {
+		return nil
+	}
+	kindErr := func(want string) error {
+		return keyError(path, "must be %s, got %s", want, describe(doc))
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		obj, ok := doc.(map[string]any)
+		if !ok {
+			return kindErr("an object")
+		}
+		fields := map[string]reflect.Type{}
+		for i := range t.NumField() {
+			fields[jsonName(t.Field(i))] = t.Field(i).Type
+		}
+		var errs []error
+		for _, k := range sortedKeys(obj) {
+			ft, ok := fields[k]
+			if !ok {
+				errs = append(errs, keyError(join(path, k), "unknown key%s", suggest(k, fields)))
+				continue
+			}
+			errs = append(errs, checkKeys(obj[k], ft, join(path, k)))
+		}
+		return errors.Join(errs...)
+	case reflect.Map:
+		obj, ok := doc.(map[string]any)
+		if !ok {
+			return kindErr("an object")
+		}
+		var errs []error
+		for _, k := range sortedKeys(obj) {
+			errs = append(errs, checkKeys(obj[k], t.Elem(), join(path, k)))
+		}
+		return errors.Join(errs...)
+	case reflect.Slice:
+		arr, ok := doc.([]any)
+		if !ok {
+			return kindErr("a list")
+		}
+		var errs []error
+		for i, v := range arr {
+			errs = append(errs, checkKeys(v, t.Elem(), fmt.Sprintf("%s[%d]", path, i)))
+		}
+		return errors.Join(errs...)
+	case reflect.String:
+		if _, ok := doc.(string); !ok {
+			return kindErr("a string (set numbers and booleans with --type string)")
+		}
+	case reflect.Int, reflect.Int64:
+		if n, ok := number(doc); !ok || n != math.Trunc(n) {
+			return kindErr("an integer")
+		}
+	case reflect.Float64:
+		if _, ok := number(doc); !ok {
+			return kindErr("a number")
+		}
+	case reflect.Bool:
+		if _, ok := doc.(bool); !ok {
+			return kindErr("true or false")
+		}
+	}
+	return nil
+}
+
+func number(v any) (float64, bool) {
+	switch n := v.(type) {
+	case float64:
+		return n, true
+	case int64:
+		return float64(n), true
+	}
+	return 0, false
+}
+
+func describe(v any) string {
+	switch v := v.(type) {
+	case string:
+		return fmt.Sprintf("the string %q", v)
+	case bool:
+		return fmt.Sprintf("%t", v)
+	case map[string]any:
+		return "an object"
+	case []any:
+		return "a list"
+	}
+	return fmt.Sprint(v)
+}
+
+func jsonName(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+	return name
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func suggest(k string, fields map[string]reflect.Type) string {
+	for name := range fields {
+		if strings.EqualFold(name, k) {
+			return fmt.Sprintf(" (did you mean %q?)", name)
+		}
+	}
+	return ""
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

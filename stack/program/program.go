@@ -1,0 +1,332 @@
+// Package program is the jit-runners Pulumi program: it reads the stack
+// configuration (`pulumi config`, keys jit-runners:*), validates all of it
+// before anything is created, resolves the AMIs, creates one
+// runners.Runners and exports its outputs. stack/main.go runs it;
+// `make plan` and the tests run it under mocks (package plan).
+package program
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/ssm"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/jit-runners/jit-runners/runtime/bootstrap"
+	"github.com/jit-runners/jit-runners/runtime/config"
+	"github.com/jit-runners/jit-runners/stack/runners"
+)
+
+// Options change how the program builds the deployment.
+type Options struct {
+	// Builder builds the Lambda archives (default runners.GoBuilder).
+	Builder runners.Builder
+}
+
+// Run is the program with the default options.
+func Run(ctx *pulumi.Context) error { return New(Options{})(ctx) }
+
+// New returns the program.
+func New(o Options) pulumi.RunFunc {
+	return func(ctx *pulumi.Context) error {
+		c, err := Load(ctx)
+		if err != nil {
+			return err
+		}
+		args, err := c.Args(ctx, o.Builder)
+		if err != nil {
+			return err
+		}
+		r, err := runners.NewRunners(ctx, args.NamePrefix, args)
+		if err != nil {
+			return err
+		}
+		ctx.Export("webhookUrl", r.WebhookURL)
+		ctx.Export("queueUrl", r.QueueURL)
+		ctx.Export("deadLetterQueueUrl", r.DeadLetterQueueURL)
+		ctx.Export("tableName", r.TableName)
+		ctx.Export("launchTemplateIds", r.LaunchTemplateIDs)
+		ctx.Export("securityGroupId", r.SecurityGroupID)
+		ctx.Export("runnerRoleArn", r.RunnerRoleARN)
+		ctx.Export("dashboardName", r.DashboardName)
+		return nil
+	}
+}
+
+var pemRE = regexp.MustCompile(`-----BEGIN [A-Z ]*PRIVATE KEY-----`)
+
+// Args validates the configuration (every problem at once, each naming its
+// key), then resolves the stock AMIs and returns the component's arguments.
+func (c *Config) Args(ctx *pulumi.Context, b runners.Builder) (*runners.RunnersArgs, error) {
+	var errs []error
+	add := func(key, format string, args ...any) { errs = append(errs, keyError(key, format, args...)) }
+
+	mode := c.AMI.Mode
+	switch mode {
+	case "":
+		mode = AMIStock
+	case AMIStock, AMIID:
+	default:
+		add("ami.mode", "must be %q or %q, got %q", AMIStock, AMIID, mode)
+	}
+	profiles := c.Profiles
+	defaultProfile := c.DefaultProfile
+	if defaultProfile == "" {
+		defaultProfile = "default"
+	}
+	if _, ok := profiles[defaultProfile]; profiles == nil || (!ok && defaultProfile == "default") {
+		// The default profile is always there unless another is named
+		// default: setting profiles.gpu.* must not remove it.
+		profiles = clone(profiles)
+		profiles["default"] = Profile{}
+	}
+
+	a := &runners.RunnersArgs{
+		NamePrefix: c.NamePrefix,
+		GitHub: runners.GitHubArgs{
+			AppID: c.GitHub.AppID, APIURL: c.GitHub.APIURL, Scope: c.GitHub.Scope,
+			RunnerGroup: c.GitHub.RunnerGroup, AllowedOwners: c.GitHub.AllowedOwners,
+		},
+		RunnerVersion: c.RunnerVersion, RunnerSHA256X64: c.RunnerSHA256.X64, RunnerSHA256ARM64: c.RunnerSHA256.ARM64,
+		MaxRunners: c.MaxRunners, DefaultProfile: defaultProfile, Profiles: map[string]runners.Profile{},
+		AllowedInstanceTypes: c.AllowedInstanceTypes, QueueDelaySeconds: c.QueueDelaySeconds,
+		RecordRetentionSeconds: c.RecordRetentionSeconds, LogLevel: c.LogLevel,
+		ScaleDown: c.ScaleDown, ScaleUp: c.ScaleUp,
+		Runner: runners.RunnerOptions{
+			IdleTimeoutSeconds: c.Runner.IdleTimeoutSeconds, JITWaitSeconds: c.Runner.JITWaitSeconds,
+			MetadataHopLimit: c.Runner.MetadataHopLimit, AllowSSHEgress: c.Runner.AllowSSHEgress,
+			SSMSessionManager: c.Runner.SSMSessionManager, DownloadBaseURL: c.Runner.DownloadBaseURL,
+		},
+		LogRetentionDays:     c.LogRetentionDays,
+		ThrottlingBurstLimit: c.API.ThrottlingBurstLimit, ThrottlingRateLimit: c.API.ThrottlingRateLimit,
+		AlarmEmail: c.Alarms.Email, Tags: c.Tags, Builder: b,
+	}
+	if a.NamePrefix == "" {
+		a.NamePrefix = config.DefaultNamePrefix
+	}
+	if a.MaxRunners == 0 {
+		a.MaxRunners = runners.DefaultMaxRunners
+	}
+	if a.RunnerVersion == "" {
+		a.RunnerVersion = config.DefaultRunnerVersion
+	}
+	if _, known := runners.KnownRunnerChecksums[a.RunnerVersion]; !known {
+		if c.RunnerSHA256.X64 == "" {
+			add("runnerSha256.x64", "is required for runnerVersion %s: the SHA-256 of actions-runner-linux-x64-%s.tar.gz from the release notes", a.RunnerVersion, a.RunnerVersion)
+		}
+		if c.RunnerSHA256.ARM64 == "" {
+			add("runnerSha256.arm64", "is required for runnerVersion %s: the SHA-256 of actions-runner-linux-arm64-%s.tar.gz from the release notes", a.RunnerVersion, a.RunnerVersion)
+		}
+	}
+
+	n := c.Network
+	if n.VpcID != "" || len(n.SubnetIDs) > 0 {
+		if n.VpcID == "" {
+			add("network.vpcId", "is required with network.subnetIds")
+		}
+		if len(n.SubnetIDs) == 0 {
+			add("network.subnetIds", "is required with network.vpcId (the subnets runners launch into)")
+		}
+		for i, s := range n.SubnetIDs {
+			if !strings.HasPrefix(s, "subnet-") {
+				add(fmt.Sprintf("network.subnetIds[%d]", i), "must be a subnet id (subnet-...), got %q", s)
+			}
+		}
+		if !strings.HasPrefix(n.VpcID, "vpc-") && n.VpcID != "" {
+			add("network.vpcId", "must be a VPC id (vpc-...), got %q", n.VpcID)
+		}
+		if n.CIDR != "" || n.AZCount != 0 || len(n.AvailabilityZones) > 0 || n.NATGateway {
+			add("network", "cidr, azCount, availabilityZones and natGateway describe a new VPC; remove them when vpcId and subnetIds name an existing one")
+		}
+		a.Network = runners.Network{
+			VpcID: pulumi.String(n.VpcID), SubnetIDs: pulumi.ToStringArray(n.SubnetIDs), AssociatePublicIP: n.AssociatePublicIP,
+		}
+	} else {
+		if n.AssociatePublicIP {
+			add("network.associatePublicIp", "applies to an existing VPC only; a new VPC gives runners public IPs unless natGateway is true")
+		}
+		a.Network = runners.Network{
+			CIDR: n.CIDR, AZCount: n.AZCount, AvailabilityZones: n.AvailabilityZones, NATGateway: n.NATGateway,
+		}
+	}
+
+	const stockPlaceholder = "ami-stock"
+	for name, p := range profiles {
+		rp := runners.Profile{
+			InstanceTypes: p.InstanceTypes, Arch: p.Arch, Spot: p.Spot, VolumeGiB: p.VolumeGiB, MaxRunners: p.MaxRunners,
+		}
+		switch {
+		case p.ImageID != "":
+			rp.ImageID = pulumi.String(p.ImageID)
+		case mode == AMIStock:
+			rp.ImageID = pulumi.String(stockPlaceholder)
+		default:
+			add("profiles."+name+".imageId", "is required with ami.mode %q (or use ami.mode %q for Amazon Linux 2023)", AMIID, AMIStock)
+			continue
+		}
+		a.Profiles[name] = rp
+	}
+
+	g := c.GitHub
+	secretPair := func(valueKey, value, arnKey, arn, hint string) (v, ref pulumi.StringInput) {
+		switch {
+		case value != "" && arn != "":
+			add(valueKey, "set either %s or %s, not both", Key(valueKey), Key(arnKey))
+		case value != "":
+			return pulumi.ToSecret(pulumi.String(value)).(pulumi.StringOutput), nil
+		case arn != "":
+			return nil, pulumi.String(arn)
+		default:
+			add(valueKey, "is required: %s (or set %s to an existing Secrets Manager secret)", hint, Key(arnKey))
+		}
+		return nil, nil
+	}
+	a.GitHub.PrivateKey, a.GitHub.PrivateKeySecretARN = secretPair("githubPrivateKey", c.GitHubPrivateKey,
+		"github.privateKeySecretArn", g.PrivateKeySecretARN, "pulumi config set --secret jit-runners:githubPrivateKey < app.private-key.pem")
+	a.GitHub.WebhookSecret, a.GitHub.WebhookSecretARN = secretPair("githubWebhookSecret", c.GitHubWebhookSecret,
+		"github.webhookSecretArn", g.WebhookSecretARN, "pulumi config set --secret jit-runners:githubWebhookSecret <the App's webhook secret>")
+	if c.GitHubPrivateKey != "" && !pemRE.MatchString(c.GitHubPrivateKey) {
+		add("githubPrivateKey", "is not a PEM private key (the App's .pem file, -----BEGIN RSA PRIVATE KEY-----)")
+	}
+
+	if _, err := a.Validate(); err != nil {
+		errs = append(errs, translate(err)...)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(dedupe(errs)...)
+	}
+
+	// Only now, with everything valid, look up the stock AMIs.
+	images := map[string]string{}
+	for _, name := range sortedKeys(a.Profiles) {
+		p := a.Profiles[name]
+		if profiles[name].ImageID != "" {
+			continue
+		}
+		arch := profiles[name].Arch
+		if arch == "" {
+			arch = config.ArchX64
+		}
+		if images[arch] == "" {
+			param := StockAMIParameters[arch]
+			res, err := ssm.LookupParameter(ctx, &ssm.LookupParameterArgs{Name: param})
+			if err != nil {
+				return nil, fmt.Errorf("%s: read the Amazon Linux 2023 AMI of %s from SSM parameter %s: %w", Key("ami.mode"), arch, param, err)
+			}
+			images[arch] = res.Value
+		}
+		p.ImageID = pulumi.String(images[arch])
+		a.Profiles[name] = p
+	}
+	return a, nil
+}
+
+// translate turns the component's validation errors into errors naming
+// configuration keys.
+func translate(err error) []error {
+	var out []error
+	for _, e := range unjoin(err) {
+		var ke *config.KeyError
+		var pe *bootstrap.ParamError
+		var ae *runners.ArgError
+		switch {
+		case errors.As(e, &ke):
+			out = append(out, keyError(configKey(ke.Key), "%s", ke.Reason))
+		case errors.As(e, &pe):
+			if k, ok := bootstrapKeys[pe.Field]; ok {
+				out = append(out, keyError(k, "%s", pe.Reason))
+			} else {
+				out = append(out, e)
+			}
+		case errors.As(e, &ae):
+			if ae.Key == "github.privateKeySecretArn" || ae.Key == "github.webhookSecretArn" {
+				continue // Args checks the secrets itself, naming the keys users set
+			}
+			out = append(out, keyError(argKey(ae.Key), "%s", ae.Reason))
+		default:
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, unjoin(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// configKey maps a JITR_CONFIG key to the configuration key it comes from.
+func configKey(k string) string {
+	if rest, ok := strings.CutPrefix(k, "launch.subnetIds"); ok {
+		return "network.subnetIds" + rest
+	}
+	if k == "launch.associatePublicIp" {
+		return "network.associatePublicIp"
+	}
+	return k
+}
+
+var bootstrapKeys = map[string]string{
+	"RunnerVersion":      "runnerVersion",
+	"NamePrefix":         "namePrefix",
+	"IdleTimeoutSeconds": "runner.idleTimeoutSeconds",
+	"JITWaitSeconds":     "runner.jitWaitSeconds",
+	"RunnerSHA256X64":    "runnerSha256.x64",
+	"RunnerSHA256ARM64":  "runnerSha256.arm64",
+	"DownloadBaseURL":    "runner.downloadBaseUrl",
+}
+
+var argKeys = map[string]string{
+	"Network":                 "network",
+	"Network.CIDR":            "network.cidr",
+	"Network.AZCount":         "network.azCount",
+	"LogRetentionDays":        "logRetentionDays",
+	"Runner.MetadataHopLimit": "runner.metadataHopLimit",
+	"ThrottlingBurstLimit":    "api.throttlingBurstLimit",
+	"ThrottlingRateLimit":     "api.throttlingRateLimit",
+	"Tags":                    "tags",
+}
+
+func argKey(k string) string {
+	if v, ok := argKeys[k]; ok {
+		return v
+	}
+	if rest, ok := strings.CutPrefix(k, "Network.AvailabilityZones"); ok {
+		return "network.availabilityZones" + rest
+	}
+	return k
+}
+
+// dedupe keeps the first error per key (the runtime and the bootstrap both
+// check runnerVersion and namePrefix).
+func dedupe(errs []error) []error {
+	seen := map[string]bool{}
+	var out []error
+	for _, e := range errs {
+		var ce *ConfigError
+		if errors.As(e, &ce) {
+			if seen[ce.Key] {
+				continue
+			}
+			seen[ce.Key] = true
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func clone(m map[string]Profile) map[string]Profile {
+	out := make(map[string]Profile, len(m)+1)
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}

@@ -108,6 +108,10 @@ func BenchmarkSweep2000(b *testing.B) {
 			return state.LiveJobs(ctx, db, p.Config.TableName)
 		},
 	})
+	// A warm container: its installation token is cached from earlier sweeps.
+	if _, err := p.GHClient.ListRunners(ctx, p.Installation(), prefix+"-"); err != nil {
+		b.Fatal(err)
+	}
 	var rep *scaledown.Report
 	var took time.Duration
 	for b.Loop() {

@@ -58,6 +58,7 @@ type GitHub interface {
 
 // Jobs is what scaledown needs from the job records; *state.Store implements it.
 type Jobs interface {
+	Get(ctx context.Context, jobID int64) (*state.Job, bool, error)
 	Requeue(ctx context.Context, jobID int64, seenInstanceID, reason string) (bool, error)
 	Finish(ctx context.Context, jobID int64, reason string) error
 	MarkLost(ctx context.Context, jobID int64, instanceID, reason string) error

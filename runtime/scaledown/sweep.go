@@ -38,6 +38,8 @@ type Report struct {
 	Lost            int `json:"lost"`
 	RerunsRequested int `json:"rerunsRequested"`
 	Errors          int `json:"errors"`
+	// Examined counts the records read whole because a rule might apply.
+	Examined int `json:"examined"`
 	// Durations of the sweep's phases, in milliseconds.
 	ReadJobsMs      int64 `json:"readJobsMs"`
 	ReadInstancesMs int64 `json:"readInstancesMs"`
@@ -224,7 +226,43 @@ func (s *sweep) runnerOf(j *state.Job) (githubapp.Runner, bool, bool) {
 	return rn, found, true
 }
 
-func (s *sweep) job(ctx context.Context, j *state.Job) {
+// quiet reports whether a record (as the live index projects it) needs
+// nothing this sweep: launched, instance alive, and neither finished nor
+// past a timeout. Most records are quiet; the rest are read again whole.
+func (s *sweep) quiet(j *state.Job) bool {
+	if j.InstanceID == "" || !j.InterruptedAt.IsZero() || j.Phase == state.PhaseLost {
+		return false
+	}
+	inst := s.instances[j.InstanceID]
+	if inst == nil || !inst.alive() {
+		return false
+	}
+	age := s.now.Sub(j.LaunchedAt)
+	switch j.Status {
+	case state.StatusInProgress:
+		return age < secs(s.r.cfg.ScaleDown.MaxRuntimeSeconds)
+	case state.StatusCompleted:
+		return false
+	default:
+		return age < secs(s.r.cfg.ScaleDown.BootTimeoutSeconds)
+	}
+}
+
+func (s *sweep) job(ctx context.Context, thin *state.Job) {
+	if s.quiet(thin) {
+		return
+	}
+	// Decide on the record itself, read consistently: the index may lag a
+	// webhook that just recorded the job's start.
+	j, ok, err := s.r.d.Jobs.Get(ctx, thin.JobID)
+	if err != nil {
+		s.fail(s.r.log.With(slog.Int64("job_id", thin.JobID)), "read", err)
+		return
+	}
+	if !ok || !j.Live {
+		return // expired or settled meanwhile
+	}
+	s.rep.Examined++
 	log := s.r.log.With(slog.Int64("job_id", j.JobID), slog.String("repository", j.Repository))
 	if j.InstanceID != "" {
 		log = log.With(slog.String("instance_id", j.InstanceID))

@@ -31,8 +31,10 @@ type SweepAPI interface {
 	Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
 }
 
-// LiveJobs returns every record in the live index: one paginated Query,
-// never a Scan. pages reports how many pages it took.
+// LiveJobs returns every record in the live index, projected to
+// sweepAttributes: one paginated Query, never a Scan. pages reports how many
+// pages it took. The index is eventually consistent; read a record with Get
+// before acting on it.
 func LiveJobs(ctx context.Context, api SweepAPI, table string) (jobs []*Job, pages int, err error) {
 	in := &dynamodb.QueryInput{
 		TableName:                 aws.String(table),
@@ -65,12 +67,12 @@ func LiveJobs(ctx context.Context, api SweepAPI, table string) (jobs []*Job, pag
 	}
 }
 
-// sweepAttributes are the attributes a sweep's rules read.
+// sweepAttributes are what a sweep needs to tell the records it must look
+// at closely (which it then reads whole, consistently, with Get) from the
+// many that need nothing: a smaller projection moves and decodes less.
 var sweepAttributes = []string{
-	AttrPK, attrJobID, attrRunID, attrStatus, attrStatusRank, attrRepository, attrOwner, attrInstallationID, attrLabels,
-	attrProfile, attrConclusion, attrCompletedAt, attrRunnerName, attrRunnerID, attrPhase, attrClaimExpiresAt,
-	attrLaunchedAt, attrInstanceID, attrEnqueuedAt, attrRequeues, attrInterruptedAt, attrRerunRequestedAt,
-	attrInstanceGoneAt, AttrUpdatedAt, AttrSlotKey,
+	AttrPK, attrJobID, attrStatus, attrStatusRank, attrRepository, attrOwner, attrInstallationID,
+	attrRunnerName, attrLaunchedAt, attrInstanceID, attrInterruptedAt, attrPhase,
 }
 
 // update runs one conditional UpdateItem on a job; a failed condition is

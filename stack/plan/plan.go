@@ -37,8 +37,11 @@ type Resource struct {
 	URN    string
 	Parent string // the parent's URN
 	Custom bool   // false for component resources
-	ID     string
-	Inputs resource.PropertyMap
+	// Dependencies are the URNs the resource depends on: explicit ones and
+	// those of the resources its inputs come from.
+	Dependencies []string
+	ID           string
+	Inputs       resource.PropertyMap
 	// Outputs are the inputs plus what the mocks computed (arn, url, ...).
 	Outputs resource.PropertyMap
 }
@@ -59,6 +62,9 @@ type Mocks struct {
 	AvailabilityZones []string
 	// Parameters are SSM parameter values by name (aws:ssm/getParameter).
 	Parameters map[string]string
+	// Images are AMI ids by name filter (aws:ec2/getAmi); an empty id
+	// means no AMI matches. A filter not listed finds ImageID(filter).
+	Images map[string]string
 
 	mu        sync.Mutex
 	resources []Resource
@@ -151,8 +157,54 @@ func (m *Mocks) Call(args pulumi.MockCallArgs) (resource.PropertyMap, error) {
 			"name": name, "value": v, "insecureValue": v, "type": "String", "id": name,
 			"arn": "arn:" + m.Partition + ":ssm:" + m.Region + "::parameter" + name,
 		}), nil
+	case "aws:ec2/getAmi:getAmi":
+		return m.image(args.Args)
 	}
 	return nil, fmt.Errorf("plan: no mock for %s", args.Token)
+}
+
+// image answers aws:ec2/getAmi from its name filter.
+func (m *Mocks) image(args resource.PropertyMap) (resource.PropertyMap, error) {
+	name, arch := "", ""
+	if f, ok := args["filters"]; ok && f.IsArray() {
+		for _, e := range f.ArrayValue() {
+			if !e.IsObject() {
+				continue
+			}
+			values := e.ObjectValue()["values"]
+			if !values.IsArray() || len(values.ArrayValue()) == 0 || !values.ArrayValue()[0].IsString() {
+				continue
+			}
+			switch v := values.ArrayValue()[0].StringValue(); e.ObjectValue()["name"].StringValue() {
+			case "name":
+				name = v
+			case "architecture":
+				arch = v
+			}
+		}
+	}
+	id, listed := m.Images[name]
+	if !listed {
+		id = ImageID(name)
+	}
+	if id == "" || name == "" {
+		return nil, fmt.Errorf("your query returned no results (no AMI named %s)", name)
+	}
+	var owner any = m.Account
+	if o, ok := args["owners"]; ok && o.IsArray() && len(o.ArrayValue()) > 0 && o.ArrayValue()[0].IsString() {
+		owner = o.ArrayValue()[0].StringValue()
+	}
+	return resource.NewPropertyMapFromMap(map[string]any{
+		"id": id, "imageId": id, "name": strings.ReplaceAll(name, "*", "x"), "architecture": arch,
+		"ownerId": owner, "state": "available", "rootDeviceName": "/dev/xvda",
+	}), nil
+}
+
+// ImageID is the AMI id the mocks find for a name filter, and, for a name
+// that is a resource's, the AMI id a Packer build command prints.
+func ImageID(name string) string {
+	sum := sha256.Sum256([]byte("ami::" + name))
+	return "ami-" + hex.EncodeToString(sum[:])[:17]
 }
 
 // NewResource implements pulumi.MockResourceMonitor.
@@ -164,6 +216,9 @@ func (m *Mocks) NewResource(args pulumi.MockResourceArgs) (string, resource.Prop
 	r := Resource{
 		Type: args.TypeToken, Name: args.Name, Parent: parent, Custom: args.Custom,
 		URN: urn(parent, args.TypeToken, args.Name), Inputs: args.Inputs,
+	}
+	if args.RegisterRPC != nil {
+		r.Dependencies = args.RegisterRPC.GetDependencies()
 	}
 	state := args.Inputs.Copy()
 	if args.Custom {
@@ -270,6 +325,10 @@ func (m *Mocks) outputs(typ, name, id string, state resource.PropertyMap) {
 		set("arn", arn("ec2", kind+"/"+id))
 	case "aws:cloudwatch/dashboard:Dashboard":
 		set("dashboardArn", "arn:"+part+":cloudwatch::"+acct+":dashboard/"+physical)
+	case "command:local:Command":
+		// A Packer build prints its AMI id last (stack/runners/ami.sh).
+		set("stdout", "jitr:build-id="+name+"-mock\n"+ImageID(name))
+		set("stderr", "")
 	default:
 		set("arn", arn(strings.SplitN(mod, "/", 2)[0], physical))
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/jit-runners/jit-runners/runtime/config"
+	"github.com/jit-runners/jit-runners/stack/runners"
 )
 
 // Namespace is the namespace of every stack configuration key (the project
@@ -87,13 +88,75 @@ const (
 	// AMIStock uses the latest Amazon Linux 2023 AMI of each profile's
 	// architecture (its public SSM parameter) where a profile has no imageId.
 	AMIStock = "stock"
-	// AMIID requires every profile's imageId.
+	// AMIPrebaked uses the newest jit-runners AMI (packer/) for the
+	// stack's runner version and each architecture, published by ami.owners.
+	AMIPrebaked = "prebaked"
+	// AMIBuild builds that AMI with Packer during `pulumi up`.
+	AMIBuild = "build"
+	// AMIID uses ami.ids per architecture, or each profile's imageId.
 	AMIID = "id"
 )
 
-// AMI says where images come from.
+// AMIModes are the values of ami.mode.
+var AMIModes = []string{AMIStock, AMIPrebaked, AMIBuild, AMIID}
+
+// AMI says where images come from. A profile's own imageId always wins.
 type AMI struct {
 	Mode string `json:"mode"`
+	// Owners (prebaked) are the accounts that publish the jit-runners AMIs:
+	// account ids or "self".
+	Owners []Owner `json:"owners"`
+	// JITRunnersVersion and ExtraScript (build) are the template's
+	// jit_runners_version and extra_script (a path on the machine running
+	// `pulumi up`, relative to the project directory).
+	JITRunnersVersion string `json:"jitRunnersVersion"`
+	ExtraScript       string `json:"extraScript"`
+	// IDs (id) are the AMI per architecture.
+	IDs ArchImages `json:"ids"`
+}
+
+// ArchImages are AMI ids by runner architecture.
+type ArchImages struct {
+	X64   string `json:"x64"`
+	ARM64 string `json:"arm64"`
+}
+
+// get returns the image of arch ("" for x64).
+func (a ArchImages) get(arch string) string {
+	switch arch {
+	case "", config.ArchX64:
+		return a.X64
+	case config.ArchARM64:
+		return a.ARM64
+	}
+	return ""
+}
+
+// Owner is an AMI owner: an account id or an alias ("self"). YAML and
+// `pulumi config set` turn an account id into a number; Owner takes that
+// too, zero-padded to the 12 digits of an account id.
+type Owner string
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (o *Owner) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		*o = Owner(s)
+		return nil
+	}
+	var n uint64
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("an AMI owner must be an account id or an alias, got %s", b)
+	}
+	*o = Owner(fmt.Sprintf("%012d", n))
+	return nil
+}
+
+// PrebakedAMIName is the name filter of the jit-runners AMIs of a runner
+// version and architecture: the template names them
+// jit-runner-<jit-runners version>-runner<runner version>-<timestamp>-<arch>.
+func PrebakedAMIName(runnerVersion, arch string) string {
+	return "jit-runner-*-runner" + runnerVersion + "-*-" + runners.AMIArchitectures[arch]
 }
 
 // StockAMIParameters are the public SSM parameters holding the latest
@@ -295,6 +358,9 @@ func checkKeys(doc any, t reflect.Type, path string) error {
 		}
 		return errors.Join(errs...)
 	case reflect.String:
+		if n, ok := number(doc); ok && t == reflect.TypeFor[Owner]() && n == math.Trunc(n) && n >= 0 && n < 1e12 {
+			return nil // an account id that YAML read as a number
+		}
 		if _, ok := doc.(string); !ok {
 			return kindErr("a string (set numbers and booleans with --type string)")
 		}

@@ -9,9 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
-	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/ssm"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/jit-runners/jit-runners/runtime/bootstrap"
@@ -23,6 +23,9 @@ import (
 type Options struct {
 	// Builder builds the Lambda archives (default runners.GoBuilder).
 	Builder runners.Builder
+	// AMIBuildDir is where ami.mode build writes the Packer template
+	// (default runners.AMIBuild's).
+	AMIBuildDir string
 }
 
 // Run is the program with the default options.
@@ -35,7 +38,7 @@ func New(o Options) pulumi.RunFunc {
 		if err != nil {
 			return err
 		}
-		args, err := c.Args(ctx, o.Builder)
+		args, err := c.Args(ctx, o)
 		if err != nil {
 			return err
 		}
@@ -58,19 +61,20 @@ func New(o Options) pulumi.RunFunc {
 var pemRE = regexp.MustCompile(`-----BEGIN [A-Z ]*PRIVATE KEY-----`)
 
 // Args validates the configuration (every problem at once, each naming its
-// key), then resolves the stock AMIs and returns the component's arguments.
-func (c *Config) Args(ctx *pulumi.Context, b runners.Builder) (*runners.RunnersArgs, error) {
+// key), then resolves the stock or prebaked AMIs and returns the
+// component's arguments (with ami.mode build, the component builds them).
+func (c *Config) Args(ctx *pulumi.Context, o Options) (*runners.RunnersArgs, error) {
 	var errs []error
 	add := func(key, format string, args ...any) { errs = append(errs, keyError(key, format, args...)) }
 
 	mode := c.AMI.Mode
-	switch mode {
-	case "":
+	if mode == "" {
 		mode = AMIStock
-	case AMIStock, AMIID:
-	default:
-		add("ami.mode", "must be %q or %q, got %q", AMIStock, AMIID, mode)
 	}
+	if !slices.Contains(AMIModes, mode) {
+		add("ami.mode", "must be one of %s, got %q", quoted(AMIModes), mode)
+	}
+	c.checkAMI(mode, add)
 	profiles := c.Profiles
 	defaultProfile := c.DefaultProfile
 	if defaultProfile == "" {
@@ -101,7 +105,7 @@ func (c *Config) Args(ctx *pulumi.Context, b runners.Builder) (*runners.RunnersA
 		},
 		LogRetentionDays:     c.LogRetentionDays,
 		ThrottlingBurstLimit: c.API.ThrottlingBurstLimit, ThrottlingRateLimit: c.API.ThrottlingRateLimit,
-		AlarmEmail: c.Alarms.Email, Tags: c.Tags, Builder: b,
+		AlarmEmail: c.Alarms.Email, Tags: c.Tags, Builder: o.Builder,
 	}
 	if a.NamePrefix == "" {
 		a.NamePrefix = config.DefaultNamePrefix
@@ -152,7 +156,8 @@ func (c *Config) Args(ctx *pulumi.Context, b runners.Builder) (*runners.RunnersA
 		}
 	}
 
-	const stockPlaceholder = "ami-stock"
+	// Stock and prebaked images are looked up once everything is valid.
+	const lookupPlaceholder = "ami-lookup"
 	for name, p := range profiles {
 		rp := runners.Profile{
 			InstanceTypes: p.InstanceTypes, Arch: p.Arch, Spot: p.Spot, VolumeGiB: p.VolumeGiB, MaxRunners: p.MaxRunners,
@@ -160,13 +165,26 @@ func (c *Config) Args(ctx *pulumi.Context, b runners.Builder) (*runners.RunnersA
 		switch {
 		case p.ImageID != "":
 			rp.ImageID = pulumi.String(p.ImageID)
-		case mode == AMIStock:
-			rp.ImageID = pulumi.String(stockPlaceholder)
+		case mode == AMIBuild:
+			// The component builds it (a.AMIBuild).
+		case mode != AMIID:
+			// stock or prebaked (or an invalid mode, reported above)
+			rp.ImageID = pulumi.String(lookupPlaceholder)
+		case c.AMI.IDs.get(p.Arch) != "":
+			rp.ImageID = pulumi.String(c.AMI.IDs.get(p.Arch))
 		default:
-			add("profiles."+name+".imageId", "is required with ami.mode %q (or use ami.mode %q for Amazon Linux 2023)", AMIID, AMIStock)
+			arch := p.Arch
+			if arch == "" {
+				arch = config.ArchX64
+			}
+			add("profiles."+name+".imageId", "is required with ami.mode %q unless %s is set (or use ami.mode %q for Amazon Linux 2023)",
+				AMIID, Key("ami.ids."+arch), AMIStock)
 			continue
 		}
 		a.Profiles[name] = rp
+	}
+	if mode == AMIBuild {
+		a.AMIBuild = c.amiBuild(ctx, o)
 	}
 
 	g := c.GitHub
@@ -198,27 +216,11 @@ func (c *Config) Args(ctx *pulumi.Context, b runners.Builder) (*runners.RunnersA
 		return nil, errors.Join(dedupe(errs)...)
 	}
 
-	// Only now, with everything valid, look up the stock AMIs.
-	images := map[string]string{}
-	for _, name := range sortedKeys(a.Profiles) {
-		p := a.Profiles[name]
-		if profiles[name].ImageID != "" {
-			continue
+	// Only now, with everything valid, look up the images.
+	if mode == AMIStock || mode == AMIPrebaked {
+		if err := c.lookupImages(ctx, mode, a, profiles); err != nil {
+			return nil, err
 		}
-		arch := profiles[name].Arch
-		if arch == "" {
-			arch = config.ArchX64
-		}
-		if images[arch] == "" {
-			param := StockAMIParameters[arch]
-			res, err := ssm.LookupParameter(ctx, &ssm.LookupParameterArgs{Name: param})
-			if err != nil {
-				return nil, fmt.Errorf("%s: read the Amazon Linux 2023 AMI of %s from SSM parameter %s: %w", Key("ami.mode"), arch, param, err)
-			}
-			images[arch] = res.Value
-		}
-		p.ImageID = pulumi.String(images[arch])
-		a.Profiles[name] = p
 	}
 	return a, nil
 }
@@ -285,14 +287,16 @@ var bootstrapKeys = map[string]string{
 }
 
 var argKeys = map[string]string{
-	"Network":                 "network",
-	"Network.CIDR":            "network.cidr",
-	"Network.AZCount":         "network.azCount",
-	"LogRetentionDays":        "logRetentionDays",
-	"Runner.MetadataHopLimit": "runner.metadataHopLimit",
-	"ThrottlingBurstLimit":    "api.throttlingBurstLimit",
-	"ThrottlingRateLimit":     "api.throttlingRateLimit",
-	"Tags":                    "tags",
+	"Network":                    "network",
+	"Network.CIDR":               "network.cidr",
+	"Network.AZCount":            "network.azCount",
+	"LogRetentionDays":           "logRetentionDays",
+	"Runner.MetadataHopLimit":    "runner.metadataHopLimit",
+	"ThrottlingBurstLimit":       "api.throttlingBurstLimit",
+	"ThrottlingRateLimit":        "api.throttlingRateLimit",
+	"Tags":                       "tags",
+	"AMIBuild.JITRunnersVersion": "ami.jitRunnersVersion",
+	"AMIBuild.ExtraScript":       "ami.extraScript",
 }
 
 func argKey(k string) string {

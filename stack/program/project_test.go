@@ -143,7 +143,7 @@ func TestDevStackFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg["aws:region"] == "" || !strings.Contains(cfg["jit-runners:profiles"], "g5.xlarge") {
+	if cfg["aws:region"] == "" || !strings.Contains(cfg["jit-runners:profiles"], "g5.xlarge") || !strings.Contains(cfg["jit-runners:ami"], "prebaked") {
 		t.Fatalf("the uncommented example sets %v", cfg)
 	}
 	cfg["jit-runners:githubPrivateKey"] = testKey

@@ -67,6 +67,10 @@ type RunnersArgs struct {
 	// set to NamePrefix).
 	Tags map[string]string
 
+	// AMIBuild, when set, builds the AMI of every profile that has no
+	// ImageID with Packer during `pulumi up` (see AMIBuild).
+	AMIBuild *AMIBuild
+
 	// Builder builds the Lambda deployment archives. Default: a GoBuilder
 	// (go build in the caller's module, see GoBuilder).
 	Builder Builder
@@ -92,8 +96,10 @@ type GitHubArgs struct {
 // Profile is one kind of runner (see config.Profile).
 type Profile struct {
 	InstanceTypes []string
-	// ImageID is the AMI; it may come from another resource (a Packer
-	// build, an SSM parameter lookup). Required.
+	// ImageID is the AMI; it may come from another resource (an SSM
+	// parameter lookup, another stack). Required unless
+	// RunnersArgs.AMIBuild is set, which builds the AMI of every profile
+	// without one.
 	ImageID    pulumi.StringInput
 	Arch       string
 	Spot       *bool
@@ -231,6 +237,13 @@ func (a RunnersArgs) withDefaults() RunnersArgs {
 	if a.Runner.MetadataHopLimit == 0 {
 		a.Runner.MetadataHopLimit = launchspec.Runner.MetadataHopLimit
 	}
+	if a.AMIBuild != nil {
+		b := *a.AMIBuild
+		if b.JITRunnersVersion == "" {
+			b.JITRunnersVersion = DefaultAMIVersion
+		}
+		a.AMIBuild = &b
+	}
 	if !a.Network.byo() {
 		if a.Network.CIDR == "" {
 			a.Network.CIDR = DefaultVPCCIDR
@@ -319,9 +332,12 @@ func (a RunnersArgs) Validate() (RunnersArgs, error) {
 		imageIDs: map[string]string{},
 	}
 	for name, p := range a.Profiles {
-		if p.ImageID != nil {
+		if p.ImageID != nil || a.AMIBuild != nil {
 			v.imageIDs[name] = placeholderImage
 		}
+	}
+	if a.AMIBuild != nil {
+		a.AMIBuild.validate(add)
 	}
 	// Validate fills the runtime's defaults into its own copy; the
 	// profiles map is copied by runtimeConfig, so a stays untouched.

@@ -1,7 +1,8 @@
 // Package runners is the jit-runners Pulumi component: everything one
 // deployment of single-use GitHub Actions runners needs in one AWS account
 // and region (network, queue, tables, secrets, the three Lambdas and their
-// triggers, the runner launch template and IAM, a dashboard and alarms).
+// triggers, the runner launch template and IAM, a dashboard and alarms, and
+// with AMIBuild the Packer builds of the runner AMIs).
 //
 // The shapes that the runtime also relies on are not restated here: the
 // tables come from state.JobsTable and jitstore.Table, the queue from
@@ -90,7 +91,7 @@ func NewRunners(ctx *pulumi.Context, name string, args *RunnersArgs, opts ...pul
 	}
 	d := &deployment{ctx: ctx, name: name, args: a, component: r}
 	for _, step := range []func() error{
-		d.identity, d.buildLambdas, d.network, d.dataStores, d.runnerResources, d.functions, d.monitoring,
+		d.identity, d.buildLambdas, d.network, d.amiBuilds, d.dataStores, d.runnerResources, d.functions, d.monitoring,
 	} {
 		if err := step(); err != nil {
 			return nil, fmt.Errorf("runners %s: %w", name, err)

@@ -30,7 +30,8 @@ tools: $(TOOLS_BIN)/aws-lambda-rie $(TOOLS_BIN)/golangci-lint ## Install the tes
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }
 	@command -v moto_server >/dev/null || { echo "installing moto[server] (pip)"; \
 	  pip install --quiet 'moto[server]' || { echo "moto_server is missing and pip could not install it" >&2; exit 1; }; }
-	@echo "tools ready: $$(aws-lambda-rie --version 2>/dev/null | head -1 || true)$$(golangci-lint version --short 2>/dev/null) shellcheck $$(shellcheck --version | sed -n 2p | cut -d' ' -f2) moto $$(python3 -c 'import moto; print(moto.__version__)')"
+	@# (aws-lambda-rie has no harmless --version: it starts the emulator on 0.0.0.0:8080.)
+	@echo "tools ready: aws-lambda-rie $(RIE_VERSION), golangci-lint $$(golangci-lint version --short 2>/dev/null), shellcheck $$(shellcheck --version | sed -n 2p | cut -d' ' -f2), moto $$(python3 -c 'import moto; print(moto.__version__)')"
 
 $(TOOLS_BIN)/aws-lambda-rie:
 	GOBIN=$(TOOLS_BIN) $(GO) install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@$(RIE_VERSION)

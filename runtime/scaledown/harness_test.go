@@ -28,17 +28,18 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 var identity = scaleup.Identity{Partition: "aws", Region: "us-east-1", Account: "123456789012"}
 
 type harness struct {
-	t  testing.TB
-	p  *testenv.Plane
-	up *scaleup.Handler
-	rc *scaledown.Reconciler
-	gh scaledown.GitHub
+	t   testing.TB
+	p   *testenv.Plane
+	up  *scaleup.Handler
+	rc  *scaledown.Reconciler
+	gh  scaledown.GitHub
+	ec2 scaledown.EC2API
 }
 
 func newHarness(t testing.TB, opts ...testenv.DeploymentOption) *harness {
 	t.Helper()
 	p := testenv.NewPlane(t, config.ScopeOrg, opts...)
-	h := &harness{t: t, p: p, gh: p.GHClient}
+	h := &harness{t: t, p: p, gh: p.GHClient, ec2: p.EC2}
 	h.up = scaleup.New(p.Config, scaleup.Deps{
 		GitHub: p.GHClient, Launcher: fleet.New(p.EC2), Jobs: p.Store, JIT: p.JIT, Identity: identity,
 		Slots: func(ctx context.Context, prof string) (int, error) {
@@ -53,7 +54,7 @@ func newHarness(t testing.TB, opts ...testenv.DeploymentOption) *harness {
 func (h *harness) rebuild() {
 	p := h.p
 	h.rc = scaledown.New(p.Config, scaledown.Deps{
-		EC2: p.EC2, GitHub: h.gh, Jobs: p.Store,
+		EC2: h.ec2, GitHub: h.gh, Jobs: p.Store,
 		Live: func(ctx context.Context) ([]*state.Job, int, error) {
 			return state.LiveJobs(ctx, p.AWS.Dynamo, p.Config.TableName)
 		},

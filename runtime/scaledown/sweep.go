@@ -272,7 +272,10 @@ func (s *sweep) job(ctx context.Context, thin *state.Job) {
 		s.notLaunched(ctx, log, j)
 		return
 	}
-	inst := s.instances[j.InstanceID]
+	inst, ok := s.instance(ctx, log, j.InstanceID)
+	if !ok {
+		return // could not tell; the next sweep will
+	}
 	alive := inst != nil && inst.alive()
 	switch j.Status {
 	case state.StatusCompleted:
@@ -501,6 +504,50 @@ func (s *sweep) orphans(ctx context.Context) {
 	}
 }
 
+// instance returns what EC2 says of id now. The sweep's snapshot was taken
+// before the records were read again, so an instance missing from it may
+// have been launched since: it is looked up by id before anyone concludes
+// it is gone. ok is false when EC2 could not be asked.
+func (s *sweep) instance(ctx context.Context, log *slog.Logger, id string) (*instance, bool) {
+	if inst, found := s.instances[id]; found {
+		return inst, true
+	}
+	found, err := s.lookup(ctx, []string{id})
+	if err != nil {
+		s.fail(log, "describe", err)
+		return nil, false
+	}
+	return found[id], true
+}
+
+// lookup describes the given instances (those that exist) and adds them to
+// the snapshot. A filter on instance-id, unlike InstanceIds, does not fail
+// the whole call for an id that no longer exists.
+func (s *sweep) lookup(ctx context.Context, ids []string) (map[string]*instance, error) {
+	out := map[string]*instance{}
+	for len(ids) > 0 {
+		n := min(len(ids), 200) // the API's limit on filter values
+		p := ec2.NewDescribeInstancesPaginator(s.r.d.EC2, &ec2.DescribeInstancesInput{
+			Filters: []types.Filter{{Name: aws.String("instance-id"), Values: ids[:n]}},
+		})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("describe instances by id: %w", err)
+			}
+			for _, res := range page.Reservations {
+				for _, in := range res.Instances {
+					i := toInstance(in)
+					out[i.id] = i
+					s.instances[i.id] = i
+				}
+			}
+		}
+		ids = ids[n:]
+	}
+	return out, nil
+}
+
 // ghosts deletes runners with our prefix whose instance is gone (rule 5).
 func (s *sweep) ghosts(ctx context.Context, jobs []*state.Job) {
 	fresh := map[string]bool{}
@@ -510,26 +557,51 @@ func (s *sweep) ghosts(ctx context.Context, jobs []*state.Job) {
 		}
 	}
 	prefix := s.r.cfg.NamePrefix + "-"
+	type ghost struct {
+		o  *ownerRunners
+		rn githubapp.Runner
+	}
+	var candidates []ghost
+	var unseen []string
 	for _, o := range s.owners {
 		if !o.ok {
 			continue
 		}
 		for name, rn := range o.byName {
 			id := strings.TrimPrefix(name, prefix)
-			if i := s.instances[id]; (i != nil && i.alive()) || fresh[name] || rn.Busy || rn.Status == githubapp.RunnerOnline {
+			i, seen := s.instances[id]
+			if (i != nil && i.alive()) || fresh[name] || rn.Busy || rn.Status == githubapp.RunnerOnline {
 				continue
 			}
-			log := s.r.log.With(slog.String("runner_name", name))
-			if err := s.r.d.GitHub.DeleteRunner(ctx, o.inst, rn.ID); err != nil {
-				if !errors.Is(err, githubapp.ErrRunnerBusy) {
-					s.fail(log, "5-ghost-runner", err)
-				}
-				continue
+			candidates = append(candidates, ghost{o, rn})
+			if !seen {
+				unseen = append(unseen, id)
 			}
-			delete(o.byName, name)
-			s.rep.RunnersDeleted++
-			s.decision(log, "5-ghost-runner", "deleted")
 		}
+	}
+	// A runner registered after the snapshot belongs to an instance the
+	// snapshot cannot show: ask EC2 about those before deleting anything.
+	if len(unseen) > 0 {
+		if _, err := s.lookup(ctx, unseen); err != nil {
+			s.fail(s.r.log, "5-ghost-runner", err)
+			return
+		}
+	}
+	for _, g := range candidates {
+		o, rn, name := g.o, g.rn, g.rn.Name
+		if i := s.instances[strings.TrimPrefix(name, prefix)]; i != nil && i.alive() {
+			continue
+		}
+		log := s.r.log.With(slog.String("runner_name", name))
+		if err := s.r.d.GitHub.DeleteRunner(ctx, o.inst, rn.ID); err != nil {
+			if !errors.Is(err, githubapp.ErrRunnerBusy) {
+				s.fail(log, "5-ghost-runner", err)
+			}
+			continue
+		}
+		delete(o.byName, name)
+		s.rep.RunnersDeleted++
+		s.decision(log, "5-ghost-runner", "deleted")
 	}
 }
 

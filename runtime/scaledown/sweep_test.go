@@ -3,6 +3,9 @@ package scaledown_test
 import (
 	"context"
 	"encoding/json"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +14,7 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv/ghfake"
 	"github.com/jit-runners/jit-runners/runtime/scaledown"
 	"github.com/jit-runners/jit-runners/runtime/state"
+	"github.com/jit-runners/jit-runners/runtime/tags"
 )
 
 // Rule 1: a completed job's instance is terminated after the grace period.
@@ -291,5 +295,44 @@ func TestStateChangeFreesSlot(t *testing.T) {
 	}
 	if got := h.job(j.JobID); got.SlotProfile != "" || got.InstanceGoneAt.IsZero() {
 		t.Fatalf("record after the state change %+v", got)
+	}
+}
+
+// staleSnapshot answers the sweep's snapshot (the tag-filtered describe) as
+// if it was taken before the instances were launched; lookups by id see them.
+type staleSnapshot struct{ scaledown.EC2API }
+
+func (s staleSnapshot) DescribeInstances(ctx context.Context, in *ec2.DescribeInstancesInput, o ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error) {
+	for _, f := range in.Filters {
+		if aws.ToString(f.Name) == "tag:"+tags.ManagedBy {
+			return &ec2.DescribeInstancesOutput{}, nil
+		}
+	}
+	return s.EC2API.DescribeInstances(ctx, in, o...)
+}
+
+// An instance launched after the sweep's snapshot is not taken for gone:
+// neither its job (rule 6) nor its runner (rule 5) is touched.
+func TestInstanceNewerThanSnapshotIsNotLost(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	id, j := h.launched()
+	h.online(j)
+	if err := h.p.GitHub.SetRunnerStatus(j.RunnerID, ghfake.RunnerStatusOffline); err != nil {
+		t.Fatal(err)
+	}
+	h.ec2 = staleSnapshot{h.p.EC2}
+	h.rebuild()
+	h.p.Clock.Advance(3 * time.Minute) // past freshLaunch: only the lookup protects the runner
+	h.sweep()
+	got := h.job(id)
+	if got.Phase == state.PhaseLost || got.Requeues != 0 || got.InstanceID != j.InstanceID {
+		t.Fatalf("job of a running instance treated as lost: %+v", got)
+	}
+	if msgs := h.messages(); len(msgs) != 0 {
+		t.Fatalf("re-queued a job whose instance runs: %+v", msgs)
+	}
+	if !h.runnerExists(j.RunnerName) || !h.alive(j.InstanceID) {
+		t.Fatal("runner or instance removed although the instance runs")
 	}
 }

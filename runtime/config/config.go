@@ -176,6 +176,12 @@ func Parse(data []byte) (*Config, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, errors.New("config: empty document")
 	}
+	// Keys first, on the generic document: an unknown or misspelt key is
+	// reported with its whole path (scaleDown.bogus), which encoding/json's
+	// "unknown field" does not give.
+	if err := strictKeys(data); err != nil {
+		return nil, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var c Config
@@ -184,9 +190,6 @@ func Parse(data []byte) (*Config, error) {
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, errors.New("config: trailing data after the JSON document")
-	}
-	if err := strictKeys(data); err != nil {
-		return nil, err
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err

@@ -100,6 +100,10 @@ func TestErrorsNameTheKey(t *testing.T) {
 	}{
 		{"unknown top-level key", func(m map[string]any) { m["maxRunner"] = 3 }, "maxRunner"},
 		{"unknown nested key", func(m map[string]any) { m["github"].(map[string]any)["appID"] = 3 }, "github.appID"},
+		{"unknown key deep down", func(m map[string]any) { m["scaleDown"].(map[string]any)["bogus"] = 1 }, "scaleDown.bogus"},
+		{"unknown profile key", func(m map[string]any) {
+			m["profiles"].(map[string]any)["default"].(map[string]any)["imageID"] = "ami-1"
+		}, "profiles.default.imageID"},
 		{"missing queueUrl", func(m map[string]any) { delete(m, "queueUrl") }, "queueUrl"},
 		{"missing tableName", func(m map[string]any) { delete(m, "tableName") }, "tableName"},
 		{"missing appId", func(m map[string]any) { delete(m["github"].(map[string]any), "appId") }, "github.appId"},

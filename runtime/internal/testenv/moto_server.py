@@ -1,10 +1,12 @@
-"""Start moto's server with DynamoDB item writes serialised.
+"""Start moto's server with DynamoDB item operations serialised.
 
 moto's threaded server evaluates a DynamoDB ConditionExpression and then
 applies the write as two steps, so two concurrent conditional writes can both
 succeed; real DynamoDB makes them atomic. jit-runners relies on that
 atomicity (one enqueue per job, one claim per job), so the test fixture holds
-one lock around every item write. Everything else is moto as shipped.
+one lock around every item write, and around reads too: a Query copying an
+item while a write changes it fails inside moto ("dictionary changed size
+during iteration"). Everything else is moto as shipped.
 """
 import functools
 import sys
@@ -26,7 +28,8 @@ def _serialised(fn):
 
 for _name in ("put_item", "update_item", "delete_item", "batch_write_item",
               "transact_write_items", "execute_statement", "execute_transaction",
-              "batch_execute_statement"):
+              "batch_execute_statement", "get_item", "batch_get_item", "query",
+              "scan", "transact_get_items"):
     setattr(DynamoDBBackend, _name, _serialised(getattr(DynamoDBBackend, _name)))
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ BENCHTIME   ?= 1x
 
 .PHONY: help
 help: ## List the targets.
-	@grep -hE '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 .PHONY: tools
 tools: $(TOOLS_BIN)/aws-lambda-rie $(TOOLS_BIN)/golangci-lint ## Install the test tools (idempotent).
@@ -164,3 +164,22 @@ plan: ## Offline plan of the stack under mocks (PLAN_CONFIG) -> out/plan.json.
 stack.test: ## The stack's tests (a cold build of pulumi-aws takes minutes and ~3.5 GB).
 	$(GO) test -count=1 ./stack/...
 # ---- end stack ----
+
+# ---- sandbox ----
+# The whole control plane on this machine (runtime/cmd/sandbox; docs/sandbox.md):
+# moto, the GitHub fake, the three Lambdas under the Runtime Interface Emulator.
+# `make sandbox SANDBOX_ARGS='--jobs 50 --rate 10'` generates load and prints a
+# summary. The short end-to-end test runs in `make test`; `make e2e` runs the
+# long one (E2E_JOBS jobs at E2E_RATE per second, faults and duplicates on).
+SANDBOX_ARGS ?=
+E2E_JOBS     ?= 300
+E2E_RATE     ?= 25
+
+.PHONY: sandbox e2e
+sandbox: $(TOOLS_BIN)/aws-lambda-rie ## Run the control plane locally (moto, GitHub fake, Lambdas under RIE); Ctrl-C stops it.
+	@command -v moto_server >/dev/null || python3 -c 'import moto.server' 2>/dev/null || $(MAKE) tools
+	$(GO) run ./runtime/cmd/sandbox $(SANDBOX_ARGS)
+
+e2e: $(TOOLS_BIN)/aws-lambda-rie ## Long end-to-end run: E2E_JOBS (300) jobs through the sandbox with faults and duplicates.
+	JITR_E2E_JOBS=$(E2E_JOBS) JITR_E2E_RATE=$(E2E_RATE) $(GO) test -race -count=1 -timeout 30m -run '^TestEndToEnd$$' -v ./runtime/internal/sandbox/
+# ---- end sandbox ----

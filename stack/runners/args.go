@@ -10,6 +10,7 @@ import (
 
 	"github.com/jit-runners/jit-runners/runtime/bootstrap"
 	"github.com/jit-runners/jit-runners/runtime/config"
+	"github.com/jit-runners/jit-runners/runtime/functions"
 	"github.com/jit-runners/jit-runners/runtime/launchspec"
 	"github.com/jit-runners/jit-runners/runtime/queue"
 )
@@ -165,15 +166,15 @@ const (
 	DefaultAZCount              = 2
 )
 
-// Lambda settings (memory in MB, timeouts in seconds).
-const (
-	webhookMemoryMB       = 128
-	webhookTimeout        = 10
-	scaleupMemoryMB       = 256
-	scaledownMemoryMB     = 256
-	scaledownTimeout      = 240
-	scaledownConcurrency  = 1
-	scaledownScheduleRate = "rate(5 minutes)"
+// Lambda settings: one definition, runtime/functions, shared with the sandbox.
+var (
+	webhookMemoryMB       = functions.Webhook.MemoryMB
+	webhookTimeout        = functions.Webhook.TimeoutSeconds
+	scaleupMemoryMB       = functions.Scaleup.MemoryMB
+	scaledownMemoryMB     = functions.Scaledown.MemoryMB
+	scaledownTimeout      = functions.Scaledown.TimeoutSeconds
+	scaledownConcurrency  = functions.Scaledown.ReservedConcurrency
+	scaledownScheduleRate = functions.ScaledownSchedule
 )
 
 // logRetentionDays are the values CloudWatch Logs accepts.

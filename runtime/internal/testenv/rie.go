@@ -79,27 +79,12 @@ func BuildLambda(tb testing.TB, pkg string) string {
 	v, _ := builds.LoadOrStore(pkg, &buildResult{})
 	r := v.(*buildResult)
 	r.once.Do(func() {
-		root, err := ModuleRoot()
-		if err != nil {
-			r.err = err
-			return
-		}
 		dir, err := os.MkdirTemp("", "jitr-lambda-")
 		if err != nil {
 			r.err = err
 			return
 		}
-		out := filepath.Join(dir, "bootstrap")
-		args := append([]string{"build"}, BuildFlags...)
-		args = append(args, "-o", out, pkg)
-		cmd := exec.Command("go", args...)
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			r.err = fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
-			return
-		}
-		r.path = out
+		r.path, r.err = Build(context.Background(), pkg, dir)
 	})
 	if r.err != nil {
 		tb.Fatal(r.err)

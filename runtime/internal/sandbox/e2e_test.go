@@ -1,0 +1,323 @@
+package sandbox_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/jit-runners/jit-runners/runtime/internal/sandbox"
+	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
+	"github.com/jit-runners/jit-runners/runtime/internal/testenv/ghfake"
+	"github.com/jit-runners/jit-runners/runtime/tags"
+)
+
+// shortTimeouts is the --config overlay of the end-to-end runs: scaledown
+// acts within seconds instead of minutes, and a failed record comes back
+// after a short visibility timeout.
+const shortTimeouts = `{"scaleDown": {"completedGraceSeconds": 1, "bootTimeoutSeconds": 60, "orphanGraceSeconds": 30,
+  "maxRuntimeSeconds": 600, "queuedTimeoutSeconds": 45}, "scaleUp": {"claimLeaseSeconds": 30}}`
+
+// e2eJobs is the number of jobs: 50, or JITR_E2E_JOBS (make e2e: 300);
+// JITR_E2E_RATE sets the rate (default 25 jobs/s).
+func e2eJobs(t *testing.T) int {
+	if v := os.Getenv("JITR_E2E_JOBS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			t.Fatalf("JITR_E2E_JOBS=%q", v)
+		}
+		return n
+	}
+	return 50
+}
+
+// sweepInterval: the long run sweeps every 10 s while jobs launch, so that
+// sweeps race with launches; the short one (make test) sweeps every 30 s,
+// mostly after its burst, and at the end.
+func sweepInterval(jobs int) time.Duration {
+	if jobs > 100 {
+		return 10 * time.Second
+	}
+	return 30 * time.Second
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer = testenv.SyncBuffer
+
+// TestEndToEnd runs the whole control plane with a burst of jobs at a high
+// rate, 30% duplicate deliveries and transient faults everywhere (GitHub 5xx
+// and secondary rate limits, AWS 500s, spot capacity errors): every job gets
+// exactly one instance and one runner, runs, and is cleaned up; nothing is
+// lost, nothing leaks, and no process logs a secret.
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end run")
+	}
+	jobs := e2eJobs(t)
+	dir := t.TempDir()
+	if keep := os.Getenv("JITR_E2E_LOGDIR"); keep != "" {
+		dir = keep // kept after the test, for a look at the logs
+	}
+	stdout, logs := &syncBuffer{}, &syncBuffer{}
+	eventsFile := filepath.Join(dir, "events.jsonl")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	s, err := sandbox.Start(ctx, sandbox.Options{
+		Listen:            "127.0.0.1:0",
+		ConfigOverlay:     []byte(shortTimeouts),
+		SweepInterval:     sweepInterval(jobs),
+		JobDuration:       time.Second,
+		IdleTimeout:       20 * time.Second,
+		VisibilityTimeout: 15 * time.Second,
+		FaultRate:         0.1,
+		EventsFile:        eventsFile,
+		LogDir:            filepath.Join(dir, "logs"),
+		Stdout:            stdout,
+		Progress:          true,
+		Logger:            slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			_ = s.Close()
+		}
+	}()
+	rate := 25.0
+	if v := os.Getenv("JITR_E2E_RATE"); v != "" {
+		if rate, err = strconv.ParseFloat(v, 64); err != nil || rate <= 0 {
+			t.Fatalf("JITR_E2E_RATE=%q", v)
+		}
+	}
+	sum, err := s.RunLoad(ctx, sandbox.Load{Jobs: jobs, Rate: rate, DupRate: 0.3, Timeout: 5 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table bytes.Buffer
+	sum.Print(&table)
+	t.Logf("\n%s", table.String())
+
+	// Independent checks against moto and the fake.
+	api := ec2.NewFromConfig(s.AWSConfig())
+	prefix := s.Config().NamePrefix
+	if n := countInstances(t, api, prefix); n != jobs {
+		t.Errorf("%d instances launched (tag %s=%s); want exactly %d", n, tags.ManagedBy, prefix, jobs)
+	}
+	if n := countInstances(t, api, prefix, "pending", "running", "stopping", "stopped", "shutting-down"); n != 0 {
+		t.Errorf("%d instances still running after completion and a sweep; want 0", n)
+	}
+	fake := s.GitHubFake()
+	if n := len(fake.Runners("")); n != 0 {
+		t.Errorf("%d runners still registered; want 0", n)
+	}
+	if n := fake.JITConfigRequests(); n < jobs || n > jobs+fake.InjectedFaults() {
+		t.Errorf("%d JIT config requests (%d injected faults in all); want %d successful", n, fake.InjectedFaults(), jobs)
+	}
+	if sum.JobsLost != 0 || !sum.OK() {
+		t.Errorf("summary not OK: lost %d %v, running %d, registered %d, leaks %v", sum.JobsLost, sum.LostJobs,
+			sum.InstancesRunning, sum.RunnersRegistered, sum.Leaks)
+	}
+	if sum.Duplicates == 0 || sum.Deliveries <= jobs {
+		t.Errorf("deliveries %d, duplicates recognised %d; want some duplicates at a 30%% rate", sum.Deliveries, sum.Duplicates)
+	}
+	if sum.AWS.Injected500 == 0 || sum.GitHubInjectedFaults == 0 {
+		t.Errorf("no faults injected: AWS %+v, GitHub %d", sum.AWS, sum.GitHubInjectedFaults)
+	}
+	if sum.AWS.InjectedSpot > 0 && sum.SpotFallbacks == 0 {
+		t.Errorf("%d spot capacity errors injected but no job fell back to on-demand", sum.AWS.InjectedSpot)
+	}
+
+	// Every job went through every transition, in order, with one runner.
+	checkEvents(t, eventsFile, jobs)
+
+	// Stop everything, then read every process's output.
+	closed = true
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	secrets := s.Secrets()
+	if len(secrets) < jobs+2 {
+		t.Fatalf("the sandbox knows %d secrets; want the App key, the webhook secret and %d JIT configs", len(secrets), jobs)
+	}
+	ready := func(line string) bool { return strings.HasPrefix(line, "ready ") }
+	leaks := sandbox.FindLeaks("stdout", stdout.String(), secrets, ready)
+	leaks = append(leaks, sandbox.FindLeaks("sandbox log", logs.String(), secrets, nil)...)
+	files := 0
+	_ = filepath.WalkDir(s.LogDir(), func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".log") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		files++
+		leaks = append(leaks, sandbox.FindLeaks(filepath.Base(path), string(b), secrets, nil)...)
+		return nil
+	})
+	if files < 4 {
+		t.Errorf("%d log files (moto, webhook, scaleup, scaledown at least); want >= 4", files)
+	}
+	for _, l := range leaks {
+		t.Errorf("secret in a log: %s line %d: %s", l.File, l.Line, l.What)
+	}
+}
+
+func countInstances(t *testing.T, api *ec2.Client, prefix string, states ...string) int {
+	t.Helper()
+	in := &ec2.DescribeInstancesInput{Filters: []types.Filter{{Name: aws.String("tag:" + tags.ManagedBy), Values: []string{prefix}}}, MaxResults: aws.Int32(1000)}
+	if len(states) > 0 {
+		in.Filters = append(in.Filters, types.Filter{Name: aws.String("instance-state-name"), Values: states})
+	}
+	n := 0
+	p := ec2.NewDescribeInstancesPaginator(api, in)
+	for p.HasMorePages() {
+		page, err := p.NextPage(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range page.Reservations {
+			n += len(r.Instances)
+		}
+	}
+	return n
+}
+
+// checkEvents reads the events file: every job has each transition from
+// received to terminated, in that order, and exactly one runner.
+func checkEvents(t *testing.T, path string, jobs int) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	// "queued" may be "duplicate" instead, when the first delivery's answer
+	// was lost and a redelivery found the job enqueued.
+	order := []string{sandbox.EvReceived, sandbox.EvQueued, sandbox.EvLaunched, sandbox.EvRegistered,
+		sandbox.EvInProgress, sandbox.EvCompleted, sandbox.EvTerminated}
+	first := map[int64]map[string]time.Time{}
+	runners := map[int64]map[string]bool{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var ev sandbox.Event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatalf("events file line %q: %v", sc.Text(), err)
+		}
+		if ev.JobID == 0 || ev.Event == "" || ev.At.IsZero() {
+			t.Fatalf("incomplete event %q", sc.Text())
+		}
+		if first[ev.JobID] == nil {
+			first[ev.JobID], runners[ev.JobID] = map[string]time.Time{}, map[string]bool{}
+		}
+		if _, ok := first[ev.JobID][ev.Event]; !ok {
+			first[ev.JobID][ev.Event] = ev.At
+		}
+		if ev.Event == sandbox.EvRegistered {
+			runners[ev.JobID][ev.RunnerName] = true
+		}
+	}
+	if len(first) != jobs {
+		t.Errorf("events for %d jobs; want %d", len(first), jobs)
+	}
+	for id, evs := range first {
+		var prev time.Time
+		for _, name := range order {
+			at, ok := evs[name]
+			if !ok && name == sandbox.EvQueued {
+				at, ok = evs[sandbox.EvDuplicate]
+			}
+			if !ok {
+				t.Errorf("job %d: no %s event", id, name)
+				break
+			}
+			// launched carries the record's own launch time, stamped after
+			// the JIT config was stored: the webhook's "queued" answer and
+			// the runner's registration may come either side of it.
+			if name == sandbox.EvLaunched {
+				continue
+			}
+			if at.Before(prev) {
+				t.Errorf("job %d: %s at %s before the previous transition at %s", id, name, at, prev)
+			}
+			prev = at
+		}
+		if len(runners[id]) != 1 {
+			t.Errorf("job %d: runners %v; want exactly one", id, runners[id])
+		}
+	}
+}
+
+// With an external GitHub API the sandbox runs no fake and no agents: it
+// launches for the deliveries it receives, using the given App and secret,
+// and prints no secret in its ready line.
+func TestExternalGitHub(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the sandbox")
+	}
+	gh := ghfake.NewForTest(t, ghfake.WithAppID(777))
+	gh.AddInstallation(sandbox.InstallationID, sandbox.Owner)
+	const secret = "external-webhook-secret"
+	stdout := &syncBuffer{}
+	ctx := context.Background()
+	s, err := sandbox.Start(ctx, sandbox.Options{
+		Listen: "127.0.0.1:0", LogDir: t.TempDir(), Stdout: stdout, SweepInterval: time.Hour,
+		GitHub: &sandbox.ExternalGitHub{APIURL: gh.URL(), AppID: gh.AppID(), PrivateKeyPEM: gh.PrivateKeyPEM(), WebhookSecret: secret},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	if r := s.Ready(); r.WebhookSecret != "" || r.GitHub != strings.TrimSuffix(gh.URL(), "/") || s.GitHubFake() != nil {
+		t.Errorf("ready %+v; want the external API and no secret", r)
+	}
+	if strings.Contains(stdout.String(), secret) {
+		t.Error("the given webhook secret was printed")
+	}
+	if _, err := s.RunLoad(ctx, sandbox.Load{Jobs: 1}); err == nil {
+		t.Error("RunLoad accepted without the built-in fake")
+	}
+	body := ghfake.WorkflowJobPayload(ghfake.WorkflowJobEvent{Action: "queued",
+		Job: ghfake.Job{ID: 4711, Owner: sandbox.Owner, Repo: sandbox.Repo, Labels: sandbox.JobLabels}, InstallationID: sandbox.InstallationID})
+	req, err := ghfake.NewWebhookRequest(ctx, s.Ready().Webhook, "workflow_job", []byte(secret), body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("delivery: %d", resp.StatusCode)
+	}
+	api := ec2.NewFromConfig(s.AWSConfig())
+	deadline := time.Now().Add(30 * time.Second)
+	for countInstances(t, api, s.Config().NamePrefix) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no instance launched within 30 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for gh.JITConfigRequests() == 0 || len(gh.Runners("")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no runner registered at the external API within 30 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

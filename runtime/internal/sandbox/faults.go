@@ -1,0 +1,332 @@
+package sandbox
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// faultProxy is a reverse proxy in front of the AWS endpoint that only the
+// Lambdas use (their AWS_ENDPOINT_URL). With a fault rate it answers that
+// share of requests with HTTP 500, which the SDK retries with backoff, and
+// that share of spot CreateFleet requests with per-override
+// InsufficientInstanceCapacity errors and no instance, so that scaleup falls
+// back to on-demand; moto produces neither.
+//
+// Faults are transient by construction: the last attempt the SDK announces
+// (header amz-sdk-request: attempt=N; max=N) is never failed, so every call
+// eventually succeeds, as with AWS's own transient errors.
+type faultProxy struct {
+	url   string
+	rate  float64
+	srv   *http.Server
+	proxy *httputil.ReverseProxy
+	log   *slog.Logger
+
+	mu  sync.Mutex
+	rng *mrand.Rand
+	ops map[string]int64 // requests per operation, e.g. "dynamodb.PutItem"
+
+	requests     atomic.Int64
+	injected500  atomic.Int64
+	injectedSpot atomic.Int64
+	spotRequests atomic.Int64
+}
+
+// FaultStats counts the proxy's requests and injected faults.
+type FaultStats struct {
+	Requests    int64 `json:"requests"`
+	Injected500 int64 `json:"injected500"`
+	// Operations counts the requests per operation ("dynamodb.PutItem").
+	Operations    map[string]int64 `json:"operations,omitempty"`
+	SpotRequests  int64            `json:"spotRequests"`
+	InjectedSpot  int64            `json:"injectedSpotCapacityErrors"`
+	InjectedTotal int64            `json:"injectedTotal"`
+}
+
+func startFaultProxy(target string, rate float64, seed uint64, log *slog.Logger) (*faultProxy, error) {
+	u, err := url.Parse(target)
+	if err != nil {
+		return nil, fmt.Errorf("AWS endpoint %q: %w", target, err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &faultProxy{
+		url:  "http://" + ln.Addr().String(),
+		rate: rate,
+		log:  log.With(slog.String("component", "aws-fault-proxy")),
+		rng:  mrand.New(mrand.NewPCG(seed, seed^0x5bd1e995)),
+		ops:  map[string]int64{},
+	}
+	p.proxy = &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(u) },
+		Transport: &http.Transport{
+			Proxy: nil, MaxIdleConns: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: 0,
+			DialContext: (&net.Dialer{}).DialContext,
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() == nil {
+				p.log.Warn("proxy error", slog.String("error", err.Error()))
+			}
+			w.WriteHeader(http.StatusBadGateway)
+		},
+	}
+	p.srv = &http.Server{Handler: p}
+	go func() {
+		if err := p.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			p.log.Error("proxy stopped", slog.String("error", err.Error()))
+		}
+	}()
+	return p, nil
+}
+
+func (p *faultProxy) close() { _ = p.srv.Close() }
+
+func (p *faultProxy) stats() FaultStats {
+	st := FaultStats{
+		Requests: p.requests.Load(), Injected500: p.injected500.Load(),
+		SpotRequests: p.spotRequests.Load(), InjectedSpot: p.injectedSpot.Load(),
+	}
+	st.InjectedTotal = st.Injected500 + st.InjectedSpot
+	p.mu.Lock()
+	st.Operations = make(map[string]int64, len(p.ops))
+	for k, v := range p.ops {
+		st.Operations[k] = v
+	}
+	p.mu.Unlock()
+	return st
+}
+
+// sub returns the difference of two snapshots.
+func (st FaultStats) sub(before FaultStats) FaultStats {
+	d := FaultStats{
+		Requests: st.Requests - before.Requests, Injected500: st.Injected500 - before.Injected500,
+		SpotRequests: st.SpotRequests - before.SpotRequests, InjectedSpot: st.InjectedSpot - before.InjectedSpot,
+		Operations: map[string]int64{},
+	}
+	d.InjectedTotal = d.Injected500 + d.InjectedSpot
+	for k, v := range st.Operations {
+		if n := v - before.Operations[k]; n > 0 {
+			d.Operations[k] = n
+		}
+	}
+	return d
+}
+
+func (p *faultProxy) count(op string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ops[op]++
+}
+
+func (p *faultProxy) chance() bool {
+	if p.rate <= 0 {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.rng.Float64() < p.rate
+}
+
+var sdkAttemptRE = regexp.MustCompile(`attempt=(\d+);\s*max=(\d+)`)
+
+// lastAttempt reports whether the SDK says this is its last attempt.
+func lastAttempt(r *http.Request) bool {
+	m := sdkAttemptRE.FindStringSubmatch(r.Header.Get("Amz-Sdk-Request"))
+	if m == nil {
+		return false
+	}
+	a, _ := strconv.Atoi(m[1])
+	n, _ := strconv.Atoi(m[2])
+	return a >= n
+}
+
+func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.requests.Add(1)
+	var form url.Values
+	if r.Method == http.MethodPost && strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
+		body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+		_ = r.Body.Close()
+		if err != nil {
+			http.Error(w, "read body", http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		form, _ = url.ParseQuery(string(body))
+	}
+	op := service(r) + "."
+	if target := r.Header.Get("X-Amz-Target"); target != "" {
+		op += target[strings.LastIndexByte(target, '.')+1:]
+	} else {
+		op += form.Get("Action")
+	}
+	p.count(op)
+	if p.rate > 0 && !lastAttempt(r) && p.chance() {
+		p.injected500.Add(1)
+		writeInternalError(w, r)
+		return
+	}
+	if form != nil {
+		if form.Get("Action") == "CreateFleet" && form.Get("TargetCapacitySpecification.DefaultTargetCapacityType") == "spot" {
+			p.spotRequests.Add(1)
+			if p.chance() {
+				p.injectedSpot.Add(1)
+				writeSpotCapacityError(w, form)
+				return
+			}
+		}
+	}
+	p.proxy.ServeHTTP(w, r)
+}
+
+// service names the AWS service of a request from its SigV4 scope.
+func service(r *http.Request) string {
+	auth := r.Header.Get("Authorization")
+	i := strings.Index(auth, "Credential=")
+	if i < 0 {
+		return ""
+	}
+	parts := strings.Split(strings.SplitN(auth[i+len("Credential="):], ",", 2)[0], "/")
+	if len(parts) >= 4 {
+		return parts[3]
+	}
+	return ""
+}
+
+// writeInternalError answers HTTP 500 in the request's protocol.
+func writeInternalError(w http.ResponseWriter, r *http.Request) {
+	id := requestID()
+	const msg = "We encountered an internal error. Please try again. (injected by the jitr sandbox)"
+	w.Header().Set("X-Amzn-Requestid", id)
+	ct := r.Header.Get("Content-Type")
+	switch {
+	case strings.HasPrefix(ct, "application/x-amz-json"):
+		w.Header().Set("Content-Type", ct)
+		w.Header().Set("X-Amzn-Errortype", "InternalFailure")
+		w.WriteHeader(http.StatusInternalServerError)
+		fmt.Fprintf(w, `{"__type":"InternalFailure","message":%q}`, msg)
+	case service(r) == "ec2":
+		w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
+		w.WriteHeader(http.StatusInternalServerError)
+		fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>InternalError</Code><Message>%s</Message></Error></Errors><RequestID>%s</RequestID></Response>`, msg, id)
+	default:
+		w.Header().Set("Content-Type", "text/xml")
+		w.WriteHeader(http.StatusInternalServerError)
+		fmt.Fprintf(w, `<ErrorResponse><Error><Type>Receiver</Type><Code>InternalFailure</Code><Message>%s</Message></Error><RequestId>%s</RequestId></ErrorResponse>`, msg, id)
+	}
+}
+
+var overrideKeyRE = regexp.MustCompile(`^LaunchTemplateConfigs\.(\d+)\.Overrides\.(\d+)\.(InstanceType|SubnetId|AvailabilityZone)$`)
+
+type fleetOverride struct {
+	InstanceType     string `xml:"instanceType,omitempty"`
+	SubnetID         string `xml:"subnetId,omitempty"`
+	AvailabilityZone string `xml:"availabilityZone,omitempty"`
+}
+
+type fleetError struct {
+	LaunchTemplateID string        `xml:"launchTemplateAndOverrides>launchTemplateSpecification>launchTemplateId"`
+	Version          string        `xml:"launchTemplateAndOverrides>launchTemplateSpecification>version"`
+	Overrides        fleetOverride `xml:"launchTemplateAndOverrides>overrides"`
+	Lifecycle        string        `xml:"lifecycle"`
+	ErrorCode        string        `xml:"errorCode"`
+	ErrorMessage     string        `xml:"errorMessage"`
+}
+
+type createFleetResponse struct {
+	XMLName   xml.Name     `xml:"CreateFleetResponse"`
+	XMLNS     string       `xml:"xmlns,attr"`
+	RequestID string       `xml:"requestId"`
+	FleetID   string       `xml:"fleetId"`
+	Errors    []fleetError `xml:"errorSet>item"`
+	Instances struct{}     `xml:"fleetInstanceSet"`
+}
+
+// writeSpotCapacityError answers a CreateFleet request the way EC2 does when
+// no override has spot capacity: 200, one InsufficientInstanceCapacity per
+// override, no instance.
+func writeSpotCapacityError(w http.ResponseWriter, form url.Values) {
+	type key struct{ cfg, ov int }
+	overrides := map[key]*fleetOverride{}
+	for k, v := range form {
+		m := overrideKeyRE.FindStringSubmatch(k)
+		if m == nil || len(v) == 0 {
+			continue
+		}
+		c, _ := strconv.Atoi(m[1])
+		o, _ := strconv.Atoi(m[2])
+		ov := overrides[key{c, o}]
+		if ov == nil {
+			ov = &fleetOverride{}
+			overrides[key{c, o}] = ov
+		}
+		switch m[3] {
+		case "InstanceType":
+			ov.InstanceType = v[0]
+		case "SubnetId":
+			ov.SubnetID = v[0]
+		case "AvailabilityZone":
+			ov.AvailabilityZone = v[0]
+		}
+	}
+	keys := make([]key, 0, len(overrides))
+	for k := range overrides {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].cfg != keys[j].cfg {
+			return keys[i].cfg < keys[j].cfg
+		}
+		return keys[i].ov < keys[j].ov
+	})
+	resp := createFleetResponse{XMLNS: "http://ec2.amazonaws.com/doc/2016-11-15/", RequestID: requestID(), FleetID: "fleet-" + randomHex(17)}
+	for _, k := range keys {
+		ov := overrides[k]
+		resp.Errors = append(resp.Errors, fleetError{
+			LaunchTemplateID: form.Get("LaunchTemplateConfigs." + strconv.Itoa(k.cfg) + ".LaunchTemplateSpecification.LaunchTemplateId"),
+			Version:          form.Get("LaunchTemplateConfigs." + strconv.Itoa(k.cfg) + ".LaunchTemplateSpecification.Version"),
+			Overrides:        *ov,
+			Lifecycle:        "spot",
+			ErrorCode:        "InsufficientInstanceCapacity",
+			ErrorMessage: fmt.Sprintf("We currently do not have sufficient %s capacity in the Availability Zone you requested (%s). "+
+				"Our system will be working on provisioning additional capacity. (injected by the jitr sandbox)", ov.InstanceType, ov.AvailabilityZone),
+		})
+	}
+	b, err := xml.Marshal(resp)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
+	_, _ = w.Write(append([]byte(xml.Header), b...))
+}
+
+func requestID() string {
+	b := randomHex(32)
+	return b[0:8] + "-" + b[8:12] + "-" + b[12:16] + "-" + b[16:20] + "-" + b[20:32]
+}
+
+func randomHex(n int) string {
+	b := make([]byte, (n+1)/2)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)[:n]
+}

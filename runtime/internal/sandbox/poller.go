@@ -1,0 +1,210 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/jit-runners/jit-runners/runtime/queue"
+)
+
+// pollIdle is the pause after an empty receive (short polls).
+const pollIdle = 50 * time.Millisecond
+
+// poller stands in for the SQS event source mapping of scaleup (batch size
+// queue.ScaleUp.BatchSize, ReportBatchItemFailures, at most
+// Options.ScaleupConcurrency concurrent invocations): it receives a batch,
+// invokes scaleup with it, deletes the records that succeeded and leaves the
+// batch item failures to come back after the visibility timeout.
+type poller struct {
+	s        *Sandbox
+	sqs      *sqs.Client
+	url      string
+	arn      string
+	batch    int32
+	vis      int32
+	inflight chan struct{}
+}
+
+func newPoller(s *Sandbox) *poller {
+	return &poller{
+		s: s, sqs: sqs.NewFromConfig(s.awsCfg), url: s.cfg.QueueURL, arn: s.res.queue.ARN,
+		batch: int32(queue.ScaleUp.BatchSize), vis: int32(s.opts.VisibilityTimeout / time.Second),
+		inflight: make(chan struct{}, max(s.opts.ScaleupConcurrency, 1)),
+	}
+}
+
+func (p *poller) run(ctx context.Context) {
+	for {
+		// A receive only when an invocation can take the batch.
+		select {
+		case <-ctx.Done():
+			return
+		case p.inflight <- struct{}{}:
+		}
+		out, err := p.sqs.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
+			QueueUrl:                    aws.String(p.url),
+			MaxNumberOfMessages:         p.batch,
+			WaitTimeSeconds:             0,
+			VisibilityTimeout:           p.vis,
+			MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameAll},
+			MessageAttributeNames:       []string{"All"},
+		})
+		if err != nil || len(out.Messages) == 0 {
+			<-p.inflight
+			if err != nil && ctx.Err() == nil {
+				p.s.log.Warn("receive from the scale-up queue failed", slog.String("error", err.Error()))
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(pollIdle):
+			}
+			continue
+		}
+		p.s.wg.Add(1)
+		go func() {
+			defer p.s.wg.Done()
+			defer func() { <-p.inflight }()
+			p.handle(ctx, out.Messages)
+		}()
+	}
+}
+
+// handle invokes scaleup with one batch and settles its records.
+func (p *poller) handle(ctx context.Context, msgs []types.Message) {
+	ev := events.SQSEvent{Records: make([]events.SQSMessage, 0, len(msgs))}
+	jobOf := map[string]int64{}
+	for _, m := range msgs {
+		rec := events.SQSMessage{
+			MessageId:      aws.ToString(m.MessageId),
+			ReceiptHandle:  aws.ToString(m.ReceiptHandle),
+			Body:           aws.ToString(m.Body),
+			Md5OfBody:      aws.ToString(m.MD5OfBody),
+			Attributes:     m.Attributes,
+			EventSource:    "aws:sqs",
+			EventSourceARN: p.arn,
+			AWSRegion:      p.s.region,
+		}
+		if len(m.MessageAttributes) > 0 {
+			rec.MessageAttributes = map[string]events.SQSMessageAttribute{}
+			for k, v := range m.MessageAttributes {
+				rec.MessageAttributes[k] = events.SQSMessageAttribute{
+					StringValue: v.StringValue, BinaryValue: v.BinaryValue, DataType: aws.ToString(v.DataType),
+				}
+			}
+		}
+		ev.Records = append(ev.Records, rec)
+		if msg, err := queue.Decode(rec.Body); err == nil {
+			jobOf[rec.MessageId] = msg.JobID
+			if n, _ := strconv.Atoi(m.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)]); n > 1 {
+				p.s.tracker.onRetried(msg.JobID, fmt.Sprintf("SQS redelivery (receive %d)", n))
+			}
+		}
+	}
+	payload, err := json.Marshal(ev)
+	if err != nil {
+		return
+	}
+	failed := map[string]bool{}
+	out, err := p.s.lambdas[FuncScaleup].invoke(ctx, payload)
+	var resp events.SQSEventResponse
+	if err == nil {
+		if uerr := json.Unmarshal(out, &resp); uerr != nil || isFunctionError(out) {
+			err = fmt.Errorf("scaleup failed: %s", truncate(string(out), 300))
+		}
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		// The whole batch comes back after the visibility timeout.
+		p.s.log.Warn("scaleup invocation failed; the batch will be redelivered", slog.String("error", err.Error()))
+		for _, r := range ev.Records {
+			failed[r.MessageId] = true
+		}
+	}
+	for _, f := range resp.BatchItemFailures {
+		failed[f.ItemIdentifier] = true
+	}
+	var del []types.DeleteMessageBatchRequestEntry
+	for i, r := range ev.Records {
+		if failed[r.MessageId] {
+			if id, ok := jobOf[r.MessageId]; ok {
+				p.s.tracker.onRetried(id, "scaleup reported a batch item failure; redelivery after the visibility timeout")
+			}
+			continue
+		}
+		del = append(del, types.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), ReceiptHandle: aws.String(r.ReceiptHandle)})
+	}
+	if len(del) == 0 {
+		return
+	}
+	dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := p.sqs.DeleteMessageBatch(dctx, &sqs.DeleteMessageBatchInput{QueueUrl: aws.String(p.url), Entries: del})
+	switch {
+	case err != nil:
+		p.s.log.Warn("delete of processed records failed", slog.String("error", err.Error()))
+	case len(res.Failed) > 0:
+		p.s.log.Warn("delete of processed records partly failed", slog.Int("failed", len(res.Failed)))
+	}
+}
+
+// isFunctionError reports a Lambda function error payload.
+func isFunctionError(out []byte) bool {
+	var e struct {
+		ErrorMessage string `json:"errorMessage"`
+		ErrorType    string `json:"errorType"`
+	}
+	return json.Unmarshal(out, &e) == nil && (e.ErrorMessage != "" || e.ErrorType != "")
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// runScheduler invokes scaledown every Options.SweepInterval, as the
+// EventBridge Scheduler schedule does.
+func (s *Sandbox) runScheduler(ctx context.Context) {
+	t := time.NewTicker(s.opts.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("scheduled sweep failed", slog.String("error", err.Error()))
+			}
+		}
+	}
+}
+
+// SweepEvent is the scheduler's payload.
+var SweepEvent = []byte(`{"source":"jitr.scheduler"}`)
+
+// Sweep invokes scaledown once with the scheduler's event and returns its
+// report (the JSON it answered).
+func (s *Sandbox) Sweep(ctx context.Context) (json.RawMessage, error) {
+	out, err := s.lambdas[FuncScaledown].invoke(ctx, SweepEvent)
+	if err != nil {
+		return nil, err
+	}
+	if isFunctionError(out) {
+		return out, fmt.Errorf("scaledown failed: %s", truncate(string(out), 300))
+	}
+	s.log.Info("sweep done", slog.String("report", string(out)))
+	return out, nil
+}

@@ -1,0 +1,182 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jit-runners/jit-runners/runtime/fleet"
+)
+
+// Percentiles of a latency, in seconds.
+type Percentiles struct {
+	N   int     `json:"n"`
+	P50 float64 `json:"p50"`
+	P95 float64 `json:"p95"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+// NewPercentiles computes nearest-rank percentiles of samples.
+func NewPercentiles(samples []time.Duration) Percentiles {
+	if len(samples) == 0 {
+		return Percentiles{}
+	}
+	s := slices.Clone(samples)
+	slices.Sort(s)
+	at := func(p float64) float64 {
+		i := int(p*float64(len(s))+0.999999) - 1
+		return s[min(max(i, 0), len(s)-1)].Seconds()
+	}
+	return Percentiles{N: len(s), P50: at(0.50), P95: at(0.95), P99: at(0.99), Max: s[len(s)-1].Seconds()}
+}
+
+// Summary sums up one RunLoad.
+type Summary struct {
+	Jobs                 int         `json:"jobs"`
+	Completed            int         `json:"completed"`
+	InstancesLaunched    int         `json:"instancesLaunched"`
+	Spot                 int         `json:"spot"`
+	OnDemand             int         `json:"onDemand"`
+	SpotFallbacks        int         `json:"spotFallbacks"`
+	Deliveries           int         `json:"deliveries"`
+	Duplicates           int         `json:"duplicates"`
+	Retries              int         `json:"retries"`
+	Failures             int         `json:"failures"`
+	GitHubCalls          int         `json:"githubCalls"`
+	GitHubCallsPerJob    float64     `json:"githubCallsPerJob"`
+	GitHubInjectedFaults int         `json:"githubInjectedFaults"`
+	AWS                  FaultStats  `json:"aws"`
+	AWSCallsPerJob       float64     `json:"awsCallsPerJob"`
+	WebhookToLaunch      Percentiles `json:"webhookToLaunchSeconds"`
+	WebhookToInProgress  Percentiles `json:"webhookToInProgressSeconds"`
+	LaunchesPerSecond    float64     `json:"launchesPerSecond"`
+	InstancesRunning     int         `json:"instancesRunning"`
+	RunnersRegistered    int         `json:"runnersRegistered"`
+	JobsLost             int         `json:"jobsLost"`
+	LostJobs             []int64     `json:"lostJobs,omitempty"`
+	Leaks                []Leak      `json:"leaks,omitempty"`
+	Elapsed              float64     `json:"elapsedSeconds"`
+}
+
+// OK reports whether no job was lost and nothing leaked: no instance
+// running, no runner registered, no secret in a log.
+func (s *Summary) OK() bool {
+	return s.JobsLost == 0 && s.InstancesRunning == 0 && s.RunnersRegistered == 0 && len(s.Leaks) == 0
+}
+
+func (s *Sandbox) summarize(ctx context.Context, ids []int64, start time.Time) *Summary {
+	sum := &Summary{Jobs: len(ids)}
+	var toLaunch, toStart []time.Duration
+	var firstReceived, lastLaunch time.Time
+	for _, j := range s.tracker.snapshot(ids) {
+		sum.Deliveries += j.deliveries
+		sum.Duplicates += j.duplicates
+		sum.Retries += j.retries
+		sum.Failures += len(j.failures)
+		sum.InstancesLaunched += len(j.instances)
+		if !j.completed.IsZero() {
+			sum.Completed++
+		}
+		if !j.done() {
+			sum.JobsLost++
+			sum.LostJobs = append(sum.LostJobs, j.id)
+		}
+		switch j.capacityType {
+		case fleet.CapacityTypeSpot:
+			sum.Spot++
+		case fleet.CapacityTypeOnDemand:
+			sum.OnDemand++
+		}
+		if j.spotFallback {
+			sum.SpotFallbacks++
+		}
+		if j.received.IsZero() {
+			continue
+		}
+		if firstReceived.IsZero() || j.received.Before(firstReceived) {
+			firstReceived = j.received
+		}
+		if !j.launched.IsZero() {
+			toLaunch = append(toLaunch, j.launched.Sub(j.received))
+			if j.launched.After(lastLaunch) {
+				lastLaunch = j.launched
+			}
+		}
+		if !j.inProgress.IsZero() {
+			toStart = append(toStart, j.inProgress.Sub(j.received))
+		}
+	}
+	sum.WebhookToLaunch = NewPercentiles(toLaunch)
+	sum.WebhookToInProgress = NewPercentiles(toStart)
+	if span := lastLaunch.Sub(firstReceived).Seconds(); span > 0 && len(toLaunch) > 1 {
+		sum.LaunchesPerSecond = float64(len(toLaunch)) / span
+	}
+	if n, err := s.countAlive(ctx); err == nil {
+		sum.InstancesRunning = n
+	} else {
+		sum.InstancesRunning = -1
+	}
+	sum.RunnersRegistered = len(s.fake.Runners(""))
+	sum.Leaks = s.ScanLogs()
+	sum.Elapsed = time.Since(start).Seconds()
+	return sum
+}
+
+// Print writes the summary as a table.
+func (s *Summary) Print(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t"+format+"\n", append([]any{k}, args...)...) }
+	lat := func(p Percentiles) string {
+		if p.N == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("p50 %.3fs  p95 %.3fs  p99 %.3fs  max %.3fs  (n=%d)", p.P50, p.P95, p.P99, p.Max, p.N)
+	}
+	fmt.Fprintln(tw, "summary\t")
+	row("jobs", "%d (%d completed) in %.1fs", s.Jobs, s.Completed, s.Elapsed)
+	row("instances launched", "%d (spot %d, on-demand %d, spot fallbacks %d)", s.InstancesLaunched, s.Spot, s.OnDemand, s.SpotFallbacks)
+	row("deliveries", "%d (duplicates recognised %d)", s.Deliveries, s.Duplicates)
+	row("retries", "%d", s.Retries)
+	row("failures observed", "%d", s.Failures)
+	row("github calls", "%d (%.2f per job; injected faults %d)", s.GitHubCalls, s.GitHubCallsPerJob, s.GitHubInjectedFaults)
+	row("aws calls (lambdas)", "%d (%.1f per job; injected 500s %d; spot requests %d, spot capacity errors %d)",
+		s.AWS.Requests, s.AWSCallsPerJob, s.AWS.Injected500, s.AWS.SpotRequests, s.AWS.InjectedSpot)
+	row("webhook -> launch", "%s", lat(s.WebhookToLaunch))
+	row("webhook -> in_progress", "%s", lat(s.WebhookToInProgress))
+	row("launches per second", "%.2f", s.LaunchesPerSecond)
+	row("instances still running", "%d", s.InstancesRunning)
+	row("runners still registered", "%d", s.RunnersRegistered)
+	row("jobs lost", "%d%s", s.JobsLost, lostList(s.LostJobs))
+	row("secrets in logs", "%d", len(s.Leaks))
+	verdict := "OK"
+	if !s.OK() {
+		verdict = "FAILED"
+	}
+	row("result", "%s", verdict)
+	_ = tw.Flush()
+}
+
+func lostList(ids []int64) string {
+	if len(ids) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(" (")
+	for i, id := range ids {
+		if i == 10 {
+			fmt.Fprintf(&b, ", ... %d more", len(ids)-10)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%d", id)
+	}
+	b.WriteString(")")
+	return b.String()
+}

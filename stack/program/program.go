@@ -206,7 +206,7 @@ func (c *Config) Args(ctx *pulumi.Context, o Options) (*runners.RunnersArgs, err
 	a.GitHub.WebhookSecret, a.GitHub.WebhookSecretARN = secretPair("githubWebhookSecret", c.GitHubWebhookSecret,
 		"github.webhookSecretArn", g.WebhookSecretARN, "pulumi config set --secret jit-runners:githubWebhookSecret <the App's webhook secret>")
 	if c.GitHubPrivateKey != "" && !pemRE.MatchString(c.GitHubPrivateKey) {
-		add("githubPrivateKey", "is not a PEM private key (the App's .pem file, -----BEGIN RSA PRIVATE KEY-----)")
+		add("githubPrivateKey", "is not a PEM private key (use the .pem file GitHub generated for the App)")
 	}
 
 	if _, err := a.Validate(); err != nil {

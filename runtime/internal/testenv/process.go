@@ -66,7 +66,7 @@ func StartRIEWith(ctx context.Context, bootstrap string, o RIEOptions) (*RIE, er
 		}
 		select {
 		case <-r.done:
-			return nil, errors.New("emulator exited during start-up")
+			return nil, fmt.Errorf("emulator exited during start-up:\n%s", buf.String())
 		case <-ctx.Done():
 			r.Stop(time.Second)
 			return nil, ctx.Err()

@@ -6,14 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -103,54 +100,10 @@ type RIE struct {
 }
 
 // StartRIE runs bootstrap under the emulator on loopback ports with env added
-// to this process's environment, and returns once the emulator listens.
+// to this process's environment, and returns once the emulator listens; its
+// output is kept for Output.
 func StartRIE(ctx context.Context, bootstrap string, env []string) (*RIE, error) {
-	bin, err := FindRIE()
-	if err != nil {
-		return nil, err
-	}
-	p1, err := FreePort()
-	if err != nil {
-		return nil, err
-	}
-	p2, err := FreePort()
-	if err != nil {
-		return nil, err
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(p1)
-	cmd := exec.Command(bin,
-		"--runtime-interface-emulator-address", addr,
-		"--runtime-api-address", "127.0.0.1:"+strconv.Itoa(p2),
-		bootstrap)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	out := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	r := &RIE{URL: "http://" + addr, cmd: cmd, done: make(chan struct{}), output: out}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	go func() { _ = cmd.Wait(); close(r.done) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
-		if err == nil {
-			_ = c.Close()
-			return r, nil
-		}
-		select {
-		case <-r.done:
-			return nil, fmt.Errorf("emulator exited during start-up:\n%s", out.String())
-		case <-ctx.Done():
-			_ = r.Close()
-			return nil, ctx.Err()
-		case <-time.After(2 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			_ = r.Close()
-			return nil, errors.New("emulator did not listen within 30s")
-		}
-	}
+	return StartRIEWith(ctx, bootstrap, RIEOptions{Env: append(os.Environ(), env...)})
 }
 
 // Invoke sends one event and returns the function's response payload.
@@ -177,20 +130,9 @@ func (r *RIE) Invoke(ctx context.Context, event []byte) ([]byte, error) {
 // Output returns everything the emulator and the function printed so far.
 func (r *RIE) Output() string { return r.output.String() }
 
-// Close stops the emulator and the function.
+// Close stops the emulator and the function (SIGKILL after 3 s).
 func (r *RIE) Close() error {
-	select {
-	case <-r.done:
-		return nil
-	default:
-	}
-	_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-r.done:
-	case <-time.After(3 * time.Second):
-		_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
-		<-r.done
-	}
+	r.Stop(3 * time.Second)
 	return nil
 }
 

@@ -80,7 +80,7 @@ func TestEndToEnd(t *testing.T) {
 		SweepInterval:     sweepInterval(jobs),
 		JobDuration:       time.Second,
 		IdleTimeout:       20 * time.Second,
-		VisibilityTimeout: 15 * time.Second,
+		VisibilityTimeout: 5 * time.Second,
 		FaultRate:         0.1,
 		EventsFile:        eventsFile,
 		LogDir:            filepath.Join(dir, "logs"),
@@ -133,6 +133,9 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if sum.Duplicates == 0 || sum.Deliveries <= jobs {
 		t.Errorf("deliveries %d, duplicates recognised %d; want some duplicates at a 30%% rate", sum.Deliveries, sum.Duplicates)
+	}
+	if sum.Retries == 0 {
+		t.Errorf("no SQS redelivery happened; want some (processed records are left undeleted at the fault rate)")
 	}
 	if sum.AWS.Injected500 == 0 || sum.GitHubInjectedFaults == 0 {
 		t.Errorf("no faults injected: AWS %+v, GitHub %d", sum.AWS, sum.GitHubInjectedFaults)

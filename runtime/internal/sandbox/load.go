@@ -10,7 +10,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv/ghfake"
 )
@@ -99,6 +102,15 @@ func (s *Sandbox) RunLoad(ctx context.Context, l Load) (*Summary, error) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	// Every message settled too: redeliveries (records whose delete was
+	// dropped, or that failed) must find their jobs done and change nothing.
+	for !s.queueDrained(ctx) && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 	if _, err := s.Sweep(ctx); err != nil {
 		s.log.Warn("final sweep failed", slog.String("error", err.Error()))
 	}
@@ -150,4 +162,26 @@ func (s *Sandbox) allDone(ids []int64) bool {
 func (s *Sandbox) countAlive(ctx context.Context) (int, error) {
 	list, err := describeAlive(ctx, ec2.NewFromConfig(s.awsCfg), s.cfg.NamePrefix)
 	return len(list), err
+}
+
+// queueDrained reports whether the scale-up queue holds no message, visible
+// or in flight.
+func (s *Sandbox) queueDrained(ctx context.Context) bool {
+	out, err := sqs.NewFromConfig(s.awsCfg).GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+		QueueUrl: aws.String(s.cfg.QueueURL),
+		AttributeNames: []sqstypes.QueueAttributeName{
+			sqstypes.QueueAttributeNameApproximateNumberOfMessages,
+			sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible,
+			sqstypes.QueueAttributeNameApproximateNumberOfMessagesDelayed,
+		},
+	})
+	if err != nil {
+		return false
+	}
+	for _, v := range out.Attributes {
+		if v != "0" {
+			return false
+		}
+	}
+	return true
 }

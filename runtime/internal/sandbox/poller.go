@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -32,6 +34,13 @@ type poller struct {
 	batch    int32
 	vis      int32
 	inflight chan struct{}
+
+	// With a fault rate, that share of processed records is not deleted,
+	// as when a DeleteMessage is lost: SQS delivers them again and scaleup
+	// must find their jobs launched and do nothing.
+	mu     sync.Mutex
+	rng    *mrand.Rand
+	faults float64
 }
 
 func newPoller(s *Sandbox) *poller {
@@ -39,6 +48,8 @@ func newPoller(s *Sandbox) *poller {
 		s: s, sqs: sqs.NewFromConfig(s.awsCfg), url: s.cfg.QueueURL, arn: s.res.queue.ARN,
 		batch: int32(queue.ScaleUp.BatchSize), vis: int32(s.opts.VisibilityTimeout / time.Second),
 		inflight: make(chan struct{}, max(s.opts.ScaleupConcurrency, 1)),
+		rng:      mrand.New(mrand.NewPCG(s.opts.Seed, 0x5eed)),
+		faults:   s.opts.FaultRate,
 	}
 }
 
@@ -143,6 +154,10 @@ func (p *poller) handle(ctx context.Context, msgs []types.Message) {
 			}
 			continue
 		}
+		if p.dropDelete() {
+			p.s.log.Debug("delete of a processed record dropped: SQS will deliver it again", slog.String("message_id", r.MessageId))
+			continue
+		}
 		del = append(del, types.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), ReceiptHandle: aws.String(r.ReceiptHandle)})
 	}
 	if len(del) == 0 {
@@ -157,6 +172,17 @@ func (p *poller) handle(ctx context.Context, msgs []types.Message) {
 	case len(res.Failed) > 0:
 		p.s.log.Warn("delete of processed records partly failed", slog.Int("failed", len(res.Failed)))
 	}
+}
+
+// dropDelete decides, with the fault rate, to leave a processed record
+// undeleted (at-least-once delivery: the record comes back).
+func (p *poller) dropDelete() bool {
+	if p.faults <= 0 || p.rng == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.rng.Float64() < p.faults
 }
 
 // isFunctionError reports a Lambda function error payload.

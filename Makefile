@@ -48,7 +48,7 @@ build: ## Cross-compile the Lambdas for linux/arm64 into bin/<fn>/bootstrap (rep
 	done
 
 .PHONY: lint
-lint: ## gofmt, go vet, golangci-lint, shellcheck.
+lint: ## gofmt, go vet, golangci-lint (shellcheck runs in the tests and ami.check).
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
@@ -66,7 +66,7 @@ fuzz: ## Fuzz the webhook handler for FUZZTIME (default 2m); new corpus entries 
 	$(GO) test ./runtime/webhook/ -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME)
 
 .PHONY: bench
-bench: tools ## Benchmarks: handler time and allocations, bootstrap cold start under RIE, warm latency, binary size.
+bench: tools ## Every benchmark (docs/testing.md, docs/performance.md); output in out/.
 	@mkdir -p out
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 ./runtime/... | tee out/bench.txt
 

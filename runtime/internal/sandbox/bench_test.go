@@ -204,5 +204,36 @@ func writeReport(b *testing.B, rep benchReport) {
 	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("wrote %s", path)
+	printReport(rep, path)
+}
+
+// printReport prints the figures as one table on stdout (make bench shows
+// it next to the benchmark lines).
+func printReport(rep benchReport, path string) {
+	var w strings.Builder
+	fmt.Fprintf(&w, "\nsandbox benchmark (%s, %s)\n", rep.Date, path)
+	fmt.Fprintf(&w, "%-34s %14s %14s %14s\n", "", "webhook", "scaleup", "scaledown")
+	fns := []string{sandbox.FuncWebhook, sandbox.FuncScaleup, sandbox.FuncScaledown}
+	row := func(name, unit string, m map[string]float64) {
+		fmt.Fprintf(&w, "%-34s", name)
+		for _, fn := range fns {
+			fmt.Fprintf(&w, " %11.1f %-2s", m[fn], unit)
+		}
+		w.WriteString("\n")
+	}
+	row("cold start p50 (target <= 40 ms)", "ms", rep.Cold)
+	row("bootstrap size (target <= 20 MB)", "MB", rep.SizeMB)
+	row("peak RSS under load", "MB", rep.PeakRSS)
+	mem := map[string]float64{}
+	for k, v := range rep.Memory {
+		mem[k] = float64(v)
+	}
+	row("configured memory", "MB", mem)
+	fmt.Fprintf(&w, "\n%-10s %10s %10s %10s %12s %14s\n", "rate/s", "launch p50", "p95", "p99", "launches/s", "GitHub/job")
+	for _, l := range rep.Loads {
+		p := l.Summary.WebhookToLaunch
+		fmt.Fprintf(&w, "%-10.0f %9.3fs %9.3fs %9.3fs %12.1f %14.2f\n", l.Rate, p.P50, p.P95, p.P99,
+			l.Summary.LaunchesPerSecond, l.Summary.GitHubCallsPerJob)
+	}
+	fmt.Print(w.String())
 }

@@ -349,15 +349,8 @@ func (d *decoder) strings(dst *[]string, field string) error {
 		}
 		return d.typeErr(field, "an array of strings")
 	}
-	d.pos++
-	d.ws()
 	out := make([]string, 0, 4)
-	if d.peek() == ']' {
-		d.pos++
-		*dst = out
-		return nil
-	}
-	for {
+	err := d.array(func() error {
 		var s string
 		if d.peek() != '"' && !d.null() {
 			if err := d.skip(); err != nil {
@@ -371,6 +364,33 @@ func (d *decoder) strings(dst *[]string, field string) error {
 			}
 		}
 		out = append(out, s)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	*dst = out
+	return nil
+}
+
+// array reads an array, calling elem with the decoder at each element;
+// elem must consume it. It expects d positioned at '['.
+func (d *decoder) array(elem func() error) error {
+	d.depth++
+	if d.depth > maxDepth {
+		return d.syntaxErr("nesting too deep")
+	}
+	d.pos++
+	d.ws()
+	if d.peek() == ']' {
+		d.pos++
+		d.depth--
+		return nil
+	}
+	for {
+		if err := elem(); err != nil {
+			return err
+		}
 		d.ws()
 		switch d.peek() {
 		case ',':
@@ -378,7 +398,7 @@ func (d *decoder) strings(dst *[]string, field string) error {
 			d.ws()
 		case ']':
 			d.pos++
-			*dst = out
+			d.depth--
 			return nil
 		default:
 			return d.syntaxErr("expected ',' or ']'")
@@ -458,34 +478,7 @@ func (d *decoder) skip() error {
 	case c == '{':
 		return d.object(func([]byte) error { return d.skip() })
 	case c == '[':
-		d.depth++
-		if d.depth > maxDepth {
-			return d.syntaxErr("nesting too deep")
-		}
-		d.pos++
-		d.ws()
-		if d.peek() == ']' {
-			d.pos++
-			d.depth--
-			return nil
-		}
-		for {
-			if err := d.skip(); err != nil {
-				return err
-			}
-			d.ws()
-			switch d.peek() {
-			case ',':
-				d.pos++
-				d.ws()
-			case ']':
-				d.pos++
-				d.depth--
-				return nil
-			default:
-				return d.syntaxErr("expected ',' or ']'")
-			}
-		}
+		return d.array(d.skip)
 	case c == '"':
 		_, err := d.rawString()
 		return err

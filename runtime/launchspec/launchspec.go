@@ -85,7 +85,9 @@ func (t Template) CreateInput(p Params) *ec2.CreateLaunchTemplateInput {
 	} else {
 		data.SecurityGroupIds = p.SecurityGroupIDs
 	}
-	in := &ec2.CreateLaunchTemplateInput{LaunchTemplateName: aws.String(p.Name), LaunchTemplateData: data}
+	// The client token makes a retried request (the SDK retries after a
+	// lost response) return the template the first attempt created.
+	in := &ec2.CreateLaunchTemplateInput{LaunchTemplateName: aws.String(p.Name), LaunchTemplateData: data, ClientToken: aws.String(p.Name)}
 	if len(p.Tags) > 0 {
 		var tt []types.Tag
 		for k, v := range p.Tags {

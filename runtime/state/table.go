@@ -7,6 +7,7 @@ package state
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -152,7 +153,12 @@ type TableAPI interface {
 // serves the sandbox and the tests.
 func (t Table) Create(ctx context.Context, api TableAPI, name string) error {
 	if _, err := api.CreateTable(ctx, t.CreateTableInput(name)); err != nil {
-		return fmt.Errorf("create table %s: %w", name, err)
+		// A retried create whose first response was lost finds the table in
+		// use: it is the one this call made; wait for it like any other.
+		var inUse *types.ResourceInUseException
+		if !errors.As(err, &inUse) {
+			return fmt.Errorf("create table %s: %w", name, err)
+		}
 	}
 	w := dynamodb.NewTableExistsWaiter(api, func(o *dynamodb.TableExistsWaiterOptions) {
 		o.MinDelay, o.MaxDelay = 50*time.Millisecond, time.Second

@@ -2,12 +2,14 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/jit-runners/jit-runners/runtime/bootstrap"
 	"github.com/jit-runners/jit-runners/runtime/launchspec"
@@ -50,24 +52,48 @@ func CreateNetwork(ctx context.Context, api *ec2.Client, p NetworkParams) (*Netw
 		}
 		n.SubnetIDs = append(n.SubnetIDs, aws.ToString(s.Subnet.SubnetId))
 	}
+	sgName := p.Name + "-runners"
 	sg, err := api.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{
-		GroupName: aws.String(p.Name + "-runners"), Description: aws.String("jit-runners runners: no ingress"), VpcId: vpc.Vpc.VpcId,
+		GroupName: aws.String(sgName), Description: aws.String("jit-runners runners: no ingress"), VpcId: vpc.Vpc.VpcId,
 	})
-	if err != nil {
+	var apiErr smithy.APIError
+	switch {
+	case errors.As(err, &apiErr) && apiErr.ErrorCode() == "InvalidGroup.Duplicate":
+		// A retried create whose first response was lost; the name is ours.
+		out, derr := api.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: []types.Filter{
+			{Name: aws.String("group-name"), Values: []string{sgName}}, {Name: aws.String("vpc-id"), Values: []string{n.VPCID}},
+		}})
+		if derr != nil || len(out.SecurityGroups) != 1 {
+			return nil, fmt.Errorf("create security group: %w (and describe: %v)", err, derr)
+		}
+		n.SecurityGroupID = aws.ToString(out.SecurityGroups[0].GroupId)
+	case err != nil:
 		return nil, fmt.Errorf("create security group: %w", err)
+	default:
+		n.SecurityGroupID = aws.ToString(sg.GroupId)
 	}
-	n.SecurityGroupID = aws.ToString(sg.GroupId)
 	userData, err := bootstrap.Render(p.Bootstrap)
 	if err != nil {
 		return nil, err
 	}
+	ltName := p.Name + "-runner"
 	lt, err := api.CreateLaunchTemplate(ctx, launchspec.Runner.CreateInput(launchspec.Params{
-		Name: p.Name + "-runner", UserData: userData, SecurityGroupIDs: []string{n.SecurityGroupID},
+		Name: ltName, UserData: userData, SecurityGroupIDs: []string{n.SecurityGroupID},
 	}))
-	if err != nil {
+	switch {
+	case errors.As(err, &apiErr) && apiErr.ErrorCode() == "InvalidLaunchTemplateName.AlreadyExistsException":
+		// A retry of a create whose response was lost (moto ignores the
+		// client token): the name is unique to this network, so it is ours.
+		out, derr := api.DescribeLaunchTemplates(ctx, &ec2.DescribeLaunchTemplatesInput{LaunchTemplateNames: []string{ltName}})
+		if derr != nil || len(out.LaunchTemplates) != 1 {
+			return nil, fmt.Errorf("create launch template: %w (and describe: %v)", err, derr)
+		}
+		n.LaunchTemplateID = aws.ToString(out.LaunchTemplates[0].LaunchTemplateId)
+	case err != nil:
 		return nil, fmt.Errorf("create launch template: %w", err)
+	default:
+		n.LaunchTemplateID = aws.ToString(lt.LaunchTemplate.LaunchTemplateId)
 	}
-	n.LaunchTemplateID = aws.ToString(lt.LaunchTemplate.LaunchTemplateId)
 	return n, nil
 }
 

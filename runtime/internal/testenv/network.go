@@ -64,7 +64,7 @@ func CreateNetwork(ctx context.Context, api *ec2.Client, p NetworkParams) (*Netw
 			{Name: aws.String("group-name"), Values: []string{sgName}}, {Name: aws.String("vpc-id"), Values: []string{n.VPCID}},
 		}})
 		if derr != nil || len(out.SecurityGroups) != 1 {
-			return nil, fmt.Errorf("create security group: %w (and describe: %v)", err, derr)
+			return nil, fmt.Errorf("create security group: %w (and describe: %w)", err, derr)
 		}
 		n.SecurityGroupID = aws.ToString(out.SecurityGroups[0].GroupId)
 	case err != nil:
@@ -86,7 +86,7 @@ func CreateNetwork(ctx context.Context, api *ec2.Client, p NetworkParams) (*Netw
 		// client token): the name is unique to this network, so it is ours.
 		out, derr := api.DescribeLaunchTemplates(ctx, &ec2.DescribeLaunchTemplatesInput{LaunchTemplateNames: []string{ltName}})
 		if derr != nil || len(out.LaunchTemplates) != 1 {
-			return nil, fmt.Errorf("create launch template: %w (and describe: %v)", err, derr)
+			return nil, fmt.Errorf("create launch template: %w (and describe: %w)", err, derr)
 		}
 		n.LaunchTemplateID = aws.ToString(out.LaunchTemplates[0].LaunchTemplateId)
 	case err != nil:

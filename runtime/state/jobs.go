@@ -183,21 +183,9 @@ func (s *Store) RecordEvent(ctx context.Context, ev *JobEvent) (Outcome, error) 
 			ConditionExpression:                 aws.String("attribute_not_exists(" + AttrPK + ")"),
 			ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 		})
-		if err == nil {
-			if enqueue {
-				return Enqueue, nil
-			}
-			return Recorded, nil
-		}
-		var ccf *types.ConditionalCheckFailedException
-		if !errors.As(err, &ccf) {
-			return 0, fmt.Errorf("record job %d (%s): %w", ev.JobID, ev.Action, err)
-		}
-		if _, sent := ccf.Item[attrEnqueuedAt]; sent && enqueue {
-			return Duplicate, nil
-		}
-		if getN(ccf.Item, attrStatusRank) > int64(rank) {
-			return Stale, nil
+		out, old, err := written(ev, enqueue, err)
+		if old == nil || getN(old, attrStatusRank) > int64(rank) {
+			return out, err
 		}
 	}
 
@@ -232,20 +220,32 @@ func (s *Store) RecordEvent(ctx context.Context, ev *JobEvent) (Outcome, error) 
 		ExpressionAttributeValues:           vals,
 		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 	})
+	out, _, err := written(ev, enqueue, err)
+	return out, err
+}
+
+// written interprets the result of RecordEvent's conditional write. When
+// the condition failed on a record that is not a duplicate of an enqueued
+// job it returns Stale and the record it found (old), so the caller may try
+// another write; otherwise old is nil and the outcome final.
+func written(ev *JobEvent, enqueue bool, err error) (out Outcome, old map[string]types.AttributeValue, _ error) {
 	if err == nil {
 		if enqueue {
-			return Enqueue, nil
+			return Enqueue, nil, nil
 		}
-		return Recorded, nil
+		return Recorded, nil, nil
 	}
 	var ccf *types.ConditionalCheckFailedException
 	if !errors.As(err, &ccf) {
-		return 0, fmt.Errorf("record job %d (%s): %w", ev.JobID, ev.Action, err)
+		return 0, nil, fmt.Errorf("record job %d (%s): %w", ev.JobID, ev.Action, err)
 	}
 	if _, sent := ccf.Item[attrEnqueuedAt]; sent && enqueue {
-		return Duplicate, nil
+		return Duplicate, nil, nil
 	}
-	return Stale, nil
+	if ccf.Item == nil {
+		ccf.Item = map[string]types.AttributeValue{}
+	}
+	return Stale, ccf.Item, nil
 }
 
 type attribute struct {

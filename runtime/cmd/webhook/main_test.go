@@ -88,6 +88,7 @@ func TestBootstrapUnderRIE(t *testing.T) {
 	if err != nil || m.JobID != 9001 || m.InstallationID != 42 {
 		t.Fatalf("message %s: %v", msgs[0], err)
 	}
+	_ = r.Close() // waits for the emulator, so its whole output is in
 	if out := r.Output(); strings.Contains(out, secret) {
 		t.Fatal("the webhook secret appears in the Lambda's output")
 	}
@@ -108,6 +109,9 @@ func TestBootstrapRejectsBadConfig(t *testing.T) {
 	if _, err := r.Invoke(ctx, event(t, "{}", "sha256=00")); err == nil {
 		t.Fatal("invocation succeeded with an invalid configuration")
 	}
+	// The function's output is copied asynchronously; once the emulator has
+	// exited (Close waits for it) all of it is in.
+	_ = r.Close()
 	if !strings.Contains(r.Output(), "github.appId") {
 		t.Fatalf("init error does not name the key:\n%s", r.Output())
 	}

@@ -133,18 +133,19 @@ func (s *Store) RecordLaunch(ctx context.Context, jobID int64, claimID string, l
 	if l.LaunchedAt.IsZero() {
 		l.LaunchedAt = now
 	}
+	token := newWriteToken()
 	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName: aws.String(s.table),
 		Key:       jobKey(jobID),
 		UpdateExpression: aws.String("SET #phase = :phase, #launchedAt = :at, #instance = :instance, #type = :type, " +
 			"#az = :az, #subnet = :subnet, #capacity = :capacity, #fallback = :fallback, #runnerName = :rname, " +
-			"#runnerId = :rid, #updated = :now REMOVE #claimExp, #lastError"),
+			"#runnerId = :rid, #updated = :now, #wtok = :wtok REMOVE #claimExp, #lastError"),
 		ConditionExpression: aws.String("#claimId = :claim AND attribute_not_exists(#launchedAt)"),
 		ExpressionAttributeNames: map[string]string{
 			"#phase": attrPhase, "#launchedAt": attrLaunchedAt, "#instance": attrInstanceID, "#type": attrInstanceType,
 			"#az": attrAZ, "#subnet": attrSubnetID, "#capacity": attrCapacityType, "#fallback": attrSpotFallback,
 			"#runnerName": attrRunnerName, "#runnerId": attrRunnerID, "#updated": AttrUpdatedAt,
-			"#claimExp": attrClaimExpiresAt, "#lastError": attrLastError, "#claimId": attrClaimID,
+			"#claimExp": attrClaimExpiresAt, "#lastError": attrLastError, "#claimId": attrClaimID, "#wtok": attrWriteToken,
 		},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
 			":phase":    &types.AttributeValueMemberS{Value: PhaseLaunched},
@@ -159,10 +160,16 @@ func (s *Store) RecordLaunch(ctx context.Context, jobID int64, claimID string, l
 			":rid":      num(l.RunnerID),
 			":now":      num(now.UnixMilli()),
 			":claim":    &types.AttributeValueMemberS{Value: claimID},
+			":wtok":     &types.AttributeValueMemberS{Value: token},
 		},
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 	})
 	var ccf *types.ConditionalCheckFailedException
 	if errors.As(err, &ccf) {
+		if ownWrite(ccf.Item, token) {
+			// An earlier attempt of this call recorded the launch.
+			return nil
+		}
 		return fmt.Errorf("record launch of job %d: %w", jobID, ErrClaimLost)
 	}
 	if err != nil {

@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"strconv"
@@ -60,7 +61,26 @@ const (
 	attrProfile        = "profile"
 	attrEnqueuedAt     = "enqueuedAt"
 	attrReceivedAt     = "receivedAt"
+	attrWriteToken     = "writeToken"
 )
+
+// A write token makes a conditional write safe to retry. The SDK retries a
+// call whose response was lost (a reset connection, a timeout), and the
+// first attempt may well have been applied: the retry then fails its own
+// condition and, read naively, a job just enqueued would look like a
+// duplicate (and never be sent), a launch just recorded like a lost claim.
+// Every conditional write therefore stamps a fresh random token on the
+// item and asks for the old item when its condition fails; an old item that
+// carries the caller's token means the write is the caller's own, applied
+// on an earlier attempt.
+func newWriteToken() string { return rand.Text() }
+
+// ownWrite reports whether old, the item a failed condition returned, was
+// last written with token.
+func ownWrite(old map[string]types.AttributeValue, token string) bool {
+	v, ok := old[attrWriteToken].(*types.AttributeValueMemberS)
+	return ok && v.Value == token
+}
 
 // JobKey returns the partition key value of a job's record.
 func JobKey(jobID int64) string { return "job#" + strconv.FormatInt(jobID, 10) }
@@ -168,7 +188,9 @@ func (s *Store) RecordEvent(ctx context.Context, ev *JobEvent) (Outcome, error) 
 		now = s.now()
 	}
 	enqueue := ev.Action == StatusQueued && ev.Ours
+	token := newWriteToken()
 	attrs := s.eventAttributes(ev, rank, now, enqueue)
+	attrs = append(attrs, attribute{attrWriteToken, &types.AttributeValueMemberS{Value: token}})
 
 	if rank == 1 {
 		item := make(map[string]types.AttributeValue, len(attrs)+2)
@@ -183,7 +205,7 @@ func (s *Store) RecordEvent(ctx context.Context, ev *JobEvent) (Outcome, error) 
 			ConditionExpression:                 aws.String("attribute_not_exists(" + AttrPK + ")"),
 			ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 		})
-		out, old, err := written(ev, enqueue, err)
+		out, old, err := written(ev, enqueue, token, err)
 		if old == nil || getN(old, attrStatusRank) > int64(rank) {
 			return out, err
 		}
@@ -220,23 +242,25 @@ func (s *Store) RecordEvent(ctx context.Context, ev *JobEvent) (Outcome, error) 
 		ExpressionAttributeValues:           vals,
 		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 	})
-	out, _, err := written(ev, enqueue, err)
+	out, _, err := written(ev, enqueue, token, err)
 	return out, err
 }
 
-// written interprets the result of RecordEvent's conditional write. When
-// the condition failed on a record that is not a duplicate of an enqueued
-// job it returns Stale and the record it found (old), so the caller may try
-// another write; otherwise old is nil and the outcome final.
-func written(ev *JobEvent, enqueue bool, err error) (out Outcome, old map[string]types.AttributeValue, _ error) {
-	if err == nil {
+// written interprets the result of RecordEvent's conditional write, made
+// with token. When the condition failed on a record that is not a duplicate
+// of an enqueued job it returns Stale and the record it found (old), so the
+// caller may try another write; otherwise old is nil and the outcome final.
+// A condition that failed on the caller's own earlier attempt counts as
+// the write succeeding.
+func written(ev *JobEvent, enqueue bool, token string, err error) (out Outcome, old map[string]types.AttributeValue, _ error) {
+	var ccf *types.ConditionalCheckFailedException
+	if err == nil || errors.As(err, &ccf) && ownWrite(ccf.Item, token) {
 		if enqueue {
 			return Enqueue, nil, nil
 		}
 		return Recorded, nil, nil
 	}
-	var ccf *types.ConditionalCheckFailedException
-	if !errors.As(err, &ccf) {
+	if ccf == nil {
 		return 0, nil, fmt.Errorf("record job %d (%s): %w", ev.JobID, ev.Action, err)
 	}
 	if _, sent := ccf.Item[attrEnqueuedAt]; sent && enqueue {

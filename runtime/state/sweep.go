@@ -77,24 +77,32 @@ var sweepAttributes = []string{
 
 // update runs one conditional UpdateItem on a job; a failed condition is
 // reported as ok=false (the record moved on meanwhile), not as an error.
+// expr must start with its SET clause: the write token (see newWriteToken)
+// joins it, so a retried call whose first attempt was applied still
+// reports ok=true.
 func (s *Store) update(ctx context.Context, jobID int64, expr, cond string, names map[string]string, vals map[string]types.AttributeValue) (bool, error) {
+	rest, ok := strings.CutPrefix(expr, "SET ")
+	if !ok {
+		return false, fmt.Errorf("update job %d: expression %q has no leading SET clause", jobID, expr)
+	}
+	token := newWriteToken()
+	names["#wtok"] = attrWriteToken
+	vals[":wtok"] = &types.AttributeValueMemberS{Value: token}
 	in := &dynamodb.UpdateItemInput{
-		TableName:                 aws.String(s.table),
-		Key:                       jobKey(jobID),
-		UpdateExpression:          aws.String(expr),
-		ExpressionAttributeNames:  names,
-		ExpressionAttributeValues: vals,
+		TableName:                           aws.String(s.table),
+		Key:                                 jobKey(jobID),
+		UpdateExpression:                    aws.String("SET #wtok = :wtok, " + rest),
+		ExpressionAttributeNames:            names,
+		ExpressionAttributeValues:           vals,
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 	}
 	if cond != "" {
 		in.ConditionExpression = aws.String(cond)
 	}
-	if len(vals) == 0 {
-		in.ExpressionAttributeValues = nil
-	}
 	_, err := s.api.UpdateItem(ctx, in)
 	var ccf *types.ConditionalCheckFailedException
 	if errors.As(err, &ccf) {
-		return false, nil
+		return ownWrite(ccf.Item, token), nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("update job %d: %w", jobID, err)

@@ -1,0 +1,104 @@
+package state_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+
+	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
+	"github.com/jit-runners/jit-runners/runtime/state"
+)
+
+// lostResponses sends every write to DynamoDB twice and returns only the
+// second answer: what the SDK's retryer does when the response to a write
+// that DynamoDB applied is lost (a reset connection, a timeout).
+type lostResponses struct {
+	*dynamodb.Client
+	replays atomic.Int64
+}
+
+func (l *lostResponses) PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
+	if _, err := l.Client.PutItem(ctx, in, opts...); err != nil {
+		return nil, err
+	}
+	l.replays.Add(1)
+	return l.Client.PutItem(ctx, in, opts...)
+}
+
+func (l *lostResponses) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
+	if _, err := l.Client.UpdateItem(ctx, in, opts...); err != nil {
+		return nil, err
+	}
+	l.replays.Add(1)
+	return l.Client.UpdateItem(ctx, in, opts...)
+}
+
+// TestWritesSurviveRetriesOfAppliedCalls: each conditional write, retried
+// after its first attempt was applied, reports what the first attempt did.
+// Read naively, the retry's failed condition would drop a job that was
+// just enqueued (no message ever sent), terminate a runner whose launch
+// was just recorded, and skip a re-queue or re-run that was just claimed.
+func TestWritesSurviveRetriesOfAppliedCalls(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := testenv.AWSForTest(t)
+	api := &lostResponses{Client: a.Dynamo}
+	s := state.NewStore(api, a.JobsTable(t), 24*time.Hour, nil)
+
+	ev := &state.JobEvent{JobID: 5, Action: state.StatusQueued, Repository: "o/r", Owner: "o", InstallationID: 1,
+		Labels: []string{"self-hosted"}, Ours: true, Profile: "default", DeliveryID: "d-1", ReceivedAt: time.Now()}
+	if out, err := s.RecordEvent(ctx, ev); err != nil || out != state.Enqueue {
+		t.Fatalf("queued event whose put was retried: %v %v; want enqueue", out, err)
+	}
+	// Another delivery of the same job is still a duplicate.
+	again := *ev
+	again.DeliveryID = "d-2"
+	if out, err := s.RecordEvent(ctx, &again); err != nil || out != state.Duplicate {
+		t.Fatalf("second delivery: %v %v; want duplicate", out, err)
+	}
+	if out, err := s.RecordEvent(ctx, &state.JobEvent{JobID: 6, Action: state.StatusInProgress, Ours: true}); err != nil || out != state.Recorded {
+		t.Fatalf("in_progress event whose update was retried: %v %v; want recorded", out, err)
+	}
+
+	if got, err := s.Claim(ctx, 5, "inv-a", "default", time.Minute); err != nil || got != state.Claimed {
+		t.Fatalf("claim: %v %v", got, err)
+	}
+	err := s.RecordLaunch(ctx, 5, "inv-a", state.Launch{InstanceID: "i-0a", InstanceType: "t3.large", CapacityType: "spot", RunnerName: "jitr-5", RunnerID: 9})
+	if err != nil {
+		t.Fatalf("record launch whose update was retried: %v", err)
+	}
+	// A different claim is still refused.
+	err = s.RecordLaunch(ctx, 5, "inv-b", state.Launch{InstanceID: "i-0b", InstanceType: "t3.large", CapacityType: "spot"})
+	if !errors.Is(err, state.ErrClaimLost) {
+		t.Fatalf("record launch by another claim: %v; want ErrClaimLost", err)
+	}
+	if ok, err := s.MarkInterrupted(ctx, 5, "i-0a"); err != nil || !ok {
+		t.Fatalf("mark interrupted: %v %v", ok, err)
+	}
+	if ok, err := s.ClaimRerun(ctx, 5); err != nil || !ok {
+		t.Fatalf("claim re-run whose update was retried: %v %v; want true", ok, err)
+	}
+	if ok, err := s.ClaimRerun(ctx, 5); err != nil || ok {
+		t.Fatalf("second re-run claim: %v %v; want false", ok, err)
+	}
+	if ok, err := s.Requeue(ctx, 5, "i-0a", "instance gone"); err != nil || !ok {
+		t.Fatalf("re-queue whose update was retried: %v %v; want true", ok, err)
+	}
+	if ok, err := s.Requeue(ctx, 5, "i-0a", "instance gone"); err != nil || ok {
+		t.Fatalf("second re-queue of the same instance: %v %v; want false", ok, err)
+	}
+	job, ok, err := s.Get(ctx, 5)
+	if err != nil || !ok {
+		t.Fatalf("get: %v %v", ok, err)
+	}
+	if job.InstanceID != "" || !job.Enqueued {
+		t.Errorf("after re-queue: instance %q enqueued %v", job.InstanceID, job.Enqueued)
+	}
+	if api.replays.Load() < 7 {
+		t.Fatalf("only %d writes were replayed; the test does not exercise retries", api.replays.Load())
+	}
+}

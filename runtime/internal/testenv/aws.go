@@ -2,7 +2,9 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/jit-runners/jit-runners/runtime/config"
 	"github.com/jit-runners/jit-runners/runtime/queue"
@@ -95,22 +98,52 @@ func (a *AWS) Secret(tb testing.TB, value string) string {
 	return aws.ToString(out.ARN)
 }
 
-// ReceiveAll drains up to max messages currently visible on url.
+// receiveVisibility hides what ReceiveAll received for this long; a receive
+// whose response was lost hides its messages for no longer either.
+const receiveVisibility = 5 * time.Second
+
+// ReceiveAll drains url: it receives and deletes the messages that are
+// visible, up to max, and returns their bodies, each message once. A
+// receive is never retried blindly (a retry after a lost response would
+// find the messages that response carried hidden, and a count would come
+// out short): after a failed receive it waits until what that receive may
+// have hidden is visible again, then goes on.
 func (a *AWS) ReceiveAll(tb testing.TB, url string, max int) []string {
 	tb.Helper()
+	ctx := context.Background()
+	once := sqs.NewFromConfig(a.Config, func(o *sqs.Options) { o.Retryer = aws.NopRetryer{} })
+	seen := map[string]bool{}
 	var bodies []string
+	var failures []error
 	for len(bodies) < max {
-		out, err := a.SQS.ReceiveMessage(context.Background(), &sqs.ReceiveMessageInput{
-			QueueUrl: aws.String(url), MaxNumberOfMessages: 10, WaitTimeSeconds: 0, VisibilityTimeout: 60,
+		out, err := once.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
+			QueueUrl: aws.String(url), MaxNumberOfMessages: 10, WaitTimeSeconds: 0,
+			VisibilityTimeout: int32(receiveVisibility / time.Second),
 		})
 		if err != nil {
-			tb.Fatal(err)
+			if failures = append(failures, err); len(failures) > 5 {
+				tb.Fatalf("receive from %s: %v", url, errors.Join(failures...))
+			}
+			time.Sleep(receiveVisibility + time.Second)
+			continue
 		}
 		if len(out.Messages) == 0 {
 			break
 		}
-		for _, m := range out.Messages {
-			bodies = append(bodies, aws.ToString(m.Body))
+		entries := make([]sqstypes.DeleteMessageBatchRequestEntry, 0, len(out.Messages))
+		for i, m := range out.Messages {
+			entries = append(entries, sqstypes.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), ReceiptHandle: m.ReceiptHandle})
+			if id := aws.ToString(m.MessageId); !seen[id] {
+				seen[id] = true
+				bodies = append(bodies, aws.ToString(m.Body))
+			}
+		}
+		del, err := a.SQS.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: aws.String(url), Entries: entries})
+		if err != nil {
+			tb.Fatalf("delete received messages from %s: %v", url, err)
+		}
+		if len(del.Failed) > 0 {
+			tb.Fatalf("delete received messages from %s: %d failed: %s", url, len(del.Failed), aws.ToString(del.Failed[0].Message))
 		}
 	}
 	return bodies

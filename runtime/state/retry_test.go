@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/smithy-go"
 
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
 	"github.com/jit-runners/jit-runners/runtime/state"
@@ -100,5 +101,30 @@ func TestWritesSurviveRetriesOfAppliedCalls(t *testing.T) {
 	}
 	if api.replays.Load() < 7 {
 		t.Fatalf("only %d writes were replayed; the test does not exercise retries", api.replays.Load())
+	}
+}
+
+func (l *lostResponses) UpdateTimeToLive(ctx context.Context, in *dynamodb.UpdateTimeToLiveInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateTimeToLiveOutput, error) {
+	if _, err := l.Client.UpdateTimeToLive(ctx, in, opts...); err != nil {
+		return nil, err
+	}
+	l.replays.Add(1)
+	// DynamoDB refuses the retry; moto accepts it, so its answer is given
+	// here as DynamoDB documents it.
+	return nil, &smithy.GenericAPIError{Code: "ValidationException", Message: "TimeToLive is already enabled"}
+}
+
+// TestTableCreateSurvivesRetriedTTL: enabling TTL twice is refused by
+// DynamoDB; a retried call must still leave Create successful.
+func TestTableCreateSurvivesRetriedTTL(t *testing.T) {
+	t.Parallel()
+	a := testenv.AWSForTest(t)
+	api := &lostResponses{Client: a.Dynamo}
+	name := testenv.UniqueName(t)
+	if err := state.JobsTable.Create(context.Background(), api, name); err != nil {
+		t.Fatalf("create with a retried TTL update: %v", err)
+	}
+	if api.replays.Load() != 1 {
+		t.Fatalf("%d calls replayed; want the TTL update", api.replays.Load())
 	}
 }

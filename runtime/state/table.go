@@ -146,6 +146,7 @@ type TableAPI interface {
 	CreateTable(ctx context.Context, in *dynamodb.CreateTableInput, opts ...func(*dynamodb.Options)) (*dynamodb.CreateTableOutput, error)
 	DescribeTable(ctx context.Context, in *dynamodb.DescribeTableInput, opts ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error)
 	UpdateTimeToLive(ctx context.Context, in *dynamodb.UpdateTimeToLiveInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateTimeToLiveOutput, error)
+	DescribeTimeToLive(ctx context.Context, in *dynamodb.DescribeTimeToLiveInput, opts ...func(*dynamodb.Options)) (*dynamodb.DescribeTimeToLiveOutput, error)
 }
 
 // Create creates t under name, waits until it is active and turns on TTL.
@@ -167,9 +168,22 @@ func (t Table) Create(ctx context.Context, api TableAPI, name string) error {
 		return fmt.Errorf("wait for table %s: %w", name, err)
 	}
 	if in := t.UpdateTTLInput(name); in != nil {
-		if _, err := api.UpdateTimeToLive(ctx, in); err != nil {
+		if _, err := api.UpdateTimeToLive(ctx, in); err != nil && !t.ttlEnabled(ctx, api, name) {
+			// DynamoDB refuses to enable TTL twice, which is what a retried
+			// call whose first response was lost asks; that error is fine.
 			return fmt.Errorf("enable TTL on %s: %w", name, err)
 		}
 	}
 	return nil
+}
+
+// ttlEnabled reports whether TTL is on (or turning on) for t's attribute.
+func (t Table) ttlEnabled(ctx context.Context, api TableAPI, name string) bool {
+	out, err := api.DescribeTimeToLive(ctx, &dynamodb.DescribeTimeToLiveInput{TableName: aws.String(name)})
+	if err != nil || out.TimeToLiveDescription == nil {
+		return false
+	}
+	d := out.TimeToLiveDescription
+	return aws.ToString(d.AttributeName) == t.TTLAttribute &&
+		(d.TimeToLiveStatus == types.TimeToLiveStatusEnabled || d.TimeToLiveStatus == types.TimeToLiveStatusEnabling)
 }

@@ -43,20 +43,33 @@ func CreateNetwork(ctx context.Context, api *ec2.Client, p NetworkParams) (*Netw
 	}
 	n := &Network{VPCID: aws.ToString(vpc.Vpc.VpcId)}
 	region := api.Options().Region
+	var apiErr smithy.APIError
 	for i, az := range []string{"a", "b"} {
+		cidr := fmt.Sprintf("10.42.%d.0/20", i*16)
 		s, err := api.CreateSubnet(ctx, &ec2.CreateSubnetInput{
-			VpcId: vpc.Vpc.VpcId, CidrBlock: aws.String(fmt.Sprintf("10.42.%d.0/20", i*16)), AvailabilityZone: aws.String(region + az),
+			VpcId: vpc.Vpc.VpcId, CidrBlock: aws.String(cidr), AvailabilityZone: aws.String(region + az),
 		})
-		if err != nil {
+		switch {
+		case errors.As(err, &apiErr) && apiErr.ErrorCode() == "InvalidSubnet.Conflict":
+			// A retried create whose first response was lost: the VPC is
+			// this call's own, so the subnet holding the range is ours.
+			out, derr := api.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{Filters: []types.Filter{
+				{Name: aws.String("vpc-id"), Values: []string{n.VPCID}}, {Name: aws.String("cidr-block"), Values: []string{cidr}},
+			}})
+			if derr != nil || len(out.Subnets) != 1 {
+				return nil, fmt.Errorf("create subnet: %w (and describe: %w)", err, derr)
+			}
+			n.SubnetIDs = append(n.SubnetIDs, aws.ToString(out.Subnets[0].SubnetId))
+		case err != nil:
 			return nil, fmt.Errorf("create subnet: %w", err)
+		default:
+			n.SubnetIDs = append(n.SubnetIDs, aws.ToString(s.Subnet.SubnetId))
 		}
-		n.SubnetIDs = append(n.SubnetIDs, aws.ToString(s.Subnet.SubnetId))
 	}
 	sgName := p.Name + "-runners"
 	sg, err := api.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{
 		GroupName: aws.String(sgName), Description: aws.String("jit-runners runners: no ingress"), VpcId: vpc.Vpc.VpcId,
 	})
-	var apiErr smithy.APIError
 	switch {
 	case errors.As(err, &apiErr) && apiErr.ErrorCode() == "InvalidGroup.Duplicate":
 		// A retried create whose first response was lost; the name is ours.

@@ -133,21 +133,18 @@ func (s *Store) RecordLaunch(ctx context.Context, jobID int64, claimID string, l
 	if l.LaunchedAt.IsZero() {
 		l.LaunchedAt = now
 	}
-	token := newWriteToken()
-	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName: aws.String(s.table),
-		Key:       jobKey(jobID),
-		UpdateExpression: aws.String("SET #phase = :phase, #launchedAt = :at, #instance = :instance, #type = :type, " +
-			"#az = :az, #subnet = :subnet, #capacity = :capacity, #fallback = :fallback, #runnerName = :rname, " +
-			"#runnerId = :rid, #updated = :now, #wtok = :wtok REMOVE #claimExp, #lastError"),
-		ConditionExpression: aws.String("#claimId = :claim AND attribute_not_exists(#launchedAt)"),
-		ExpressionAttributeNames: map[string]string{
+	ok, err := s.update(ctx, jobID,
+		"SET #phase = :phase, #launchedAt = :at, #instance = :instance, #type = :type, "+
+			"#az = :az, #subnet = :subnet, #capacity = :capacity, #fallback = :fallback, #runnerName = :rname, "+
+			"#runnerId = :rid, #updated = :now REMOVE #claimExp, #lastError",
+		"#claimId = :claim AND attribute_not_exists(#launchedAt)",
+		map[string]string{
 			"#phase": attrPhase, "#launchedAt": attrLaunchedAt, "#instance": attrInstanceID, "#type": attrInstanceType,
 			"#az": attrAZ, "#subnet": attrSubnetID, "#capacity": attrCapacityType, "#fallback": attrSpotFallback,
 			"#runnerName": attrRunnerName, "#runnerId": attrRunnerID, "#updated": AttrUpdatedAt,
-			"#claimExp": attrClaimExpiresAt, "#lastError": attrLastError, "#claimId": attrClaimID, "#wtok": attrWriteToken,
+			"#claimExp": attrClaimExpiresAt, "#lastError": attrLastError, "#claimId": attrClaimID,
 		},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
+		map[string]types.AttributeValue{
 			":phase":    &types.AttributeValueMemberS{Value: PhaseLaunched},
 			":at":       num(l.LaunchedAt.UnixMilli()),
 			":instance": &types.AttributeValueMemberS{Value: l.InstanceID},
@@ -160,20 +157,12 @@ func (s *Store) RecordLaunch(ctx context.Context, jobID int64, claimID string, l
 			":rid":      num(l.RunnerID),
 			":now":      num(now.UnixMilli()),
 			":claim":    &types.AttributeValueMemberS{Value: claimID},
-			":wtok":     &types.AttributeValueMemberS{Value: token},
-		},
-		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-	})
-	var ccf *types.ConditionalCheckFailedException
-	if errors.As(err, &ccf) {
-		if ownWrite(ccf.Item, token) {
-			// An earlier attempt of this call recorded the launch.
-			return nil
-		}
-		return fmt.Errorf("record launch of job %d: %w", jobID, ErrClaimLost)
-	}
+		})
 	if err != nil {
-		return fmt.Errorf("record launch of job %d: %w", jobID, err)
+		return fmt.Errorf("record launch: %w", err)
+	}
+	if !ok {
+		return fmt.Errorf("record launch of job %d: %w", jobID, ErrClaimLost)
 	}
 	return nil
 }

@@ -82,6 +82,41 @@ func ownWrite(old map[string]types.AttributeValue, token string) bool {
 	return ok && v.Value == token
 }
 
+// update runs one conditional UpdateItem on a job; a failed condition is
+// reported as ok=false (the record moved on meanwhile), not as an error.
+// expr must start with its SET clause: the write token (see newWriteToken)
+// joins it, so a retried call whose first attempt was applied still
+// reports ok=true.
+func (s *Store) update(ctx context.Context, jobID int64, expr, cond string, names map[string]string, vals map[string]types.AttributeValue) (bool, error) {
+	rest, ok := strings.CutPrefix(expr, "SET ")
+	if !ok {
+		return false, fmt.Errorf("update job %d: expression %q has no leading SET clause", jobID, expr)
+	}
+	token := newWriteToken()
+	names["#wtok"] = attrWriteToken
+	vals[":wtok"] = &types.AttributeValueMemberS{Value: token}
+	in := &dynamodb.UpdateItemInput{
+		TableName:                           aws.String(s.table),
+		Key:                                 jobKey(jobID),
+		UpdateExpression:                    aws.String("SET #wtok = :wtok, " + rest),
+		ExpressionAttributeNames:            names,
+		ExpressionAttributeValues:           vals,
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	}
+	if cond != "" {
+		in.ConditionExpression = aws.String(cond)
+	}
+	_, err := s.api.UpdateItem(ctx, in)
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return ownWrite(ccf.Item, token), nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("update job %d: %w", jobID, err)
+	}
+	return true, nil
+}
+
 // JobKey returns the partition key value of a job's record.
 func JobKey(jobID int64) string { return "job#" + strconv.FormatInt(jobID, 10) }
 

@@ -2,7 +2,6 @@ package state
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -73,41 +72,6 @@ func LiveJobs(ctx context.Context, api SweepAPI, table string) (jobs []*Job, pag
 var sweepAttributes = []string{
 	AttrPK, attrJobID, attrStatus, attrStatusRank, attrRepository, attrOwner, attrInstallationID,
 	attrRunnerName, attrLaunchedAt, attrInstanceID, attrInterruptedAt, attrPhase,
-}
-
-// update runs one conditional UpdateItem on a job; a failed condition is
-// reported as ok=false (the record moved on meanwhile), not as an error.
-// expr must start with its SET clause: the write token (see newWriteToken)
-// joins it, so a retried call whose first attempt was applied still
-// reports ok=true.
-func (s *Store) update(ctx context.Context, jobID int64, expr, cond string, names map[string]string, vals map[string]types.AttributeValue) (bool, error) {
-	rest, ok := strings.CutPrefix(expr, "SET ")
-	if !ok {
-		return false, fmt.Errorf("update job %d: expression %q has no leading SET clause", jobID, expr)
-	}
-	token := newWriteToken()
-	names["#wtok"] = attrWriteToken
-	vals[":wtok"] = &types.AttributeValueMemberS{Value: token}
-	in := &dynamodb.UpdateItemInput{
-		TableName:                           aws.String(s.table),
-		Key:                                 jobKey(jobID),
-		UpdateExpression:                    aws.String("SET #wtok = :wtok, " + rest),
-		ExpressionAttributeNames:            names,
-		ExpressionAttributeValues:           vals,
-		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-	}
-	if cond != "" {
-		in.ConditionExpression = aws.String(cond)
-	}
-	_, err := s.api.UpdateItem(ctx, in)
-	var ccf *types.ConditionalCheckFailedException
-	if errors.As(err, &ccf) {
-		return ownWrite(ccf.Item, token), nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("update job %d: %w", jobID, err)
-	}
-	return true, nil
 }
 
 // Requeue resets a job for a new launch after its launch was lost (never

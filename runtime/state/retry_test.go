@@ -14,30 +14,6 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/state"
 )
 
-// lostResponses sends every write to DynamoDB twice and returns only the
-// second answer: what the SDK's retryer does when the response to a write
-// that DynamoDB applied is lost (a reset connection, a timeout).
-type lostResponses struct {
-	*dynamodb.Client
-	replays atomic.Int64
-}
-
-func (l *lostResponses) PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
-	if _, err := l.Client.PutItem(ctx, in, opts...); err != nil {
-		return nil, err
-	}
-	l.replays.Add(1)
-	return l.Client.PutItem(ctx, in, opts...)
-}
-
-func (l *lostResponses) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
-	if _, err := l.Client.UpdateItem(ctx, in, opts...); err != nil {
-		return nil, err
-	}
-	l.replays.Add(1)
-	return l.Client.UpdateItem(ctx, in, opts...)
-}
-
 // TestWritesSurviveRetriesOfAppliedCalls: each conditional write, retried
 // after its first attempt was applied, reports what the first attempt did.
 // Read naively, the retry's failed condition would drop a job that was
@@ -47,7 +23,9 @@ func TestWritesSurviveRetriesOfAppliedCalls(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	a := testenv.AWSForTest(t)
-	api := &lostResponses{Client: a.Dynamo}
+	// Every write is sent twice and answered with the second response.
+	rt := testenv.NewReplay(func(op string) bool { return op == "PutItem" || op == "UpdateItem" })
+	api := dynamodb.NewFromConfig(a.Config, func(o *dynamodb.Options) { o.HTTPClient = rt.Client() })
 	s := state.NewStore(api, a.JobsTable(t), 24*time.Hour, nil)
 
 	ev := &state.JobEvent{JobID: 5, Action: state.StatusQueued, Repository: "o/r", Owner: "o", InstallationID: 1,
@@ -99,12 +77,19 @@ func TestWritesSurviveRetriesOfAppliedCalls(t *testing.T) {
 	if job.InstanceID != "" || !job.Enqueued {
 		t.Errorf("after re-queue: instance %q enqueued %v", job.InstanceID, job.Enqueued)
 	}
-	if api.replays.Load() < 7 {
-		t.Fatalf("only %d writes were replayed; the test does not exercise retries", api.replays.Load())
+	if n := len(rt.Replayed()); n < 7 {
+		t.Fatalf("only %d writes were replayed; the test does not exercise retries", n)
 	}
 }
 
-func (l *lostResponses) UpdateTimeToLive(ctx context.Context, in *dynamodb.UpdateTimeToLiveInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateTimeToLiveOutput, error) {
+// ttlRetried applies UpdateTimeToLive and then answers as DynamoDB answers
+// the SDK's retry of it after a lost response.
+type ttlRetried struct {
+	*dynamodb.Client
+	replays atomic.Int64
+}
+
+func (l *ttlRetried) UpdateTimeToLive(ctx context.Context, in *dynamodb.UpdateTimeToLiveInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateTimeToLiveOutput, error) {
 	if _, err := l.Client.UpdateTimeToLive(ctx, in, opts...); err != nil {
 		return nil, err
 	}
@@ -119,7 +104,7 @@ func (l *lostResponses) UpdateTimeToLive(ctx context.Context, in *dynamodb.Updat
 func TestTableCreateSurvivesRetriedTTL(t *testing.T) {
 	t.Parallel()
 	a := testenv.AWSForTest(t)
-	api := &lostResponses{Client: a.Dynamo}
+	api := &ttlRetried{Client: a.Dynamo}
 	name := testenv.UniqueName(t)
 	if err := state.JobsTable.Create(context.Background(), api, name); err != nil {
 		t.Fatalf("create with a retried TTL update: %v", err)

@@ -1,14 +1,9 @@
 package testenv
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -20,48 +15,14 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(Main(m)) }
 
-// replayCreates sends every EC2 Create* request twice and answers with the
-// second response: what the SDK's retryer does when the response to a
-// create that EC2 applied is lost.
-type replayCreates struct {
-	mu       sync.Mutex
-	replayed []string
-}
-
-func (r *replayCreates) RoundTrip(req *http.Request) (*http.Response, error) {
-	body, err := io.ReadAll(req.Body)
-	if err != nil {
-		return nil, err
-	}
-	form, _ := url.ParseQuery(string(body))
-	action := form.Get("Action")
-	send := func() (*http.Response, error) {
-		again := req.Clone(req.Context())
-		again.Body = io.NopCloser(bytes.NewReader(body))
-		return http.DefaultTransport.RoundTrip(again)
-	}
-	if strings.HasPrefix(action, "Create") {
-		first, err := send()
-		if err != nil {
-			return nil, err
-		}
-		_, _ = io.Copy(io.Discard, first.Body)
-		_ = first.Body.Close()
-		r.mu.Lock()
-		r.replayed = append(r.replayed, action)
-		r.mu.Unlock()
-	}
-	return send()
-}
-
 // TestCreateNetworkSurvivesReplayedCreates: every create of the network
 // applied twice still gives one usable network, made of the first
 // attempt's resources where a second one would conflict.
 func TestCreateNetworkSurvivesReplayedCreates(t *testing.T) {
 	t.Parallel()
 	a := AWSForTest(t)
-	rt := &replayCreates{}
-	api := ec2.NewFromConfig(a.Config, func(o *ec2.Options) { o.HTTPClient = &http.Client{Transport: rt} })
+	rt := NewReplay(func(op string) bool { return strings.HasPrefix(op, "Create") })
+	api := ec2.NewFromConfig(a.Config, func(o *ec2.Options) { o.HTTPClient = rt.Client() })
 	name := UniqueName(t)
 	n, err := CreateNetwork(context.Background(), api, NetworkParams{
 		Name: name,
@@ -73,7 +34,7 @@ func TestCreateNetworkSurvivesReplayedCreates(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create network with every create replayed: %v", err)
 	}
-	got := strings.Join(rt.replayed, ",")
+	got := strings.Join(rt.Replayed(), ",")
 	if want := "CreateVpc,CreateSubnet,CreateSubnet,CreateSecurityGroup,CreateLaunchTemplate"; got != want {
 		t.Fatalf("replayed %s; want %s", got, want)
 	}

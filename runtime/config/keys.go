@@ -38,9 +38,9 @@ func checkKeys(doc any, t reflect.Type, path string) error {
 		for _, k := range keys {
 			ft, ok := fields[k]
 			if !ok {
-				return &KeyError{Key: join(path, k), Reason: "unknown key" + suggest(k, fields)}
+				return &KeyError{Key: KeyPath(path, k), Reason: "unknown key" + Suggest(k, fields)}
 			}
-			if err := checkKeys(obj[k], ft, join(path, k)); err != nil {
+			if err := checkKeys(obj[k], ft, KeyPath(path, k)); err != nil {
 				return err
 			}
 		}
@@ -55,7 +55,7 @@ func checkKeys(doc any, t reflect.Type, path string) error {
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			if err := checkKeys(obj[k], t.Elem(), join(path, k)); err != nil {
+			if err := checkKeys(obj[k], t.Elem(), KeyPath(path, k)); err != nil {
 				return err
 			}
 		}
@@ -73,14 +73,18 @@ func checkKeys(doc any, t reflect.Type, path string) error {
 	return nil
 }
 
-func join(path, key string) string {
+// KeyPath names key inside path the way KeyError and `pulumi config set
+// --path` do ("profiles.gpu").
+func KeyPath(path, key string) string {
 	if path == "" {
 		return key
 	}
 	return path + "." + key
 }
 
-func suggest(k string, fields map[string]reflect.Type) string {
+// Suggest returns " (did you mean "X"?)" when fields (JSON names) holds k
+// spelled with other letter cases, else "".
+func Suggest(k string, fields map[string]reflect.Type) string {
 	for name := range fields {
 		if strings.EqualFold(name, k) {
 			return fmt.Sprintf(" (did you mean %q?)", name)

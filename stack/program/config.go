@@ -331,10 +331,10 @@ func checkKeys(doc any, t reflect.Type, path string) error {
 		for _, k := range sortedKeys(obj) {
 			ft, ok := fields[k]
 			if !ok {
-				errs = append(errs, keyError(join(path, k), "unknown key%s", suggest(k, fields)))
+				errs = append(errs, keyError(config.KeyPath(path, k), "unknown key%s", config.Suggest(k, fields)))
 				continue
 			}
-			errs = append(errs, checkKeys(obj[k], ft, join(path, k)))
+			errs = append(errs, checkKeys(obj[k], ft, config.KeyPath(path, k)))
 		}
 		return errors.Join(errs...)
 	case reflect.Map:
@@ -344,7 +344,7 @@ func checkKeys(doc any, t reflect.Type, path string) error {
 		}
 		var errs []error
 		for _, k := range sortedKeys(obj) {
-			errs = append(errs, checkKeys(obj[k], t.Elem(), join(path, k)))
+			errs = append(errs, checkKeys(obj[k], t.Elem(), config.KeyPath(path, k)))
 		}
 		return errors.Join(errs...)
 	case reflect.Slice:
@@ -407,22 +407,6 @@ func describe(v any) string {
 func jsonName(f reflect.StructField) string {
 	name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 	return name
-}
-
-func join(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
-
-func suggest(k string, fields map[string]reflect.Type) string {
-	for name := range fields {
-		if strings.EqualFold(name, k) {
-			return fmt.Sprintf(" (did you mean %q?)", name)
-		}
-	}
-	return ""
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net/http"
@@ -266,4 +267,46 @@ func randomAlnum(n int) string {
 		b.WriteByte(alnum[i.Int64()])
 	}
 	return b.String()
+}
+
+// handleRepoInstallation serves GET /repos/{owner}/{repo}/installation (App
+// JWT): the installation whose account owns the repository, or 404 when the
+// App is not installed there. With WithAnyInstallation an owner without an
+// added installation gets a stable id derived from its login.
+func (s *Server) handleRepoInstallation(w http.ResponseWriter, r *http.Request, p params) {
+	owner := p["owner"]
+	s.mu.Lock()
+	var id int64
+	for iid, o := range s.installations {
+		if strings.EqualFold(o, owner) && (id == 0 || iid < id) {
+			id = iid
+		}
+	}
+	if id == 0 && s.anyInst {
+		id = stableID("installation/" + owner)
+	}
+	s.mu.Unlock()
+	if id == 0 {
+		writeError(w, http.StatusNotFound, "Not Found")
+		return
+	}
+	base := apiBase(r)
+	writeJSON(w, http.StatusOK, map[string]any{
+		"id":                   id,
+		"account":              organizationObject(owner),
+		"app_id":               s.appID,
+		"app_slug":             "jit-runners",
+		"target_id":            stableID(owner),
+		"target_type":          "Organization",
+		"repository_selection": "all",
+		"access_tokens_url":    fmt.Sprintf("%s/app/installations/%d/access_tokens", base, id),
+		"repositories_url":     base + "/installation/repositories",
+		"html_url":             fmt.Sprintf("https://github.com/organizations/%s/settings/installations/%d", owner, id),
+		"permissions":          map[string]string{"actions": "write", "administration": "write", "metadata": "read", "organization_self_hosted_runners": "write"},
+		"events":               []string{"workflow_job"},
+		"created_at":           ts(s.now().AddDate(0, -1, 0)),
+		"updated_at":           ts(s.now().AddDate(0, -1, 0)),
+		"single_file_name":     nil,
+		"suspended_at":         nil,
+	})
 }

@@ -204,6 +204,9 @@ func (s *Server) AddJob(j Job) Job {
 	s.nextJobID = max(s.nextJobID, j.ID+1)
 	stored := j.clone()
 	s.jobs[j.ID] = &stored
+	if j.Status == JobQueued {
+		s.wakeDispatch()
+	}
 	return j
 }
 
@@ -240,6 +243,7 @@ func (s *Server) SetJobStatus(id int64, status, conclusion string) error {
 		return fmt.Errorf("%w: job status %q", ErrInvalidStatus, status)
 	}
 	now := s.now().UTC().Truncate(time.Second)
+	defer s.wakeDispatch()
 	return s.UpdateJob(id, func(j *Job) {
 		j.Status, j.Conclusion = status, conclusion
 		switch status {
@@ -253,7 +257,9 @@ func (s *Server) SetJobStatus(id int64, status, conclusion string) error {
 
 // StartJob assigns job jobID to runner runnerID as GitHub does when the
 // runner picks it up: the job becomes in_progress with the runner's id, name
-// and group, and the runner becomes online and busy.
+// and group, and the runner becomes online and busy. A runner waiting in
+// WaitAssignment gets the job. No webhook is delivered (the dispatcher's
+// assignments deliver one; see StartDispatch).
 func (s *Server) StartJob(jobID, runnerID int64) error {
 	now := s.now().UTC().Truncate(time.Second)
 	s.mu.Lock()
@@ -266,7 +272,19 @@ func (s *Server) StartJob(jobID, runnerID int64) error {
 	if rn == nil {
 		return fmt.Errorf("%w: id %d", ErrRunnerNotFound, runnerID)
 	}
-	rn.Status, rn.Busy = RunnerStatusOnline, true
+	s.startLocked(j, rn, now)
+	if ch := s.assigned[runnerID]; ch != nil {
+		select {
+		case ch <- j.clone():
+		default:
+		}
+	}
+	return nil
+}
+
+// startLocked puts j on rn. The caller holds s.mu.
+func (s *Server) startLocked(j *Job, rn *Runner, now time.Time) {
+	rn.Status, rn.Busy, rn.JobID, rn.BusySince, rn.used = RunnerStatusOnline, true, j.ID, s.now(), true
 	if rn.OS == "unknown" {
 		rn.OS = osOf(rn.Labels)
 	}
@@ -279,31 +297,35 @@ func (s *Server) StartJob(jobID, runnerID int64) error {
 			j.RunnerGroupName = g.name
 		}
 	}
-	return nil
 }
 
 // CompleteJob completes job id with conclusion (default "success"). If the
 // job ran on an ephemeral runner, that runner is removed, as GitHub removes a
-// JIT runner after its job; a non-ephemeral runner becomes idle.
+// JIT runner after its job; a non-ephemeral runner becomes idle. With a
+// webhook set, the completed webhook is delivered.
 func (s *Server) CompleteJob(id int64, conclusion string) error {
 	if conclusion == "" {
 		conclusion = ConclusionSuccess
 	}
 	now := s.now().UTC().Truncate(time.Second)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	j := s.jobs[id]
 	if j == nil {
+		s.mu.Unlock()
 		return fmt.Errorf("%w: id %d", ErrJobNotFound, id)
 	}
 	j.Status, j.Conclusion, j.CompletedAt = JobCompleted, conclusion, now
 	if rn := s.runners[j.RunnerID]; rn != nil {
 		if rn.Ephemeral {
 			delete(s.runners, rn.ID)
+			delete(s.assigned, rn.ID)
 		} else {
-			rn.Busy = false
+			rn.Busy, rn.JobID = false, 0
+			s.wakeDispatch()
 		}
 	}
+	s.mu.Unlock()
+	s.deliverAsync(id, JobCompleted)
 	return nil
 }
 

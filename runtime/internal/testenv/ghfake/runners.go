@@ -49,6 +49,11 @@ type Runner struct {
 	RunnerGroupID int64
 	WorkFolder    string
 	CreatedAt     time.Time
+	// JobID is the job the runner runs, BusySince when it took it.
+	JobID     int64
+	BusySince time.Time
+
+	used bool // an ephemeral runner took its one job
 }
 
 func (r Runner) clone() Runner {
@@ -189,8 +194,10 @@ func (s *Server) runnerView(rn *Runner) runnerJSON {
 		}
 		labels = append(labels, labelJSON{ID: id, Name: l, Type: typ})
 	}
+	// GitHub's busy flag lags a job's start (WithBusyLag).
+	busy := rn.Busy && !s.now().Before(rn.BusySince.Add(s.busyLag))
 	return runnerJSON{
-		ID: rn.ID, Name: rn.Name, OS: rn.OS, Status: rn.Status, Busy: rn.Busy,
+		ID: rn.ID, Name: rn.Name, OS: rn.OS, Status: rn.Status, Busy: busy,
 		Ephemeral: rn.Ephemeral, RunnerGroupID: rn.RunnerGroupID, Labels: labels,
 	}
 }
@@ -373,10 +380,12 @@ func (s *Server) handleDeleteRunner(w http.ResponseWriter, _ *http.Request, p pa
 		writeError(w, http.StatusNotFound, "Not Found")
 	case rn.Busy:
 		name := rn.Name
+		s.busyRefusals++
 		s.mu.Unlock()
 		writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("Bad request - Runner %q is still running a job\"", name))
 	default:
 		delete(s.runners, rn.ID)
+		delete(s.assigned, rn.ID)
 		s.mu.Unlock()
 		w.Header().Del("Content-Type")
 		w.WriteHeader(http.StatusNoContent)
@@ -405,6 +414,10 @@ func (s *Server) RunnerOnline(encodedJIT string) (int64, error) {
 	e.used = true
 	rn.Status = RunnerStatusOnline
 	rn.OS = osOf(rn.Labels)
+	if s.assigned[rn.ID] == nil {
+		s.assigned[rn.ID] = make(chan Job, 1)
+	}
+	s.wakeDispatch()
 	return rn.ID, nil
 }
 
@@ -467,12 +480,19 @@ func (s *Server) DeleteRunner(id int64) bool {
 	defer s.mu.Unlock()
 	_, ok := s.runners[id]
 	delete(s.runners, id)
+	delete(s.assigned, id)
 	return ok
 }
 
 // SetRunnerBusy sets whether runner id is running a job.
 func (s *Server) SetRunnerBusy(id int64, busy bool) error {
-	return s.updateRunner(id, func(rn *Runner) { rn.Busy = busy })
+	now := s.now()
+	return s.updateRunner(id, func(rn *Runner) {
+		if busy && !rn.Busy {
+			rn.BusySince = now
+		}
+		rn.Busy = busy
+	})
 }
 
 // SetRunnerStatus sets runner id's status to RunnerStatusOnline or

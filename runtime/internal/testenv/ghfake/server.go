@@ -50,6 +50,7 @@ const (
 	RouteDeleteRepoRunner = "DELETE /repos/{owner}/{repo}/actions/runners/{runner_id}"
 	RouteGetJob           = "GET /repos/{owner}/{repo}/actions/jobs/{job_id}"
 	RouteRerunJob         = "POST /repos/{owner}/{repo}/actions/jobs/{job_id}/rerun"
+	RouteRepoInstallation = "GET /repos/{owner}/{repo}/installation"
 	// RouteUnknown names every request that matches no route; it gets 404.
 	RouteUnknown = "unknown"
 )
@@ -83,6 +84,7 @@ type options struct {
 	rerunDenied     bool
 	seed            uint64
 	logger          *slog.Logger
+	busyLag         time.Duration
 }
 
 // WithAppID sets the GitHub App id (default DefaultAppID). JWTs must carry it
@@ -130,6 +132,18 @@ func WithRerunDenied() Option { return func(o *options) { o.rerunDenied = true }
 // end-to-end run is reproducible.
 func WithSeed(seed uint64) Option { return func(o *options) { o.seed = seed } }
 
+// WithBusyLag makes runner lists and gets show a runner idle (busy false)
+// for d after it took a job, as GitHub's busy flag lags a job's start by up
+// to a minute. Deleting the runner knows at once: 422.
+func WithBusyLag(d time.Duration) Option { return func(o *options) { o.busyLag = d } }
+
+// SetBusyLag changes the lag of WithBusyLag at run time.
+func (s *Server) SetBusyLag(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.busyLag = d
+}
+
 // WithLogger sets a logger for one line per request (method, route, status,
 // request id; never credentials or bodies). The default discards.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
@@ -140,6 +154,12 @@ type Server struct {
 	srv       *httptest.Server
 	closeOnce sync.Once
 	done      chan struct{} // closed by Close, ends injected latency
+	bg        sync.WaitGroup
+	inflight  sync.WaitGroup // webhook deliveries
+	wake      chan struct{}
+	busyLag   time.Duration
+	// hookClient delivers webhooks (GitHub waits 10 s for an answer).
+	hookClient *http.Client
 
 	appID    int64
 	key      *rsa.PrivateKey
@@ -167,6 +187,18 @@ type Server struct {
 	nextRunnerID int64
 	jitConfigs   map[string]*jitEntry // by sha256 of the encoded config
 	labelIDs     map[string]int64
+	// assignment (StartDispatch)
+	dispatching  bool
+	assigned     map[int64]chan Job // by runner id, for WaitAssignment
+	busyLost     int
+	lostJobs     []int64
+	busyRefusals int
+	// webhooks (SetWebhook)
+	hookURL        string
+	hookSecret     []byte
+	deliveries     []Delivery
+	nextDeliveryID int64
+	jobHooks       map[int64]*sync.Mutex // orders each job's deliveries
 	// jobs
 	jobs      map[int64]*Job
 	nextJobID int64
@@ -209,6 +241,11 @@ func New(opts ...Option) *Server {
 	}
 	s := &Server{
 		done:          make(chan struct{}),
+		wake:          make(chan struct{}, 1),
+		busyLag:       o.busyLag,
+		hookClient:    &http.Client{Timeout: deliveryTimeout},
+		assigned:      map[int64]chan Job{},
+		jobHooks:      map[int64]*sync.Mutex{},
 		appID:         o.appID,
 		key:           o.key,
 		keyPEM:        encodeKeyPEM(o.key),
@@ -261,6 +298,7 @@ func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		close(s.done)
 		s.srv.Close()
+		s.bg.Wait()
 	})
 }
 
@@ -355,6 +393,7 @@ func (s *Server) buildRoutes() []route {
 		mk(RouteDeleteRepoRunner, authInstallation, "owner", s.handleDeleteRunner),
 		mk(RouteGetJob, authInstallation, "owner", s.handleGetJob),
 		mk(RouteRerunJob, authInstallation, "owner", s.handleRerunJob),
+		mk(RouteRepoInstallation, authApp, "", s.handleRepoInstallation),
 	}
 }
 

@@ -1,0 +1,168 @@
+package ghfake
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// deliveryTimeout is how long GitHub waits for a webhook answer.
+const deliveryTimeout = 10 * time.Second
+
+// Delivery is one webhook delivery as the App's delivery log records it.
+type Delivery struct {
+	ID          int64
+	GUID        string // X-GitHub-Delivery
+	DeliveredAt time.Time
+	Redelivery  bool
+	Duration    time.Duration
+	// StatusCode is the endpoint's HTTP status, 0 when no response came
+	// (connection refused, timeout); Status is GitHub's text for it.
+	StatusCode int
+	Status     string
+	Event      string
+	Action     string
+	JobID      int64
+	// InstallationID is the installation the payload names.
+	InstallationID int64
+}
+
+// OK reports whether the endpoint answered 2xx.
+func (d Delivery) OK() bool { return d.StatusCode >= 200 && d.StatusCode < 300 }
+
+// SetWebhook sets the App's webhook URL and secret: from then on the fake
+// delivers workflow_job events there (QueueJob, the dispatcher's
+// in_progress, CompleteJob's and RunnerLost's completed), signed as GitHub
+// signs them. As on GitHub, a failed delivery is recorded and never retried
+// by itself. An empty url stops deliveries.
+func (s *Server) SetWebhook(url string, secret []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hookURL, s.hookSecret = url, slices.Clone(secret)
+}
+
+// QueueJob adds a queued job (see AddJob) and delivers its queued webhook,
+// as GitHub does when a workflow run reaches the job; the dispatcher (if
+// started) then looks for a runner.
+func (s *Server) QueueJob(ctx context.Context, j Job) (Job, Delivery) {
+	j.Status = JobQueued
+	j = s.AddJob(j)
+	d := s.DeliverJob(ctx, j.ID, JobQueued)
+	return j, d
+}
+
+// DeliverJob delivers job id's current state with action as a new delivery
+// (a fresh GUID: GitHub's duplicate deliveries carry new GUIDs too) and
+// returns its log entry. Without a webhook URL nothing is sent and the
+// entry has StatusCode 0.
+func (s *Server) DeliverJob(ctx context.Context, id int64, action string) Delivery {
+	s.mu.Lock()
+	url, secret := s.hookURL, s.hookSecret
+	j := s.jobs[id]
+	var snap Job
+	if j != nil {
+		snap = j.clone()
+	}
+	inst := s.installationForLocked(snap.Owner)
+	s.mu.Unlock()
+	d := Delivery{Event: "workflow_job", Action: action, JobID: id, InstallationID: inst, DeliveredAt: s.now().UTC()}
+	if url == "" || j == nil {
+		d.Status = "no webhook configured"
+		return d
+	}
+	body := WorkflowJobPayload(WorkflowJobEvent{Action: action, Job: snap, InstallationID: inst, Now: s.now()})
+	ctx, cancel := context.WithTimeout(ctx, deliveryTimeout)
+	defer cancel()
+	start := time.Now()
+	req, err := NewWebhookRequest(ctx, url, "workflow_job", secret, body)
+	if err == nil {
+		d.GUID = req.Header.Get("X-GitHub-Delivery")
+		var resp *http.Response
+		resp, err = s.hookClient.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			d.StatusCode = resp.StatusCode
+		}
+	}
+	d.Duration = time.Since(start)
+	switch {
+	case err != nil && strings.Contains(err.Error(), "deadline"):
+		d.Status = "timed out"
+	case err != nil:
+		d.Status = "failed to connect to host"
+	case d.OK():
+		d.Status = "OK"
+	default:
+		d.Status = fmt.Sprintf("Invalid HTTP Response: %d", d.StatusCode)
+	}
+	s.mu.Lock()
+	s.nextDeliveryID++
+	d.ID = s.nextDeliveryID
+	s.deliveries = append(s.deliveries, d)
+	s.mu.Unlock()
+	return d
+}
+
+// deliverAsync delivers in the background, as GitHub's hook service does;
+// Close waits for deliveries in flight. A job's deliveries go out one at a
+// time in the order they were made (in_progress before completed).
+func (s *Server) deliverAsync(id int64, action string) {
+	s.mu.Lock()
+	off := s.hookURL == ""
+	order := s.jobHooks[id]
+	if order == nil {
+		order = &sync.Mutex{}
+		s.jobHooks[id] = order
+	}
+	s.mu.Unlock()
+	if off {
+		return
+	}
+	order.Lock() // taken here, in call order; released by the delivery
+	s.bg.Add(1)
+	s.inflight.Add(1)
+	go func() {
+		defer s.bg.Done()
+		defer s.inflight.Done()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			select {
+			case <-s.done:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		defer order.Unlock()
+		s.DeliverJob(ctx, id, action)
+	}()
+}
+
+// WaitDeliveries waits until no delivery is in flight (Close cancels them
+// instead).
+func (s *Server) WaitDeliveries() { s.inflight.Wait() }
+
+// Deliveries returns the delivery log, oldest first.
+func (s *Server) Deliveries() []Delivery {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.deliveries)
+}
+
+// installationForLocked returns the lowest installation id on owner, or 0.
+// The caller holds s.mu.
+func (s *Server) installationForLocked(owner string) int64 {
+	var id int64
+	for iid, o := range s.installations {
+		if strings.EqualFold(o, owner) && (id == 0 || iid < id) {
+			id = iid
+		}
+	}
+	return id
+}

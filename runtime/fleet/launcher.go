@@ -516,18 +516,33 @@ func (l *Launcher) Tag(ctx context.Context, instanceID string, tags map[string]s
 
 // Terminate terminates an instance. An instance that does not exist (any
 // more) is not an error, so callers can retry and race each other freely.
+// It terminates without asking GitHub: callers that may hold a registered
+// runner go through runtime/retire, which deletes the runner first.
 func (l *Launcher) Terminate(ctx context.Context, instanceID string) error {
+	if err := TerminateInstance(ctx, l.api, instanceID); err != nil {
+		return err
+	}
+	l.log.InfoContext(ctx, "terminated instance", "instance_id", instanceID)
+	return nil
+}
+
+// TerminateAPI is the part of the EC2 client TerminateInstance uses.
+type TerminateAPI interface {
+	TerminateInstances(ctx context.Context, in *ec2.TerminateInstancesInput, optFns ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
+}
+
+// TerminateInstance terminates one instance with api; an instance that does
+// not exist (any more) is not an error.
+func TerminateInstance(ctx context.Context, api TerminateAPI, instanceID string) error {
 	if instanceID == "" {
 		return fmt.Errorf("%w: terminate: no instance id", ErrInvalidRequest)
 	}
-	_, err := l.api.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{instanceID}})
+	_, err := api.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{instanceID}})
 	if err != nil {
 		if apiErr, ok := errors.AsType[smithy.APIError](err); ok && has(notFoundInstanceCodes, apiErr.ErrorCode()) {
-			l.log.DebugContext(ctx, "instance to terminate not found", "instance_id", instanceID)
 			return nil
 		}
 		return fmt.Errorf("terminate instance %s: %w", instanceID, err)
 	}
-	l.log.InfoContext(ctx, "terminated instance", "instance_id", instanceID)
 	return nil
 }

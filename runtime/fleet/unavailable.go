@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"strings"
 	"sync"
 	"time"
 )
@@ -48,7 +49,7 @@ func (u *UnavailableOfferings) MarkUnavailable(capacityType, instanceType, zone 
 			delete(u.expires, k)
 		}
 	}
-	u.expires[offeringKey(capacityType, instanceType, zone)] = now.Add(u.ttl)
+	u.expires[OfferingKey(capacityType, instanceType, zone)] = now.Add(u.ttl)
 }
 
 // IsUnavailable reports whether the offering was marked within the TTL.
@@ -56,11 +57,21 @@ func (u *UnavailableOfferings) IsUnavailable(capacityType, instanceType, zone st
 	now := u.now()
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	exp, ok := u.expires[offeringKey(capacityType, instanceType, zone)]
+	exp, ok := u.expires[OfferingKey(capacityType, instanceType, zone)]
 	return ok && now.Before(exp)
 }
 
-// offeringKey is capacityType:instanceType:zone, the key karpenter uses.
-func offeringKey(capacityType, instanceType, zone string) string {
+// OfferingKey is capacityType:instanceType:zone, the key karpenter uses; the
+// jobs table shares interrupted offerings under it.
+func OfferingKey(capacityType, instanceType, zone string) string {
 	return capacityType + ":" + instanceType + ":" + zone
+}
+
+// ParseOfferingKey splits an OfferingKey; ok is false for anything else.
+func ParseOfferingKey(key string) (capacityType, instanceType, zone string, ok bool) {
+	parts := strings.SplitN(key, ":", 3)
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return "", "", "", false
+	}
+	return parts[0], parts[1], parts[2], true
 }

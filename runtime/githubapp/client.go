@@ -29,6 +29,7 @@ const (
 	routeDeleteRepoRunner = "DELETE /repos/{owner}/{repo}/actions/runners/{runner_id}"
 	routeGetJob           = "GET /repos/{owner}/{repo}/actions/jobs/{job_id}"
 	routeRerunJob         = "POST /repos/{owner}/{repo}/actions/jobs/{job_id}/rerun"
+	routeRepoInstallation = "GET /repos/{owner}/{repo}/installation"
 )
 
 const userAgent = "jit-runners-githubapp"
@@ -51,6 +52,7 @@ type Client struct {
 	jitter func(d time.Duration) time.Duration
 
 	mu       sync.Mutex
+	app      *github.Client // authenticated as the App itself (JWT)
 	installs map[int64]*github.Client
 	groups   map[string]int64 // runner group id by lower-case org
 }
@@ -144,7 +146,36 @@ func (c *Client) installation(id int64) (*github.Client, error) {
 	atr.BaseURL = strings.TrimRight(c.apiURL.String(), "/")
 	itr := ghinstallation.NewFromAppsTransport(atr, id)
 
-	hc := &http.Client{Transport: itr}
+	gh, err := c.newGitHub(itr)
+	if err != nil {
+		return nil, err
+	}
+	c.installs[id] = gh
+	return gh, nil
+}
+
+// appClient returns the go-github client that authenticates as the App
+// itself (a fresh RS256 JWT per request), creating it on first use.
+func (c *Client) appClient() (*github.Client, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.app != nil {
+		return c.app, nil
+	}
+	atr := ghinstallation.NewAppsTransportFromPrivateKey(newRetryTransport(c, c.base), c.cfg.AppID, c.key)
+	atr.BaseURL = strings.TrimRight(c.apiURL.String(), "/")
+	gh, err := c.newGitHub(atr)
+	if err != nil {
+		return nil, err
+	}
+	c.app = gh
+	return gh, nil
+}
+
+// newGitHub builds a go-github client on rt for the API URL (GitHub.com or
+// GHES).
+func (c *Client) newGitHub(rt http.RoundTripper) (*github.Client, error) {
+	hc := &http.Client{Transport: rt}
 	if b := c.cfg.HTTPClient; b != nil {
 		hc.Timeout, hc.CheckRedirect, hc.Jar = b.Timeout, b.CheckRedirect, b.Jar
 	}
@@ -161,8 +192,26 @@ func (c *Client) installation(id int64) (*github.Client, error) {
 		gh.BaseURL = &u
 	}
 	gh.UserAgent = userAgent
-	c.installs[id] = gh
 	return gh, nil
+}
+
+// RepositoryInstallation finds the App's installation that covers
+// repository ("owner/name"), authenticating as the App. A repository the App
+// is not installed on is ErrNotFound.
+func (c *Client) RepositoryInstallation(ctx context.Context, repository string) (Installation, error) {
+	tg, err := repoTarget(Installation{Repository: repository})
+	if err != nil {
+		return Installation{}, err
+	}
+	gh, err := c.appClient()
+	if err != nil {
+		return Installation{}, err
+	}
+	in, _, err := gh.Apps.FindRepositoryInstallation(withRoute(ctx, routeRepoInstallation), tg.owner, tg.repo)
+	if err != nil {
+		return Installation{}, newAPIError("find repository installation", http.MethodGet, c.path(tg.rel+"/installation"), err)
+	}
+	return Installation{ID: in.GetID(), Owner: tg.owner, Repository: repository}, nil
 }
 
 // target is where an installation's runners live.

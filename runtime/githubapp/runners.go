@@ -77,6 +77,20 @@ func (c *Client) ListRunners(ctx context.Context, inst Installation, namePrefix 
 	}
 }
 
+// FindRunner looks the runner called name up in inst's scope (its
+// organization or repository); found is false when there is none.
+func (c *Client) FindRunner(ctx context.Context, inst Installation, name string) (rn Runner, found bool, err error) {
+	gh, err := c.installation(inst.ID)
+	if err != nil {
+		return Runner{}, false, err
+	}
+	tg, err := c.runnerTarget(inst)
+	if err != nil {
+		return Runner{}, false, err
+	}
+	return c.findRunner(ctx, gh, tg, name)
+}
+
 // findRunner looks a runner up by its exact name (the list call's name
 // filter, which go-github v60 does not offer).
 func (c *Client) findRunner(ctx context.Context, gh *github.Client, tg target, name string) (Runner, bool, error) {

@@ -86,7 +86,7 @@ func BenchmarkSweep2000(b *testing.B) {
 		if err := p.Store.RecordLaunch(ctx, jobID, "bench", state.Launch{InstanceID: id, InstanceType: "t3.large", CapacityType: "spot", RunnerName: name, RunnerID: rn.ID}); err != nil {
 			b.Fatal(err)
 		}
-		ev := &state.JobEvent{JobID: jobID, Action: state.StatusInProgress, RunnerName: name, RunnerID: rn.ID}
+		ev := &state.JobEvent{JobID: jobID, Action: state.StatusInProgress, RunnerName: name, RunnerID: rn.ID, RunnerInstance: id}
 		if i < done {
 			ev.Action, ev.Conclusion, ev.CompletedAt = state.StatusCompleted, "success", time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
 		}

@@ -40,23 +40,43 @@ func managedBy(in types.Instance) string {
 	return ""
 }
 
-// onInterruption marks the job of an interrupted spot instance (so a failed
-// job is re-run once) and shares the interrupted pool with scaleup, which
-// avoids it for InterruptedOfferingTTL.
+// onInterruption handles a spot interruption warning (two minutes before
+// the instance goes). The pool is shared with scaleup, which avoids it for
+// InterruptedOfferingTTL; the instance's record notes the interruption; and
+// the job running on the instance, found through the in_progress mapping
+// (not the instance's jitr:job-id tag: GitHub may have given the instance's
+// runner another job), is marked so that it is re-run once if it fails.
+// A job whose in_progress webhook comes later is marked by the next sweep.
 func (r *Reconciler) onInterruption(ctx context.Context, id string) error {
 	inst, ours, err := r.lookup(ctx, id)
 	if err != nil || !ours {
 		return err
 	}
 	log := r.log.With(slog.String("instance_id", id), slog.Int64("job_id", inst.jobID))
-	offering := fleet.CapacityTypeSpot + ":" + inst.instanceType + ":" + inst.az
+	offering := fleet.OfferingKey(fleet.CapacityTypeSpot, inst.instanceType, inst.az)
 	if err := r.d.Jobs.MarkOfferingUnavailable(ctx, offering, r.now().Add(InterruptedOfferingTTL)); err != nil {
 		log.Error("could not share the interrupted offering", slog.String("error", err.Error()))
 	}
-	if _, err := r.d.Jobs.MarkInterrupted(ctx, inst.jobID, id); err != nil {
+	if _, err := r.d.Jobs.MarkInstanceInterrupted(ctx, inst.jobID, id); err != nil {
 		return err
 	}
 	r.decide(log, "spot-interruption", "marked", slog.String("offering", offering))
+	if r.d.RunningOn == nil {
+		return nil
+	}
+	running, err := r.d.RunningOn(ctx, id)
+	if err != nil {
+		return err
+	}
+	if len(running) == 0 {
+		log.Info("no job known on the interrupted instance yet; the next sweep marks the one that ran there")
+		return nil
+	}
+	run := running[0]
+	if _, err := r.d.Jobs.MarkJobInterrupted(ctx, run.JobID, id); err != nil {
+		return err
+	}
+	r.decide(log, "spot-interruption", "job-marked", slog.Int64("ran_job_id", run.JobID))
 	return nil
 }
 

@@ -59,6 +59,9 @@ func (h *harness) rebuild() {
 			return state.LiveJobs(ctx, p.AWS.Dynamo, p.Config.TableName)
 		},
 		Queue: queue.NewSender(p.AWS.SQS, p.Queue, 0),
+		RunningOn: func(ctx context.Context, instanceID string) ([]*state.Job, error) {
+			return state.RunningOn(ctx, p.AWS.Dynamo, p.Config.TableName, instanceID)
+		},
 	}, scaledown.WithClock(p.Clock.Now), scaledown.WithLogger(p.Logger()))
 }
 
@@ -95,6 +98,17 @@ func (h *harness) relaunch(id int64) (int64, *state.Job) {
 	return id, h.job(id)
 }
 
+// pair launches two jobs with the same labels and brings both runners
+// online: GitHub may give either job to either runner.
+func (h *harness) pair() (a, b *state.Job) {
+	h.t.Helper()
+	_, a = h.launched()
+	_, b = h.launched()
+	h.online(a)
+	h.online(b)
+	return a, b
+}
+
 // online brings a launched job's runner online, as the bootstrap would.
 func (h *harness) online(j *state.Job) {
 	h.t.Helper()
@@ -107,15 +121,21 @@ func (h *harness) online(j *state.Job) {
 	}
 }
 
-// start and complete deliver the webhook's view and GitHub's.
-func (h *harness) start(j *state.Job) {
+// start runs j on its own instance's runner: GitHub's view, then the
+// in_progress webhook's.
+func (h *harness) start(j *state.Job) { h.t.Helper(); h.startOn(j, j) }
+
+// startOn runs job j on the runner of host's instance, as GitHub does when it
+// hands a queued job to any idle runner with matching labels.
+func (h *harness) startOn(j, host *state.Job) {
 	h.t.Helper()
-	if err := h.p.GitHub.StartJob(j.JobID, j.RunnerID); err != nil {
+	if err := h.p.GitHub.StartJob(j.JobID, host.InstanceRunnerID); err != nil {
 		h.t.Fatal(err)
 	}
 	h.event(j.JobID, state.StatusInProgress, "")
 }
 
+// complete completes job j where it runs, then delivers the webhook.
 func (h *harness) complete(j *state.Job, conclusion string) {
 	h.t.Helper()
 	if err := h.p.GitHub.CompleteJob(j.JobID, conclusion); err != nil {
@@ -124,9 +144,15 @@ func (h *harness) complete(j *state.Job, conclusion string) {
 	h.event(j.JobID, state.StatusCompleted, conclusion)
 }
 
+// event records the webhook's view of job id as GitHub shows it now: the
+// runner it runs on, and that runner's instance when it is ours.
 func (h *harness) event(id int64, action, conclusion string) {
 	h.t.Helper()
 	ev := &state.JobEvent{JobID: id, Action: action, Conclusion: conclusion, Ours: true}
+	if gj, ok := h.p.GitHub.Job(id); ok {
+		ev.RunnerName, ev.RunnerID = gj.RunnerName, gj.RunnerID
+		ev.RunnerInstance, _ = tags.InstanceOfRunner(h.p.Config.NamePrefix, gj.RunnerName)
+	}
 	if action == state.StatusCompleted {
 		ev.CompletedAt = h.p.Clock.Now().UTC().Format(time.RFC3339)
 	}
@@ -205,6 +231,21 @@ func (h *harness) orphan() string {
 		h.t.Fatal(err)
 	}
 	return res.InstanceID
+}
+
+// orphanOnline launches an orphan whose runner registered and came online
+// (scaleup died after handing over its JIT config).
+func (h *harness) orphanOnline() (instanceID string, runnerID int64) {
+	h.t.Helper()
+	id := h.orphan()
+	rn, err := h.p.GitHub.AddRunner(h.p.RunnerOwner(), ghfake.Runner{
+		Name: tags.RunnerName(h.p.Config.NamePrefix, id), Status: ghfake.RunnerStatusOnline, Ephemeral: true,
+		Labels: []string{"self-hosted", "linux", "x64"},
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return id, rn.ID
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }

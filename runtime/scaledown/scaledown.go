@@ -6,25 +6,35 @@
 // tick (a sweep), "EC2 Spot Instance Interruption Warning" and "EC2
 // Instance State-change Notification".
 //
+// The model is instance-centred. GitHub gives a queued job to any idle
+// runner whose labels match, so two jobs with the same labels often run on
+// each other's runners. An instance's own runner is the one it was launched
+// with (<namePrefix>-<instance-id>, recorded at launch); the job it runs is
+// the one whose in_progress webhook names that runner. An instance is busy
+// while its own runner is, whichever job that is.
+//
 // A sweep reads its inputs with one paginated Query of the live index, one
 // paginated DescribeInstances filtered by jitr:managed-by, and one paginated
 // runner list per owner filtered by name prefix, then applies the rules:
 //
-//  1. job completed or cancelled, instance alive after completedGraceSeconds: terminate;
-//  2. launched, runner never online within bootTimeoutSeconds: delete the
-//     runner (if not busy), terminate, re-queue once if still queued on GitHub;
-//  3. older than maxRuntimeSeconds and not busy: terminate;
-//  4. our tag but no record owns the instance, after orphanGraceSeconds: terminate;
+//  1. the job the instance's runner ran completed (or, with no job on it,
+//     the job it was launched for completed elsewhere), instance alive after
+//     completedGraceSeconds: retire;
+//  2. launched, runner never online within bootTimeoutSeconds: retire,
+//     re-queue once if still queued on GitHub;
+//  3. older than maxRuntimeSeconds: retire, unless a job runs on it that
+//     GitHub says still runs;
+//  4. our tag but no record launched the instance, after orphanGraceSeconds:
+//     retire;
 //  5. a runner with our prefix, offline, whose instance is gone: delete it;
-//  6. a record whose instance is gone while the job is unfinished: mark it
+//  6. a record whose instance is gone while its job is unfinished: mark it
 //     lost, re-queue if GitHub still shows the job queued;
 //  7. a job queued (by the webhook) that never launched within
 //     queuedTimeoutSeconds: re-queue if GitHub still shows it queued.
 //
-// Busy protection: a runner whose job is in_progress by the webhook record,
-// or busy by GitHub, is never terminated. The runner is deleted first and
-// the instance terminated only when GitHub answered 204 or 404; 422 ("still
-// running a job") means busy, and the instance is kept.
+// To retire is runtime/retire's guarded operation, the only way anything
+// here terminates an instance: the instance's own runner is deleted first
+// and GitHub's 422 ("still running a job") keeps the instance.
 package scaledown
 
 import (
@@ -36,13 +46,16 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	"github.com/jit-runners/jit-runners/runtime/config"
+	"github.com/jit-runners/jit-runners/runtime/fleet"
 	"github.com/jit-runners/jit-runners/runtime/githubapp"
 	"github.com/jit-runners/jit-runners/runtime/metrics"
 	"github.com/jit-runners/jit-runners/runtime/queue"
+	"github.com/jit-runners/jit-runners/runtime/retire"
 	"github.com/jit-runners/jit-runners/runtime/state"
 )
 
-// EC2API is the part of the EC2 client scaledown uses.
+// EC2API is the part of the EC2 client scaledown uses (TerminateInstances
+// only through runtime/retire).
 type EC2API interface {
 	DescribeInstances(ctx context.Context, in *ec2.DescribeInstancesInput, opts ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
 	TerminateInstances(ctx context.Context, in *ec2.TerminateInstancesInput, opts ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
@@ -51,6 +64,8 @@ type EC2API interface {
 // GitHub is what scaledown needs from the GitHub App client.
 type GitHub interface {
 	ListRunners(ctx context.Context, inst githubapp.Installation, namePrefix string) ([]githubapp.Runner, error)
+	FindRunner(ctx context.Context, inst githubapp.Installation, name string) (githubapp.Runner, bool, error)
+	RepositoryInstallation(ctx context.Context, repository string) (githubapp.Installation, error)
 	DeleteRunner(ctx context.Context, inst githubapp.Installation, runnerID int64) error
 	GetJob(ctx context.Context, inst githubapp.Installation, jobID int64) (githubapp.Job, error)
 	RerunJob(ctx context.Context, inst githubapp.Installation, jobID int64) error
@@ -59,18 +74,23 @@ type GitHub interface {
 // Jobs is what scaledown needs from the job records; *state.Store implements it.
 type Jobs interface {
 	Get(ctx context.Context, jobID int64) (*state.Job, bool, error)
+	RecordEvent(ctx context.Context, ev *state.JobEvent) (state.Outcome, error)
 	Requeue(ctx context.Context, jobID int64, seenInstanceID, reason string) (bool, error)
 	Finish(ctx context.Context, jobID int64, reason string) error
 	MarkLost(ctx context.Context, jobID int64, instanceID, reason string) error
 	MarkInstanceGone(ctx context.Context, jobID int64, instanceID string) error
-	MarkInterrupted(ctx context.Context, jobID int64, instanceID string) (bool, error)
+	MarkInstanceInterrupted(ctx context.Context, jobID int64, instanceID string) (bool, error)
+	MarkJobInterrupted(ctx context.Context, jobID int64, instanceID string) (bool, error)
 	ClaimRerun(ctx context.Context, jobID int64) (bool, error)
-	FindByInstance(ctx context.Context, jobID int64, instanceID string) (*state.Job, bool, error)
 	MarkOfferingUnavailable(ctx context.Context, offering string, until time.Time) error
 }
 
 // LiveJobs lists the records of the live index.
 type LiveJobs func(ctx context.Context) ([]*state.Job, int, error)
+
+// RunningOn lists the live records of the jobs that ran on an instance's
+// runner (state.RunningOn).
+type RunningOn func(ctx context.Context, instanceID string) ([]*state.Job, error)
 
 // Enqueuer sends re-queue messages; *queue.Sender implements it.
 type Enqueuer interface {
@@ -84,6 +104,9 @@ type Deps struct {
 	Jobs   Jobs
 	Live   LiveJobs
 	Queue  Enqueuer
+	// RunningOn finds the job on an interrupted instance; without it the
+	// sweep carries the interruption over instead.
+	RunningOn RunningOn
 }
 
 // Defaults for the options that are not in the configuration.
@@ -107,6 +130,7 @@ type Reconciler struct {
 	metrics *metrics.Recorder
 	now     func() time.Time
 	rerun   bool
+	retirer *retire.Retirer
 }
 
 // Option configures a Reconciler.
@@ -124,6 +148,9 @@ func WithClock(now func() time.Time) Option { return func(r *Reconciler) { r.now
 // New returns a Reconciler for cfg.
 func New(cfg *config.Config, d Deps, opts ...Option) *Reconciler {
 	r := &Reconciler{cfg: cfg, d: d, log: slog.New(slog.DiscardHandler), now: time.Now, rerun: cfg.ScaleDown.RerunInterrupted()}
+	r.retirer = retire.New(d.GitHub, retire.TerminatorFunc(func(ctx context.Context, id string) error {
+		return fleet.TerminateInstance(ctx, d.EC2, id)
+	}))
 	for _, o := range opts {
 		o(r)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/githubapp"
 	"github.com/jit-runners/jit-runners/runtime/metrics"
 	"github.com/jit-runners/jit-runners/runtime/queue"
+	"github.com/jit-runners/jit-runners/runtime/retire"
 	"github.com/jit-runners/jit-runners/runtime/state"
 	"github.com/jit-runners/jit-runners/runtime/tags"
 )
@@ -51,10 +52,14 @@ type Report struct {
 type instance struct {
 	id, state, instanceType, az string
 	launched                    time.Time
-	jobID                       int64
+	jobID                       int64  // the jitr:job-id tag: the job it was launched for
+	repository                  string // the jitr:repository tag
 }
 
 func (i *instance) alive() bool {
+	if i == nil {
+		return false
+	}
 	switch i.state {
 	case "pending", "running", "stopping", "stopped":
 		return true
@@ -69,20 +74,32 @@ type ownerRunners struct {
 	byName map[string]githubapp.Runner
 }
 
+// sweep is one reconciliation. It is instance-centred: the record that
+// launched an instance (launchOf) decides the instance's fate, but what
+// keeps the instance busy is the job its own runner runs (ranOn), which
+// GitHub chooses and which is often another job than the one it was
+// launched for.
 type sweep struct {
 	r         *Reconciler
 	now       time.Time
 	rep       Report
-	instances map[string]*instance
+	instances map[string]*instance // nil: looked up, EC2 does not know it
 	owners    map[string]*ownerRunners
-	claimed   map[string]bool // instance ids a live record owns
+	listedAt  time.Time // before the runner lists were read
+	repoInst  map[string]githubapp.Installation
+	// launchOf maps an instance id to the live record that launched it, and
+	// ranOn to the live record of the job its runner ran (the later status
+	// wins); both as the live index projects them.
+	launchOf map[string]*state.Job
+	ranOn    map[string]*state.Job
 }
 
 // Sweep reconciles everything once. Errors in one decision are logged and
 // counted; the sweep goes on, and the next sweep converges.
 func (r *Reconciler) Sweep(ctx context.Context) (*Report, error) {
 	start := time.Now()
-	s := &sweep{r: r, now: r.now(), instances: map[string]*instance{}, owners: map[string]*ownerRunners{}, claimed: map[string]bool{}}
+	s := &sweep{r: r, now: r.now(), instances: map[string]*instance{}, owners: map[string]*ownerRunners{},
+		launchOf: map[string]*state.Job{}, ranOn: map[string]*state.Job{}, repoInst: map[string]githubapp.Installation{}}
 	lap := func(d *int64) func() {
 		t := time.Now()
 		return func() { *d = time.Since(t).Milliseconds() }
@@ -108,11 +125,17 @@ func (r *Reconciler) Sweep(ctx context.Context) (*Report, error) {
 		s.rep.LiveJobs = len(jobs)
 		for _, j := range jobs {
 			if j.InstanceID != "" {
-				s.claimed[j.InstanceID] = true
+				s.launchOf[j.InstanceID] = j
+			}
+			if j.RunnerInstance != "" {
+				if prev := s.ranOn[j.RunnerInstance]; prev == nil || j.StatusRank > prev.StatusRank {
+					s.ranOn[j.RunnerInstance] = j
+				}
 			}
 			s.owner(j)
 		}
 		done = lap(&s.rep.ReadRunnersMs)
+		s.listedAt = r.now()
 		s.listRunners(ctx)
 		done()
 	}
@@ -168,32 +191,39 @@ func toInstance(in types.Instance) *instance {
 		i.az = aws.ToString(in.Placement.AvailabilityZone)
 	}
 	for _, t := range in.Tags {
-		if aws.ToString(t.Key) == tags.JobID {
+		switch aws.ToString(t.Key) {
+		case tags.JobID:
 			i.jobID, _ = strconv.ParseInt(aws.ToString(t.Value), 10, 64)
+		case tags.Repository:
+			i.repository = aws.ToString(t.Value)
 		}
 	}
 	return i
 }
 
 // ownerKey is where a job's runner registers: its org, or its repository.
-func (s *sweep) ownerKey(j *state.Job) string {
+func (s *sweep) ownerKey(owner, repository string) string {
 	if s.r.cfg.GitHub.Scope == config.ScopeRepo {
-		return strings.ToLower(j.Repository)
+		return strings.ToLower(repository)
 	}
-	return strings.ToLower(j.Owner)
+	return strings.ToLower(owner)
 }
 
 func (s *sweep) owner(j *state.Job) *ownerRunners {
 	if j.InstallationID == 0 || j.Owner == "" {
 		return nil
 	}
-	k := s.ownerKey(j)
+	k := s.ownerKey(j.Owner, j.Repository)
 	o, ok := s.owners[k]
 	if !ok {
-		o = &ownerRunners{inst: githubapp.Installation{ID: j.InstallationID, Owner: j.Owner, Repository: j.Repository}}
+		o = &ownerRunners{inst: installationOf(j)}
 		s.owners[k] = o
 	}
 	return o
+}
+
+func installationOf(j *state.Job) githubapp.Installation {
+	return githubapp.Installation{ID: j.InstallationID, Owner: j.Owner, Repository: j.Repository}
 }
 
 // listRunners makes one paginated list per owner.
@@ -216,35 +246,55 @@ func (s *sweep) listRunners(ctx context.Context) {
 	}
 }
 
-// runnerOf returns the job's runner as listed, and whether the list is known.
-func (s *sweep) runnerOf(j *state.Job) (githubapp.Runner, bool, bool) {
+// ownRunnerName is the runner an instance launched for j was registered
+// with; records written before it was stored fall back to the name rule.
+func (s *sweep) ownRunnerName(j *state.Job) string {
+	if j.InstanceRunnerName != "" {
+		return j.InstanceRunnerName
+	}
+	return tags.RunnerName(s.r.cfg.NamePrefix, j.InstanceID)
+}
+
+// ownRunner returns the runner of j's instance as listed, and whether the
+// list is known.
+func (s *sweep) ownRunner(j *state.Job) (rn githubapp.Runner, found, known bool) {
 	o := s.owner(j)
 	if o == nil || !o.ok {
 		return githubapp.Runner{}, false, false
 	}
-	rn, found := o.byName[j.RunnerName]
+	rn, found = o.byName[s.ownRunnerName(j)]
 	return rn, found, true
 }
 
 // quiet reports whether a record (as the live index projects it) needs
-// nothing this sweep: launched, instance alive, and neither finished nor
-// past a timeout. Most records are quiet; the rest are read again whole.
+// nothing this sweep: its instance is alive and busy within the maximum
+// runtime, or younger than the boot timeout with no finished job on it.
+// Most records are quiet; the rest are read again whole.
 func (s *sweep) quiet(j *state.Job) bool {
-	if j.InstanceID == "" || !j.InterruptedAt.IsZero() || j.Phase == state.PhaseLost {
+	if j.InstanceID == "" || j.Phase == state.PhaseLost || !j.InterruptedAt.IsZero() {
 		return false
+	}
+	if !j.InstanceInterruptedAt.IsZero() {
+		if run := s.ranOn[j.InstanceID]; run != nil && run.InterruptedAt.IsZero() {
+			return false // the job on it must learn of the interruption
+		}
 	}
 	inst := s.instances[j.InstanceID]
 	if inst == nil || !inst.alive() {
 		return false
 	}
 	age := s.now.Sub(j.LaunchedAt)
-	switch j.Status {
-	case state.StatusInProgress:
-		return age < secs(s.r.cfg.ScaleDown.MaxRuntimeSeconds)
-	case state.StatusCompleted:
+	if age >= secs(s.r.cfg.ScaleDown.MaxRuntimeSeconds) {
 		return false
-	default:
+	}
+	run := s.ranOn[j.InstanceID]
+	switch {
+	case run == nil:
 		return age < secs(s.r.cfg.ScaleDown.BootTimeoutSeconds)
+	case run.Status == state.StatusCompleted:
+		return s.now.Sub(completedAt(run)) < secs(s.r.cfg.ScaleDown.CompletedGraceSeconds)
+	default:
+		return true // busy within the maximum runtime
 	}
 }
 
@@ -267,7 +317,10 @@ func (s *sweep) job(ctx context.Context, thin *state.Job) {
 	if j.InstanceID != "" {
 		log = log.With(slog.String("instance_id", j.InstanceID))
 	}
-	s.maybeRerun(ctx, log, j)
+	if j.RunnerInstance != "" && j.RunnerInstance != j.InstanceID {
+		log = log.With(slog.String("ran_on_instance", j.RunnerInstance))
+	}
+	s.interruption(ctx, log, j)
 	if j.InstanceID == "" {
 		s.notLaunched(ctx, log, j)
 		return
@@ -276,51 +329,211 @@ func (s *sweep) job(ctx context.Context, thin *state.Job) {
 	if !ok {
 		return // could not tell; the next sweep will
 	}
-	alive := inst != nil && inst.alive()
-	switch j.Status {
-	case state.StatusCompleted:
-		if alive {
-			if s.now.Sub(completedAt(j)) >= secs(s.r.cfg.ScaleDown.CompletedGraceSeconds) {
-				s.retire(ctx, log, "1-completed", j, inst)
-			}
+	if inst != nil && inst.alive() {
+		s.liveInstance(ctx, log, j, inst)
+		return
+	}
+	s.goneInstance(ctx, log, j)
+}
+
+// runOf returns the record of the job that ran on l's instance (read
+// consistently), or nil when no job is known to have run there.
+func (s *sweep) runOf(ctx context.Context, log *slog.Logger, l *state.Job) (*state.Job, bool) {
+	thin := s.ranOn[l.InstanceID]
+	switch {
+	case l.RunnerInstance == l.InstanceID:
+		return l, true
+	case thin == nil:
+		return nil, true
+	}
+	run, ok, err := s.r.d.Jobs.Get(ctx, thin.JobID)
+	if err != nil {
+		s.fail(log, "read", err)
+		return nil, false
+	}
+	if !ok || run.RunnerInstance != l.InstanceID {
+		return nil, true
+	}
+	return run, true
+}
+
+// liveInstance decides the fate of l's instance while it runs: retired once
+// the job its runner ran is over (rule 1), when its runner never came online
+// (rule 2), or past the maximum runtime unless GitHub says its job still runs
+// (rule 3). Every termination goes through retire, which deletes the
+// instance's own runner first and keeps the instance when GitHub says busy.
+func (s *sweep) liveInstance(ctx context.Context, log *slog.Logger, l *state.Job, inst *instance) {
+	run, ok := s.runOf(ctx, log, l)
+	if !ok {
+		return
+	}
+	cfg := s.r.cfg.ScaleDown
+	age := s.now.Sub(l.LaunchedAt)
+	switch {
+	case run != nil && run.Status == state.StatusCompleted:
+		if s.now.Sub(completedAt(run)) >= secs(cfg.CompletedGraceSeconds) {
+			s.retire(ctx, log.With(slog.Int64("ran_job_id", run.JobID)), "1-completed", l, inst)
+		}
+	case run != nil:
+		// Busy with run, whichever job that is; past the maximum runtime
+		// GitHub is asked whether it really still runs.
+		if age >= secs(cfg.MaxRuntimeSeconds) {
+			s.overdue(ctx, log.With(slog.Int64("ran_job_id", run.JobID)), l, run, inst)
+		}
+	case age >= secs(cfg.MaxRuntimeSeconds):
+		s.retire(ctx, log, "3-max-runtime", l, inst)
+	case age < secs(cfg.BootTimeoutSeconds):
+		// Too young for any rule: booting, or waiting for its job.
+	case l.Status == state.StatusCompleted && s.now.Sub(completedAt(l)) >= secs(cfg.CompletedGraceSeconds):
+		// The job it was launched for ran on another runner and is over;
+		// this runner got no job since: a spare.
+		s.retire(ctx, log, "1-completed", l, inst)
+	default:
+		rn, found, known := s.ownRunner(l)
+		if !known || (found && (rn.Status == githubapp.RunnerOnline || rn.Busy)) {
+			// Online (or unknown this sweep): it may get a job yet; the
+			// bootstrap's idle timeout ends it otherwise.
 			return
 		}
-		s.settle(ctx, log, j, "job completed, instance gone")
-	case state.StatusInProgress:
-		// Busy by the webhook record: never terminated, whatever its age.
-		switch {
-		case !alive && j.Phase != state.PhaseLost:
-			s.lost(ctx, log, j, false)
-		case !alive && s.now.Sub(j.InstanceGoneAt) >= secs(s.r.cfg.ScaleDown.MaxRuntimeSeconds):
-			// The completed webhook never came; the runner is gone anyway.
-			s.settle(ctx, log, j, "instance lost; no completion seen within maxRuntimeSeconds")
-		case alive && s.now.Sub(j.LaunchedAt) >= secs(s.r.cfg.ScaleDown.MaxRuntimeSeconds):
-			s.rep.KeptBusy++
-			s.decision(log, "3-max-runtime", "kept-busy")
-		}
-	default: // queued or waiting: launched, job not started
-		switch {
-		case !alive:
-			s.lost(ctx, log, j, true)
-		case s.now.Sub(j.LaunchedAt) >= secs(s.r.cfg.ScaleDown.MaxRuntimeSeconds):
-			s.retire(ctx, log, "3-max-runtime", j, inst)
-		case s.now.Sub(j.LaunchedAt) >= secs(s.r.cfg.ScaleDown.BootTimeoutSeconds):
-			rn, found, known := s.runnerOf(j)
-			if !known || (found && (rn.Status == githubapp.RunnerOnline || rn.Busy)) {
-				return // online (or unknown this sweep): it may get its job yet
-			}
-			if s.retire(ctx, log, "2-boot-timeout", j, inst) {
-				s.requeueIfQueued(ctx, log, j, j.InstanceID, "2-boot-timeout", 1)
-			}
+		if s.retire(ctx, log, "2-boot-timeout", l, inst) && l.StatusRank < 2 {
+			s.requeueIfQueued(ctx, log, l, l.InstanceID, "2-boot-timeout", 1)
 		}
 	}
+}
+
+// overdue handles an instance past maxRuntimeSeconds whose record says its
+// job (run) is in progress: the completed webhook may have been lost, and the
+// job may even have sudo'ed the shutdown away. GitHub decides: a job over (or
+// gone), or a runner offline or gone, retires the instance (still through
+// retire's delete-first check); a job GitHub shows running is kept.
+func (s *sweep) overdue(ctx context.Context, log *slog.Logger, l, run *state.Job, inst *instance) {
+	const rule = "3-max-runtime"
+	gj, err := s.r.d.GitHub.GetJob(ctx, installationOf(run), run.JobID)
+	var reason string
+	switch {
+	case errors.Is(err, githubapp.ErrNotFound):
+		reason = "job not found on GitHub"
+	case err != nil:
+		s.fail(log, rule, err)
+		return
+	case gj.Status == state.StatusCompleted:
+		reason = "GitHub shows the job completed (" + gj.Conclusion + "); its completed webhook never arrived"
+		s.recordCompletion(ctx, log, run, gj)
+	default:
+		rn, found, known := s.ownRunner(l)
+		switch {
+		case known && !found:
+			reason = "the instance's runner is gone on GitHub"
+		case known && rn.Status != githubapp.RunnerOnline:
+			reason = "the instance's runner is offline on GitHub"
+		}
+	}
+	if reason == "" {
+		s.rep.KeptBusy++
+		s.decision(log, rule, "kept-busy", slog.String("reason", "GitHub shows the job still running"))
+		return
+	}
+	s.retire(ctx, log.With(slog.String("reason", reason)), rule, l, inst)
+}
+
+// recordCompletion writes GitHub's view of a completed job whose completed
+// webhook never arrived, so the record moves on too.
+func (s *sweep) recordCompletion(ctx context.Context, log *slog.Logger, run *state.Job, gj githubapp.Job) {
+	ev := &state.JobEvent{JobID: run.JobID, Action: state.StatusCompleted, Conclusion: gj.Conclusion, Ours: run.Ours,
+		RunnerName: gj.RunnerName, RunnerID: gj.RunnerID, RunnerInstance: run.RunnerInstance, CompletedAt: s.now.UTC().Format(time.RFC3339)}
+	if _, err := s.r.d.Jobs.RecordEvent(ctx, ev); err != nil {
+		s.fail(log, "record-completion", err)
+	}
+}
+
+// goneInstance handles a record whose own instance is gone.
+func (s *sweep) goneInstance(ctx context.Context, log *slog.Logger, l *state.Job) {
+	switch {
+	case l.StatusRank < 2:
+		s.notStartedGone(ctx, log, l)
+	case l.Status == state.StatusInProgress && l.RunnerInstance == l.InstanceID && l.Phase != state.PhaseLost:
+		// It ran on its own instance, which vanished under it.
+		s.lost(ctx, log, l, false)
+	case l.Status == state.StatusInProgress && l.RunnerInstance != l.InstanceID && s.aliveInstance(ctx, log, l.RunnerInstance):
+		// It runs on another of our instances: this record tells that
+		// instance's fate, so it stays; its own instance and runner are
+		// cleaned up.
+		s.instanceGone(ctx, log, l)
+	case l.Status == state.StatusInProgress && l.InstanceGoneAt.IsZero():
+		// Running on a runner that is not ours, or lost with its instance:
+		// the completed webhook settles it.
+		s.instanceGone(ctx, log, l)
+	case l.Status == state.StatusInProgress:
+		if s.now.Sub(l.InstanceGoneAt) >= secs(s.r.cfg.ScaleDown.MaxRuntimeSeconds) {
+			s.settle(ctx, log, l, "instance gone; no completion seen within maxRuntimeSeconds")
+		}
+	case l.RunnerInstance != "" && l.RunnerInstance != l.InstanceID && s.aliveInstance(ctx, log, l.RunnerInstance):
+		// Completed on another instance that is still alive: keep telling it.
+		s.instanceGone(ctx, log, l)
+	default:
+		s.settle(ctx, log, l, "job completed, instance gone")
+	}
+}
+
+// notStartedGone handles a job still waiting for a runner whose own instance
+// is gone (rule 6). An instance that died without serving a job (it never
+// came online, crashed, was reclaimed) left the pool one runner short: the
+// job is re-queued at once. An instance whose runner served another job
+// left the counts even (that job's own runner serves this one): the job
+// waits for the pool, and is re-queued only if GitHub still shows it queued
+// bootTimeoutSeconds after its instance went.
+func (s *sweep) notStartedGone(ctx context.Context, log *slog.Logger, l *state.Job) {
+	run, ok := s.runOf(ctx, log, l)
+	switch {
+	case !ok:
+		return
+	case run == nil:
+		s.lost(ctx, log, l, true)
+	case l.InstanceGoneAt.IsZero():
+		s.instanceGone(ctx, log.With(slog.Int64("ran_job_id", run.JobID)), l)
+		s.decision(log, "6-instance-gone", "waiting-for-pool", slog.Int64("ran_job_id", run.JobID))
+	case s.now.Sub(l.InstanceGoneAt) >= secs(s.r.cfg.ScaleDown.BootTimeoutSeconds):
+		s.requeueIfQueued(ctx, log, l, l.InstanceID, "6-instance-gone", MaxRequeues)
+	}
+}
+
+// aliveInstance reports whether id is a live instance; "" is not. An
+// instance missing from the snapshot is looked up (it may be newer than it).
+func (s *sweep) aliveInstance(ctx context.Context, log *slog.Logger, id string) bool {
+	if id == "" {
+		return false
+	}
+	inst, ok := s.instance(ctx, log, id)
+	if !ok {
+		return true // could not tell: assume alive, which only delays a settle
+	}
+	return inst != nil && inst.alive()
+}
+
+// instanceGone records that l's own instance is gone and deletes its runner
+// if it is still registered and idle.
+func (s *sweep) instanceGone(ctx context.Context, log *slog.Logger, l *state.Job) {
+	if l.InstanceGoneAt.IsZero() {
+		if err := s.r.d.Jobs.MarkInstanceGone(ctx, l.JobID, l.InstanceID); err != nil {
+			s.fail(log, "instance-gone", err)
+			return
+		}
+	}
+	s.deleteGhost(ctx, log, l)
 }
 
 // notLaunched handles a job of ours that has no instance.
 func (s *sweep) notLaunched(ctx context.Context, log *slog.Logger, j *state.Job) {
 	switch {
+	case j.StatusRank >= 2 && s.aliveInstance(ctx, log, j.RunnerInstance):
+		// It runs (or ran) on one of our instances, launched for another
+		// job: this record tells that instance's fate. Its own launch, which
+		// replaces the runner it took, may still be under way.
+	case j.Status == state.StatusInProgress && j.RunnerInstance != "" &&
+		s.now.Sub(j.UpdatedAt) < secs(s.r.cfg.ScaleDown.MaxRuntimeSeconds):
+		// Its runner's instance vanished under it; the completion settles it.
 	case j.StatusRank >= 2:
-		s.finish(ctx, log, j, "job started or finished without a runner of ours")
+		s.finish(ctx, log, j, "job started or finished without a runner of ours to reconcile")
 	case j.Phase == state.PhaseSkipped:
 		s.finish(ctx, log, j, "skipped")
 	case j.Phase == state.PhaseClaimed && j.ClaimExpiresAt.After(s.now):
@@ -349,8 +562,7 @@ func (s *sweep) lost(ctx context.Context, log *slog.Logger, j *state.Job, requeu
 // it has been re-queued fewer than max times; when GitHub shows it started
 // or finished, the record is settled.
 func (s *sweep) requeueIfQueued(ctx context.Context, log *slog.Logger, j *state.Job, seenInstance, rule string, max int64) {
-	inst := githubapp.Installation{ID: j.InstallationID, Owner: j.Owner, Repository: j.Repository}
-	gj, err := s.r.d.GitHub.GetJob(ctx, inst, j.JobID)
+	gj, err := s.r.d.GitHub.GetJob(ctx, installationOf(j), j.JobID)
 	switch {
 	case errors.Is(err, githubapp.ErrNotFound):
 		s.finish(ctx, log, j, "job not found on GitHub")
@@ -391,45 +603,50 @@ func (s *sweep) requeueIfQueued(ctx context.Context, log *slog.Logger, j *state.
 	s.decision(log, rule, "requeued")
 }
 
-// retire deletes the job's runner (if any) and terminates the instance,
-// unless the runner is busy. It reports whether the instance was terminated.
-func (s *sweep) retire(ctx context.Context, log *slog.Logger, rule string, j *state.Job, inst *instance) bool {
-	if rn, found, _ := s.runnerOf(j); found && rn.Busy {
-		s.rep.KeptBusy++
-		s.decision(log, rule, "kept-busy")
-		return false
-	}
-	if j.RunnerID != 0 {
-		inst := githubapp.Installation{ID: j.InstallationID, Owner: j.Owner, Repository: j.Repository}
-		err := s.r.d.GitHub.DeleteRunner(ctx, inst, j.RunnerID)
+// retire retires l's instance through the guarded operation: its own runner
+// is deleted first, and a busy runner (listed busy, or GitHub's 422) keeps
+// the instance. It reports whether the instance was terminated.
+func (s *sweep) retire(ctx context.Context, log *slog.Logger, rule string, l *state.Job, inst *instance) bool {
+	t := retire.Target{InstanceID: inst.id, Installation: installationOf(l), RunnerName: s.ownRunnerName(l), RunnerID: l.InstanceRunnerID}
+	if rn, found, known := s.ownRunner(l); known {
 		switch {
-		case errors.Is(err, githubapp.ErrRunnerBusy):
+		case found && rn.Busy:
 			s.rep.KeptBusy++
-			s.decision(log, rule, "kept-busy", slog.String("reason", "GitHub: runner still running a job"))
+			s.decision(log, rule, "kept-busy", slog.String("reason", "GitHub lists the runner busy"))
 			return false
-		case err != nil:
-			s.fail(log, rule, err)
-			return false
+		case !found && l.LaunchedAt.Before(s.listedAt):
+			// Registered before the launch was recorded, so a list read after
+			// that would show it: it is gone, and there is nothing to delete.
+			t.RunnerName, t.RunnerID = "", 0
 		}
-		s.rep.RunnersDeleted++
 	}
-	if err := s.terminate(ctx, inst.id); err != nil {
+	return s.retireTarget(ctx, log, rule, t)
+}
+
+// retireTarget runs the guarded retirement of t and accounts for it.
+func (s *sweep) retireTarget(ctx context.Context, log *slog.Logger, rule string, t retire.Target) bool {
+	out, err := s.r.retirer.Retire(ctx, t)
+	switch {
+	case err != nil:
 		s.fail(log, rule, err)
 		return false
+	case out == retire.KeptBusy:
+		s.rep.KeptBusy++
+		s.decision(log, rule, "kept-busy", slog.String("reason", "GitHub: the instance's runner is running a job"))
+		return false
+	}
+	if t.RunnerID != 0 || t.RunnerName != "" {
+		s.rep.RunnersDeleted++
+		if o := s.owners[s.ownerKey(t.Installation.Owner, t.Installation.Repository)]; o != nil && o.ok {
+			delete(o.byName, t.RunnerName)
+		}
+	}
+	s.rep.Terminated++
+	if i := s.instances[t.InstanceID]; i != nil {
+		i.state = "shutting-down"
 	}
 	s.decision(log, rule, "terminated")
 	return true
-}
-
-func (s *sweep) terminate(ctx context.Context, id string) error {
-	if _, err := s.r.d.EC2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
-		return fmt.Errorf("terminate %s: %w", id, err)
-	}
-	s.rep.Terminated++
-	if i := s.instances[id]; i != nil {
-		i.state = "shutting-down"
-	}
-	return nil
 }
 
 // settle finishes a job whose instance is gone: its runner, if still
@@ -445,10 +662,10 @@ func (s *sweep) settle(ctx context.Context, log *slog.Logger, j *state.Job, reas
 	s.finish(ctx, log, j, reason)
 }
 
-// deleteGhost deletes the job's runner if it is still listed and not busy.
-// It reports whether the runner is known to be gone.
+// deleteGhost deletes the runner of j's (gone) instance if it is still
+// listed and not busy. It reports whether the runner is known to be gone.
 func (s *sweep) deleteGhost(ctx context.Context, log *slog.Logger, j *state.Job) bool {
-	rn, found, known := s.runnerOf(j)
+	rn, found, known := s.ownRunner(j)
 	if !known {
 		return false
 	}
@@ -479,29 +696,85 @@ func (s *sweep) finish(ctx context.Context, log *slog.Logger, j *state.Job, reas
 	log.Debug("record settled", slog.String("reason", reason))
 }
 
-// orphans terminates instances with our tag that no live record owns, once
-// they are older than the orphan grace (rule 4).
+// orphans retires instances with our tag that no live record launched, once
+// they are older than the orphan grace (rule 4): scaleup died between the
+// launch and recording it. Such an instance's runner may have been handed
+// its JIT config and be running a job, so it goes through the same guarded
+// retirement as every other instance.
 func (s *sweep) orphans(ctx context.Context) {
+	const rule = "4-orphan"
 	for id, inst := range s.instances {
-		if s.claimed[id] || !inst.alive() || s.now.Sub(inst.launched) < secs(s.r.cfg.ScaleDown.OrphanGraceSeconds) {
+		if s.launchOf[id] != nil || !inst.alive() || s.now.Sub(inst.launched) < secs(s.r.cfg.ScaleDown.OrphanGraceSeconds) {
 			continue
 		}
 		log := s.r.log.With(slog.String("instance_id", id), slog.Int64("job_id", inst.jobID))
-		j, ok, err := s.r.d.Jobs.FindByInstance(ctx, inst.jobID, id)
-		if err != nil {
-			s.fail(log, "4-orphan", err)
-			continue
-		}
-		if ok && j.Status == state.StatusInProgress {
+		if run := s.ranOn[id]; run != nil && run.Status == state.StatusInProgress {
 			s.rep.KeptBusy++
-			s.decision(log, "4-orphan", "kept-busy")
+			s.decision(log, rule, "kept-busy", slog.Int64("ran_job_id", run.JobID), slog.String("reason", "its runner runs a job"))
 			continue
 		}
-		if !ok {
-			j = &state.Job{JobID: inst.jobID}
+		j, ok, err := s.r.d.Jobs.Get(ctx, inst.jobID)
+		if err != nil {
+			s.fail(log, rule, err)
+			continue
 		}
-		s.retire(ctx, log, "4-orphan", j, inst)
+		if ok && j.InstanceID == id && j.Live {
+			continue // recorded after the index was read: its record decides next sweep
+		}
+		t := retire.Target{InstanceID: id, RunnerName: tags.RunnerName(s.r.cfg.NamePrefix, id)}
+		switch o := s.ownerOfRepository(inst.repository); {
+		case ok:
+			// The job it was launched for: its runner registered there.
+			t.Installation = installationOf(j)
+		case o != nil:
+			t.Installation = o.inst
+		default:
+			// The record expired: ask GitHub which installation covers the
+			// repository the instance was launched for.
+			in, err := s.repositoryInstallation(ctx, inst.repository)
+			if err != nil {
+				s.fail(log, rule, fmt.Errorf("find the installation of %q for the orphan's runner: %w", inst.repository, err))
+				continue
+			}
+			t.Installation = in
+		}
+		if o := s.owners[s.ownerKey(t.Installation.Owner, t.Installation.Repository)]; o != nil && o.ok && t.Installation.ID != 0 {
+			rn, found := o.byName[t.RunnerName]
+			switch {
+			case found && rn.Busy:
+				s.rep.KeptBusy++
+				s.decision(log, rule, "kept-busy", slog.String("reason", "GitHub lists the runner busy"))
+				continue
+			case found:
+				t.RunnerID = rn.ID
+			}
+		}
+		s.retireTarget(ctx, log, rule, t)
 	}
+}
+
+// repositoryInstallation looks the App installation of repository up once
+// per sweep.
+func (s *sweep) repositoryInstallation(ctx context.Context, repository string) (githubapp.Installation, error) {
+	if in, ok := s.repoInst[repository]; ok {
+		return in, nil
+	}
+	in, err := s.r.d.GitHub.RepositoryInstallation(ctx, repository)
+	if err != nil {
+		return githubapp.Installation{}, err
+	}
+	s.repoInst[repository] = in
+	return in, nil
+}
+
+// ownerOfRepository finds a listed owner for an instance whose record is
+// gone, from its jitr:repository tag.
+func (s *sweep) ownerOfRepository(repository string) *ownerRunners {
+	owner, _, _ := strings.Cut(repository, "/")
+	if owner == "" {
+		return nil
+	}
+	return s.owners[s.ownerKey(owner, repository)]
 }
 
 // instance returns what EC2 says of id now. The sweep's snapshot was taken
@@ -543,6 +816,12 @@ func (s *sweep) lookup(ctx context.Context, ids []string) (map[string]*instance,
 				}
 			}
 		}
+		// An id EC2 does not know is remembered as gone.
+		for _, id := range ids[:n] {
+			if _, ok := s.instances[id]; !ok {
+				s.instances[id] = nil
+			}
+		}
 		ids = ids[n:]
 	}
 	return out, nil
@@ -552,8 +831,8 @@ func (s *sweep) lookup(ctx context.Context, ids []string) (map[string]*instance,
 func (s *sweep) ghosts(ctx context.Context, jobs []*state.Job) {
 	fresh := map[string]bool{}
 	for _, j := range jobs {
-		if j.RunnerName != "" && s.now.Sub(j.LaunchedAt) < freshLaunch {
-			fresh[j.RunnerName] = true
+		if j.InstanceID != "" && s.now.Sub(j.LaunchedAt) < freshLaunch {
+			fresh[s.ownRunnerName(j)] = true
 		}
 	}
 	prefix := s.r.cfg.NamePrefix + "-"
@@ -605,7 +884,29 @@ func (s *sweep) ghosts(ctx context.Context, jobs []*state.Job) {
 	}
 }
 
-// maybeRerun re-runs, once, a job that failed after a spot interruption.
+// interruption carries a spot interruption of j's own instance over to the
+// job that ran there (the interruption event may have come before that
+// job's in_progress webhook), and re-runs j once if it ran on an
+// interrupted instance and then failed.
+func (s *sweep) interruption(ctx context.Context, log *slog.Logger, j *state.Job) {
+	if !j.InstanceInterruptedAt.IsZero() && j.InstanceID != "" {
+		if run := s.ranOn[j.InstanceID]; run != nil && run.InterruptedAt.IsZero() {
+			if _, err := s.r.d.Jobs.MarkJobInterrupted(ctx, run.JobID, j.InstanceID); err != nil {
+				s.fail(log, "spot-interruption", err)
+			} else {
+				run.InterruptedAt = s.now
+				if run.JobID == j.JobID {
+					j.InterruptedAt = s.now
+				}
+				s.decision(log, "spot-interruption", "job-marked", slog.Int64("ran_job_id", run.JobID))
+			}
+		}
+	}
+	s.maybeRerun(ctx, log, j)
+}
+
+// maybeRerun re-runs, once, a job that failed after the instance it ran on
+// got a spot interruption warning.
 func (s *sweep) maybeRerun(ctx context.Context, log *slog.Logger, j *state.Job) {
 	if !s.r.rerun || j.InterruptedAt.IsZero() || j.Status != state.StatusCompleted || !j.RerunRequestedAt.IsZero() {
 		return
@@ -620,8 +921,7 @@ func (s *sweep) maybeRerun(ctx context.Context, log *slog.Logger, j *state.Job) 
 		}
 		return
 	}
-	inst := githubapp.Installation{ID: j.InstallationID, Owner: j.Owner, Repository: j.Repository}
-	if err := s.r.d.GitHub.RerunJob(ctx, inst, j.JobID); err != nil {
+	if err := s.r.d.GitHub.RerunJob(ctx, installationOf(j), j.JobID); err != nil {
 		// Claimed once, never twice: a failed request is logged, not retried.
 		s.fail(log, "spot-rerun", err)
 		return

@@ -54,7 +54,7 @@ func TestRule2BootTimeout(t *testing.T) {
 	}
 	h.p.Clock.Advance(2 * time.Minute)
 	h.sweep()
-	if h.alive(j.InstanceID) || h.runnerExists(j.RunnerName) {
+	if h.alive(j.InstanceID) || h.runnerExists(j.InstanceRunnerName) {
 		t.Fatal("runner that never came online was not removed")
 	}
 	msgs := h.messages()
@@ -118,10 +118,10 @@ func TestRule4Orphan(t *testing.T) {
 	if !h.alive(id) {
 		t.Fatal("orphan terminated within the orphan grace")
 	}
-	h.p.Clock.Advance(secs(h.p.Config.ScaleDown.OrphanGraceSeconds) + time.Second)
-	h.sweep()
+	h.p.Clock.Advance(secs(h.p.Config.ScaleDown.OrphanGraceSeconds) + time.Minute) // moto stamps the launch in real time, after the clock started
+	rep := h.sweep()
 	if h.alive(id) {
-		t.Fatal("orphan kept after the grace")
+		t.Fatalf("orphan kept after the grace (report %+v)\n%s", rep, h.p.Logs.String())
 	}
 }
 
@@ -131,13 +131,13 @@ func TestRule5GhostRunner(t *testing.T) {
 	h := newHarness(t)
 	_, j := h.launched()
 	h.online(j)
-	if err := h.p.GitHub.SetRunnerStatus(j.RunnerID, ghfake.RunnerStatusOffline); err != nil {
+	if err := h.p.GitHub.SetRunnerStatus(j.InstanceRunnerID, ghfake.RunnerStatusOffline); err != nil {
 		t.Fatal(err)
 	}
 	h.kill(j.InstanceID) // e.g. a spot reclaim
 	h.p.Clock.Advance(3 * time.Minute)
 	h.sweep()
-	if h.runnerExists(j.RunnerName) {
+	if h.runnerExists(j.InstanceRunnerName) {
 		t.Fatal("ghost runner kept")
 	}
 }
@@ -213,11 +213,11 @@ func TestBusyRaceKeepsInstance(t *testing.T) {
 	h := newHarness(t)
 	_, j := h.launched()
 	h.online(j)
-	h.gh = racingGitHub{GitHub: h.p.GHClient, fake: h.p.GitHub, runner: j.RunnerID}
+	h.gh = racingGitHub{GitHub: h.p.GHClient, fake: h.p.GitHub, runner: j.InstanceRunnerID}
 	h.rebuild()
 	h.p.Clock.Advance(secs(h.p.Config.ScaleDown.MaxRuntimeSeconds) + time.Minute)
 	rep := h.sweep()
-	if !h.alive(j.InstanceID) || !h.runnerExists(j.RunnerName) {
+	if !h.alive(j.InstanceID) || !h.runnerExists(j.InstanceRunnerName) {
 		t.Fatalf("runner that became busy after the list was killed (report %+v)", rep)
 	}
 	if rep.KeptBusy != 1 {
@@ -318,7 +318,7 @@ func TestInstanceNewerThanSnapshotIsNotLost(t *testing.T) {
 	h := newHarness(t)
 	id, j := h.launched()
 	h.online(j)
-	if err := h.p.GitHub.SetRunnerStatus(j.RunnerID, ghfake.RunnerStatusOffline); err != nil {
+	if err := h.p.GitHub.SetRunnerStatus(j.InstanceRunnerID, ghfake.RunnerStatusOffline); err != nil {
 		t.Fatal(err)
 	}
 	h.ec2 = staleSnapshot{h.p.EC2}
@@ -332,7 +332,7 @@ func TestInstanceNewerThanSnapshotIsNotLost(t *testing.T) {
 	if msgs := h.messages(); len(msgs) != 0 {
 		t.Fatalf("re-queued a job whose instance runs: %+v", msgs)
 	}
-	if !h.runnerExists(j.RunnerName) || !h.alive(j.InstanceID) {
+	if !h.runnerExists(j.InstanceRunnerName) || !h.alive(j.InstanceID) {
 		t.Fatal("runner or instance removed although the instance runs")
 	}
 }

@@ -27,7 +27,6 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -41,6 +40,7 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/labels"
 	"github.com/jit-runners/jit-runners/runtime/metrics"
 	"github.com/jit-runners/jit-runners/runtime/queue"
+	"github.com/jit-runners/jit-runners/runtime/retire"
 	"github.com/jit-runners/jit-runners/runtime/state"
 	"github.com/jit-runners/jit-runners/runtime/tags"
 )
@@ -50,6 +50,7 @@ type GitHub interface {
 	GenerateJITConfig(ctx context.Context, inst githubapp.Installation, name string, labels []string) (githubapp.JITConfig, error)
 	GetJob(ctx context.Context, inst githubapp.Installation, jobID int64) (githubapp.Job, error)
 	DeleteRunner(ctx context.Context, inst githubapp.Installation, runnerID int64) error
+	FindRunner(ctx context.Context, inst githubapp.Installation, name string) (githubapp.Runner, bool, error)
 }
 
 // Launcher launches and terminates instances; *fleet.Launcher implements it.
@@ -110,6 +111,7 @@ type Handler struct {
 	jit       JITStore
 	identity  Identity
 	offerings Offerings
+	retirer   *retire.Retirer
 
 	visibility  Visibility
 	log         *slog.Logger
@@ -157,6 +159,7 @@ func New(cfg *config.Config, d Deps, opts ...Option) *Handler {
 		cfg: cfg, matcher: labels.NewMatcher(cfg),
 		gh: d.GitHub, launcher: d.Launcher, jobs: d.Jobs, slots: d.Slots, jit: d.JIT, identity: d.Identity, offerings: d.Offerings,
 		log: slog.New(slog.DiscardHandler), now: time.Now, concurrency: queue.ScaleUp.BatchSize,
+		retirer: retire.New(d.GitHub, d.Launcher),
 	}
 	for _, o := range opts {
 		o(h)
@@ -220,9 +223,8 @@ func (h *Handler) loadOfferings(ctx context.Context) {
 		return
 	}
 	for k := range offs {
-		parts := strings.SplitN(k, ":", 3)
-		if len(parts) == 3 {
-			m.MarkUnavailable(parts[0], parts[1], parts[2])
+		if capacity, typ, zone, ok := fleet.ParseOfferingKey(k); ok {
+			m.MarkUnavailable(capacity, typ, zone)
 		}
 	}
 }
@@ -330,7 +332,7 @@ func (h *Handler) process(ctx context.Context, log *slog.Logger, r events.SQSMes
 			return h.skipClaimed(ctx, log, m, "job not found on GitHub")
 		case err != nil:
 			return h.release(ctx, log, m, claimID, fmt.Errorf("check job status: %w", err))
-		case job.Status != state.StatusQueued:
+		case job.Status != state.StatusQueued && !h.ourRunner(job.RunnerName):
 			return h.skipClaimed(ctx, log, m, "job no longer queued on GitHub (status "+job.Status+")")
 		}
 	}
@@ -370,12 +372,17 @@ func (h *Handler) process(ctx context.Context, log *slog.Logger, r events.SQSMes
 
 	jit, err := h.gh.GenerateJITConfig(ctx, inst, name, match.Labels)
 	if err != nil {
-		h.undo(ctx, log, res.InstanceID, "", inst, 0)
+		// The instance never gets a config, so its runner (if the request
+		// made one after all) can never run a job: terminate it outright;
+		// rule 5 deletes such a runner once the instance is gone.
+		h.undo(ctx, log, retire.Target{InstanceID: res.InstanceID, Installation: inst}, "")
 		return h.release(ctx, log, m, claimID, fmt.Errorf("generate JIT config: %w", err))
 	}
 	arn := h.instanceARN(res.InstanceID)
+	own := retire.Target{InstanceID: res.InstanceID, Installation: inst, RunnerName: name, RunnerID: jit.RunnerID}
 	if err := h.jit.Put(ctx, arn, jit.Encoded); err != nil {
-		h.undo(ctx, log, res.InstanceID, "", inst, jit.RunnerID)
+		// A put whose response was lost may have stored the config.
+		h.undo(ctx, log, own, arn)
 		return h.release(ctx, log, m, claimID, fmt.Errorf("hand over JIT config: %w", err))
 	}
 
@@ -387,7 +394,7 @@ func (h *Handler) process(ctx context.Context, log *slog.Logger, r events.SQSMes
 	if err != nil {
 		// Our claim ran out and another invocation owns the job now, or the
 		// record could not be written: this instance must not run.
-		h.undo(ctx, log, res.InstanceID, arn, inst, jit.RunnerID)
+		h.undo(ctx, log, own, arn)
 		if errors.Is(err, state.ErrClaimLost) {
 			log.Warn("claim lost before the launch was recorded; instance terminated", slog.String("decision", "claim_lost"))
 			return nil
@@ -468,23 +475,32 @@ func (h *Handler) skipClaimed(ctx context.Context, log *slog.Logger, m *queue.Me
 	return h.jobs.Skip(ctx, m.JobID, reason)
 }
 
-// undo terminates an instance that must not run and removes what was made
-// for it. Failures are logged: scaledown removes whatever is left (an
-// instance no record owns, a runner whose instance is gone).
-func (h *Handler) undo(ctx context.Context, log *slog.Logger, instanceID, arn string, inst githubapp.Installation, runnerID int64) {
-	if err := h.launcher.Terminate(ctx, instanceID); err != nil {
-		log.Error("could not terminate the instance; scaledown will", slog.String("error", err.Error()))
+// undo retires an instance that must not run and removes what was made for
+// it. Its runner may already have its JIT config and a job (GitHub gives any
+// matching idle runner any queued job), so the instance goes through the
+// guarded retirement: the runner is deleted first, and a busy one keeps the
+// instance, which then ends itself after that job (or scaledown's orphan
+// rule retires it). Failures are logged: scaledown removes whatever is left
+// (an instance no record owns, a runner whose instance is gone).
+func (h *Handler) undo(ctx context.Context, log *slog.Logger, t retire.Target, arn string) {
+	out, err := h.retirer.Retire(ctx, t)
+	switch {
+	case err != nil:
+		log.Error("could not retire the instance; scaledown will", slog.String("error", err.Error()))
+	case out == retire.KeptBusy:
+		log.Warn("instance kept: its runner is running a job; it ends itself after it", slog.String("decision", "kept_busy"))
 	}
 	if arn != "" {
 		if err := h.jit.Delete(ctx, arn); err != nil {
 			log.Warn("could not delete the JIT config entry; its TTL will", slog.String("error", err.Error()))
 		}
 	}
-	if runnerID != 0 {
-		if err := h.gh.DeleteRunner(ctx, inst, runnerID); err != nil {
-			log.Warn("could not delete the runner; scaledown will", slog.String("error", err.Error()))
-		}
-	}
+}
+
+// ourRunner reports whether name is a runner of this deployment.
+func (h *Handler) ourRunner(name string) bool {
+	_, ok := tags.InstanceOfRunner(h.cfg.NamePrefix, name)
+	return ok
 }
 
 func (h *Handler) instanceARN(instanceID string) string {

@@ -66,7 +66,7 @@ func TestLaunchOneRunner(t *testing.T) {
 				t.Errorf("the stored JIT config is not the runner's: %v", err)
 			}
 			j := h.job(101)
-			if j.Phase != state.PhaseLaunched || j.InstanceID != id || j.RunnerName != name || j.RunnerID != r.ID ||
+			if j.Phase != state.PhaseLaunched || j.InstanceID != id || j.InstanceRunnerName != name || j.InstanceRunnerID != r.ID ||
 				j.CapacityType != fleet.CapacityTypeSpot || j.SpotFallback || j.InstanceType != "t3.large" || j.AvailabilityZone == "" {
 				t.Errorf("record %+v", j)
 			}

@@ -26,6 +26,10 @@ const (
 	attrSpotFallback   = "spotFallback"
 	attrLaunchAttempts = "launchAttempts"
 	attrLastError      = "lastError"
+	// The runner the instance was launched with; attrRunnerName and
+	// attrRunnerID hold the runner the job ran on (often another one).
+	attrInstanceRunnerName = "instanceRunnerName"
+	attrInstanceRunnerID   = "instanceRunnerId"
 )
 
 // Phases of a job's launch, in attribute "phase".
@@ -48,7 +52,9 @@ const (
 	// ClaimHeld: another invocation holds an unexpired claim; try later.
 	ClaimHeld
 	// JobStarted: GitHub already reported the job in progress or completed
-	// (another runner took it, or it was cancelled); nothing to launch.
+	// on a runner that is not this deployment's, or cancelled it; nothing
+	// to launch. A job that started on one of our runners (launched for
+	// another job, which now needs a runner) is still claimed and launched.
 	JobStarted
 	// NoRecord: the job has no record (it expired); nothing to launch.
 	NoRecord
@@ -64,8 +70,14 @@ var ErrClaimLost = errors.New("claim lost: the lease ran out and another invocat
 
 // Claim takes the job for claimID for lease, reserving a runner slot of
 // profile. One conditional write decides: the job must have a record, no
-// launch, no in-progress or completed status, and no live claim of another
-// invocation. An expired claim (its holder died mid-way) is taken over.
+// launch, no live claim of another invocation, and no in-progress or
+// completed status unless it started on one of our runners. An expired
+// claim (its holder died mid-way) is taken over.
+//
+// GitHub gives a queued job to any idle runner whose labels match, so a job
+// often runs on the runner launched for another one; that other job then
+// waits for the runner launched for this one. Launching exactly one runner
+// per job of ours, whoever runs on it, keeps the two counts equal.
 func (s *Store) Claim(ctx context.Context, jobID int64, claimID, profile string, lease time.Duration) (ClaimOutcome, error) {
 	now := s.now()
 	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
@@ -74,12 +86,12 @@ func (s *Store) Claim(ctx context.Context, jobID int64, claimID, profile string,
 		UpdateExpression: aws.String("SET #claimId = :claim, #claimExp = :exp, #slot = :live, #slotKey = :slotKey, #phase = :phase, " +
 			"#updated = :now, #live = :live ADD #attempts :one"),
 		ConditionExpression: aws.String("attribute_exists(#pk) AND attribute_not_exists(#launchedAt) AND " +
-			"(attribute_not_exists(#rank) OR #rank < :started) AND " +
+			"(attribute_not_exists(#rank) OR #rank < :started OR attribute_exists(#ranOn)) AND " +
 			"(attribute_not_exists(#claimExp) OR #claimExp < :now OR #claimId = :claim)"),
 		ExpressionAttributeNames: map[string]string{
 			"#pk": AttrPK, "#claimId": attrClaimID, "#claimExp": attrClaimExpiresAt, "#slot": AttrSlot, "#slotKey": AttrSlotKey,
 			"#phase": attrPhase, "#updated": AttrUpdatedAt, "#live": AttrLive, "#attempts": attrLaunchAttempts,
-			"#launchedAt": attrLaunchedAt, "#rank": attrStatusRank,
+			"#launchedAt": attrLaunchedAt, "#rank": attrStatusRank, "#ranOn": attrRunnerInstance,
 		},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
 			":claim":   &types.AttributeValueMemberS{Value: claimID},
@@ -106,7 +118,7 @@ func (s *Store) Claim(ctx context.Context, jobID int64, claimID, profile string,
 		return NoRecord, nil
 	case old[attrLaunchedAt] != nil:
 		return AlreadyLaunched, nil
-	case getN(old, attrStatusRank) >= 2:
+	case getN(old, attrStatusRank) >= 2 && old[attrRunnerInstance] == nil:
 		return JobStarted, nil
 	default:
 		return ClaimHeld, nil
@@ -121,9 +133,10 @@ type Launch struct {
 	SubnetID         string
 	CapacityType     string // "spot" or "on-demand"
 	SpotFallback     bool
-	RunnerName       string
-	RunnerID         int64
-	LaunchedAt       time.Time
+	// RunnerName and RunnerID: the runner the instance was launched with.
+	RunnerName string
+	RunnerID   int64
+	LaunchedAt time.Time
 }
 
 // RecordLaunch records the launch on the job, provided claimID still holds
@@ -141,7 +154,7 @@ func (s *Store) RecordLaunch(ctx context.Context, jobID int64, claimID string, l
 		map[string]string{
 			"#phase": attrPhase, "#launchedAt": attrLaunchedAt, "#instance": attrInstanceID, "#type": attrInstanceType,
 			"#az": attrAZ, "#subnet": attrSubnetID, "#capacity": attrCapacityType, "#fallback": attrSpotFallback,
-			"#runnerName": attrRunnerName, "#runnerId": attrRunnerID, "#updated": AttrUpdatedAt,
+			"#runnerName": attrInstanceRunnerName, "#runnerId": attrInstanceRunnerID, "#updated": AttrUpdatedAt,
 			"#claimExp": attrClaimExpiresAt, "#lastError": attrLastError, "#claimId": attrClaimID,
 		},
 		map[string]types.AttributeValue{

@@ -75,7 +75,7 @@ func TestClaimOnceUntilLeaseExpires(t *testing.T) {
 	}
 	job, _, _ := s.Get(ctx, 1)
 	if job.Phase != state.PhaseLaunched || job.InstanceID != "i-b" || job.CapacityType != "on-demand" || !job.SpotFallback ||
-		job.RunnerName != "jitr-i-b" || job.RunnerID != 9 || job.LaunchAttempts != 3 || job.SlotProfile != "default" || !job.Live {
+		job.InstanceRunnerName != "jitr-i-b" || job.InstanceRunnerID != 9 || job.RunnerName != "" || job.LaunchAttempts != 3 || job.SlotProfile != "default" || !job.Live {
 		t.Fatalf("record after launch: %+v", job)
 	}
 }

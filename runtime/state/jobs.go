@@ -53,8 +53,9 @@ const (
 	attrStartedAt      = "startedAt"
 	attrCompletedAt    = "completedAt"
 	attrConclusion     = "conclusion"
-	attrRunnerName     = "runnerName"
+	attrRunnerName     = "runnerName" // the runner the job ran on, as GitHub says
 	attrRunnerID       = "runnerId"
+	attrRunnerInstance = "runnerInstance" // that runner's instance, when it is one of ours
 	attrLastDelivery   = "lastDelivery"
 	attrOurs           = "ours"
 	attrSkipReason     = "skipReason"
@@ -136,8 +137,14 @@ type JobEvent struct {
 	StartedAt      string
 	CompletedAt    string
 	Conclusion     string
-	RunnerName     string
-	RunnerID       int64
+	// RunnerName and RunnerID name the runner GitHub gave the job to: any
+	// idle runner whose labels match, often not the one launched for it.
+	RunnerName string
+	RunnerID   int64
+	// RunnerInstance is the instance of that runner when it is one of this
+	// deployment's (<namePrefix>-<instance-id>); such a record stays live,
+	// since it tells scaledown which job keeps that instance busy.
+	RunnerInstance string
 
 	// Ours says whether this deployment serves the job; Profile is the
 	// launch profile when it does, SkipReason why not when it does not.
@@ -223,6 +230,12 @@ func (s *Store) RecordEvent(ctx context.Context, ev *JobEvent) (Outcome, error) 
 		now = s.now()
 	}
 	enqueue := ev.Action == StatusQueued && ev.Ours
+	// A job of ours that runs on one of our runners took the runner
+	// launched for another job, which now needs one: if the job itself was
+	// never enqueued (its queued delivery was lost, or came after this
+	// one), it is enqueued now, so that every such job launches exactly one
+	// runner. See claimEnqueue.
+	lateEnqueue := ev.Ours && ev.RunnerInstance != "" && rank >= 2
 	token := newWriteToken()
 	attrs := s.eventAttributes(ev, rank, now, enqueue)
 	attrs = append(attrs, attribute{attrWriteToken, &types.AttributeValueMemberS{Value: token}})
@@ -268,7 +281,7 @@ func (s *Store) RecordEvent(ctx context.Context, ev *JobEvent) (Outcome, error) 
 	if enqueue {
 		cond = "attribute_not_exists(#" + attrEnqueuedAt + ") AND " + cond
 	}
-	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+	in := &dynamodb.UpdateItemInput{
 		TableName:                           aws.String(s.table),
 		Key:                                 jobKey(ev.JobID),
 		UpdateExpression:                    aws.String(expr),
@@ -276,9 +289,43 @@ func (s *Store) RecordEvent(ctx context.Context, ev *JobEvent) (Outcome, error) 
 		ExpressionAttributeNames:            names,
 		ExpressionAttributeValues:           vals,
 		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-	})
+	}
+	if lateEnqueue {
+		in.ReturnValues = types.ReturnValueAllOld
+	}
+	upd, err := s.api.UpdateItem(ctx, in)
+	var seen map[string]types.AttributeValue // the record as it was (or is, after our own retried write)
+	var ccf *types.ConditionalCheckFailedException
+	switch {
+	case err == nil && upd != nil:
+		seen = upd.Attributes
+	case errors.As(err, &ccf) && ownWrite(ccf.Item, token):
+		seen = ccf.Item
+	}
 	out, _, err := written(ev, enqueue, token, err)
-	return out, err
+	if err != nil || out != Recorded || !lateEnqueue {
+		return out, err
+	}
+	if _, sent := seen[attrEnqueuedAt]; sent {
+		return Recorded, nil
+	}
+	return s.claimEnqueue(ctx, ev, now)
+}
+
+// claimEnqueue takes a job's one enqueue after its record was written by a
+// later event (RecordEvent's lateEnqueue): Enqueue when this call took it,
+// Recorded when the job had been enqueued meanwhile.
+func (s *Store) claimEnqueue(ctx context.Context, ev *JobEvent, now time.Time) (Outcome, error) {
+	ok, err := s.update(ctx, ev.JobID, "SET #enq = :at, #live = :live", "attribute_not_exists(#enq)",
+		map[string]string{"#enq": attrEnqueuedAt, "#live": AttrLive},
+		map[string]types.AttributeValue{":at": num(now.UnixMilli()), ":live": &types.AttributeValueMemberS{Value: LiveValue}})
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("record job %d (%s): %w", ev.JobID, ev.Action, err)
+	case ok:
+		return Enqueue, nil
+	}
+	return Recorded, nil
 }
 
 // written interprets the result of RecordEvent's conditional write, made
@@ -346,6 +393,7 @@ func (s *Store) eventAttributes(ev *JobEvent, rank int, now time.Time, enqueue b
 	str(attrConclusion, ev.Conclusion)
 	str(attrRunnerName, ev.RunnerName)
 	n(attrRunnerID, ev.RunnerID)
+	str(attrRunnerInstance, ev.RunnerInstance)
 	str(attrProfile, ev.Profile)
 	str(attrSkipReason, ev.SkipReason)
 	if len(ev.Labels) > 0 {
@@ -357,6 +405,8 @@ func (s *Store) eventAttributes(ev *JobEvent, rank int, now time.Time, enqueue b
 	}
 	if enqueue {
 		add(attrEnqueuedAt, num(now.UnixMilli()))
+	}
+	if enqueue || ev.RunnerInstance != "" {
 		add(AttrLive, &types.AttributeValueMemberS{Value: LiveValue})
 	}
 	return attrs
@@ -365,12 +415,18 @@ func (s *Store) eventAttributes(ev *JobEvent, rank int, now time.Time, enqueue b
 // ReleaseEnqueue undoes the enqueue claim that RecordEvent made for ev when
 // the message could not be sent, so a redelivery of the webhook can try
 // again. It removes only that claim (stamped with ev.ReceivedAt); if the
-// release fails too, scaledown re-queues the job once it is overdue.
+// release fails too, scaledown re-queues the job once it is overdue. A job
+// running on one of our runners stays live: its record tells scaledown
+// which job keeps that runner's instance busy.
 func (s *Store) ReleaseEnqueue(ctx context.Context, ev *JobEvent) error {
+	expr := "REMOVE " + attrEnqueuedAt + ", " + AttrLive
+	if ev.RunnerInstance != "" {
+		expr = "REMOVE " + attrEnqueuedAt
+	}
 	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(s.table),
 		Key:                       jobKey(ev.JobID),
-		UpdateExpression:          aws.String("REMOVE " + attrEnqueuedAt + ", " + AttrLive),
+		UpdateExpression:          aws.String(expr),
 		ConditionExpression:       aws.String(attrEnqueuedAt + " = :t"),
 		ExpressionAttributeValues: map[string]types.AttributeValue{":t": num(ev.ReceivedAt.UnixMilli())},
 	})
@@ -407,8 +463,11 @@ type Job struct {
 	StartedAt      string
 	CompletedAt    string
 	Conclusion     string
+	// RunnerName, RunnerID and RunnerInstance: the runner the job ran on
+	// (see JobEvent).
 	RunnerName     string
 	RunnerID       int64
+	RunnerInstance string
 	LastDelivery   string
 	Ours           bool
 	Profile        string
@@ -431,16 +490,25 @@ type Job struct {
 	SubnetID         string
 	CapacityType     string
 	SpotFallback     bool
+	// InstanceRunnerName and InstanceRunnerID name the runner the instance
+	// was launched with (<namePrefix>-<instance-id>), fixed at launch: the
+	// runner whose deletion must come before the instance's termination,
+	// whichever job it runs.
+	InstanceRunnerName string
+	InstanceRunnerID   int64
 
 	// Reconciliation (scaledown).
-	StatusRank       int64
-	EnqueuedAt       time.Time
-	ClaimExpiresAt   time.Time
-	Requeues         int64
-	InterruptedAt    time.Time
-	RerunRequestedAt time.Time
-	InstanceGoneAt   time.Time
-	FinishedReason   string
+	StatusRank     int64
+	EnqueuedAt     time.Time
+	ClaimExpiresAt time.Time
+	Requeues       int64
+	InterruptedAt  time.Time
+	// InstanceInterruptedAt: the record's own instance got a spot
+	// interruption warning (InterruptedAt: the job's runner's instance did).
+	InstanceInterruptedAt time.Time
+	RerunRequestedAt      time.Time
+	InstanceGoneAt        time.Time
+	FinishedReason        string
 }
 
 // Get reads a job's record with a consistent read. ok is false when the job
@@ -476,6 +544,7 @@ func decodeJob(item map[string]types.AttributeValue) *Job {
 		Conclusion:     getS(item, attrConclusion),
 		RunnerName:     getS(item, attrRunnerName),
 		RunnerID:       getN(item, attrRunnerID),
+		RunnerInstance: getS(item, attrRunnerInstance),
 		LastDelivery:   getS(item, attrLastDelivery),
 		Profile:        getS(item, attrProfile),
 		SkipReason:     getS(item, attrSkipReason),
@@ -498,6 +567,8 @@ func decodeJob(item map[string]types.AttributeValue) *Job {
 	j.AvailabilityZone = getS(item, attrAZ)
 	j.SubnetID = getS(item, attrSubnetID)
 	j.CapacityType = getS(item, attrCapacityType)
+	j.InstanceRunnerName = getS(item, attrInstanceRunnerName)
+	j.InstanceRunnerID = getN(item, attrInstanceRunnerID)
 	if v, ok := item[attrSpotFallback].(*types.AttributeValueMemberBOOL); ok {
 		j.SpotFallback = v.Value
 	}

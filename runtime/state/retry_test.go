@@ -39,8 +39,15 @@ func TestWritesSurviveRetriesOfAppliedCalls(t *testing.T) {
 	if out, err := s.RecordEvent(ctx, &again); err != nil || out != state.Duplicate {
 		t.Fatalf("second delivery: %v %v; want duplicate", out, err)
 	}
-	if out, err := s.RecordEvent(ctx, &state.JobEvent{JobID: 6, Action: state.StatusInProgress, Ours: true}); err != nil || out != state.Recorded {
-		t.Fatalf("in_progress event whose update was retried: %v %v; want recorded", out, err)
+	// Job 6 runs on one of our runners without having been enqueued (its
+	// queued delivery never came): its one enqueue is taken now, even with
+	// both writes retried, and only once.
+	started := &state.JobEvent{JobID: 6, Action: state.StatusInProgress, Ours: true, RunnerInstance: "i-0a", ReceivedAt: time.Now()}
+	if out, err := s.RecordEvent(ctx, started); err != nil || out != state.Enqueue {
+		t.Fatalf("in_progress event of a job never enqueued, writes retried: %v %v; want enqueue", out, err)
+	}
+	if out, err := s.RecordEvent(ctx, started); err != nil || out != state.Recorded {
+		t.Fatalf("second in_progress delivery: %v %v; want recorded", out, err)
 	}
 
 	if got, err := s.Claim(ctx, 5, "inv-a", "default", time.Minute); err != nil || got != state.Claimed {
@@ -55,8 +62,15 @@ func TestWritesSurviveRetriesOfAppliedCalls(t *testing.T) {
 	if !errors.Is(err, state.ErrClaimLost) {
 		t.Fatalf("record launch by another claim: %v; want ErrClaimLost", err)
 	}
-	if ok, err := s.MarkInterrupted(ctx, 5, "i-0a"); err != nil || !ok {
-		t.Fatalf("mark interrupted: %v %v", ok, err)
+	if ok, err := s.MarkInstanceInterrupted(ctx, 5, "i-0a"); err != nil || !ok {
+		t.Fatalf("mark instance interrupted whose update was retried: %v %v; want true", ok, err)
+	}
+	// Job 6 ran on job 5's instance (GitHub's choice): it is the one marked.
+	if ok, err := s.MarkJobInterrupted(ctx, 6, "i-0a"); err != nil || !ok {
+		t.Fatalf("mark job interrupted whose update was retried: %v %v; want true", ok, err)
+	}
+	if ok, err := s.MarkJobInterrupted(ctx, 5, "i-0a"); err != nil || ok {
+		t.Fatalf("mark interrupted a job that did not run there: %v %v; want false", ok, err)
 	}
 	if ok, err := s.ClaimRerun(ctx, 5); err != nil || !ok {
 		t.Fatalf("claim re-run whose update was retried: %v %v; want true", ok, err)

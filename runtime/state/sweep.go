@@ -1,8 +1,10 @@
 package state
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,11 +16,15 @@ import (
 
 // Reconciliation attributes, written by scaledown.
 const (
-	attrRequeues         = "requeues"
-	attrInterruptedAt    = "interruptedAt"
-	attrRerunRequestedAt = "rerunRequestedAt"
-	attrFinishedReason   = "finishedReason"
-	attrInstanceGoneAt   = "instanceGoneAt"
+	attrRequeues = "requeues"
+	// attrInterruptedAt: the job ran on an instance that got a spot
+	// interruption warning (the job is re-run once if it then fails);
+	// attrInstanceInterruptedAt: the record's own instance got one.
+	attrInterruptedAt         = "interruptedAt"
+	attrInstanceInterruptedAt = "instanceInterruptedAt"
+	attrRerunRequestedAt      = "rerunRequestedAt"
+	attrFinishedReason        = "finishedReason"
+	attrInstanceGoneAt        = "instanceGoneAt"
 )
 
 // PhaseLost marks a launched job whose instance disappeared before the job
@@ -71,7 +77,8 @@ func LiveJobs(ctx context.Context, api SweepAPI, table string) (jobs []*Job, pag
 // many that need nothing: a smaller projection moves and decodes less.
 var sweepAttributes = []string{
 	AttrPK, attrJobID, attrStatus, attrStatusRank, attrRepository, attrOwner, attrInstallationID,
-	attrRunnerName, attrLaunchedAt, attrInstanceID, attrInterruptedAt, attrPhase,
+	attrRunnerName, attrRunnerInstance, attrInstanceRunnerName, attrLaunchedAt, attrInstanceID,
+	attrInterruptedAt, attrInstanceInterruptedAt, attrPhase, attrCompletedAt, AttrUpdatedAt,
 }
 
 // Requeue resets a job for a new launch after its launch was lost (never
@@ -141,13 +148,59 @@ func (s *Store) MarkInstanceGone(ctx context.Context, jobID int64, instanceID st
 	return err
 }
 
-// MarkInterrupted records a spot interruption warning for the job's instance.
-func (s *Store) MarkInterrupted(ctx context.Context, jobID int64, instanceID string) (bool, error) {
+// MarkInstanceInterrupted records a spot interruption warning for the
+// record's own instance (the one launched for the job).
+func (s *Store) MarkInstanceInterrupted(ctx context.Context, jobID int64, instanceID string) (bool, error) {
 	return s.update(ctx, jobID, "SET #int = if_not_exists(#int, :now), #live = :live, #updated = :now",
 		"#instance = :instance",
-		map[string]string{"#int": attrInterruptedAt, "#live": AttrLive, "#updated": AttrUpdatedAt, "#instance": attrInstanceID},
+		map[string]string{"#int": attrInstanceInterruptedAt, "#live": AttrLive, "#updated": AttrUpdatedAt, "#instance": attrInstanceID},
 		map[string]types.AttributeValue{":now": num(s.now().UnixMilli()), ":live": &types.AttributeValueMemberS{Value: LiveValue},
 			":instance": &types.AttributeValueMemberS{Value: instanceID}})
+}
+
+// MarkJobInterrupted records that the job ran on instanceID when that
+// instance got a spot interruption warning: if the job then fails it is
+// re-run once (ClaimRerun). The job need not be the one the instance was
+// launched for; the condition checks it ran there.
+func (s *Store) MarkJobInterrupted(ctx context.Context, jobID int64, instanceID string) (bool, error) {
+	return s.update(ctx, jobID, "SET #int = if_not_exists(#int, :now), #live = :live, #updated = :now",
+		"#ranOn = :instance",
+		map[string]string{"#int": attrInterruptedAt, "#live": AttrLive, "#updated": AttrUpdatedAt, "#ranOn": attrRunnerInstance},
+		map[string]types.AttributeValue{":now": num(s.now().UnixMilli()), ":live": &types.AttributeValueMemberS{Value: LiveValue},
+			":instance": &types.AttributeValueMemberS{Value: instanceID}})
+}
+
+// RunningOn returns the live records of the jobs that ran on instanceID's
+// runner, the job keeping it busy first (highest status first). One
+// paginated Query of the live index with a filter: the index is eventually
+// consistent, so a job that started a moment ago may be missing.
+func RunningOn(ctx context.Context, api SweepAPI, table, instanceID string) ([]*Job, error) {
+	in := &dynamodb.QueryInput{
+		TableName:                aws.String(table),
+		IndexName:                aws.String(LiveIndex),
+		KeyConditionExpression:   aws.String("#live = :one"),
+		FilterExpression:         aws.String("#ranOn = :instance"),
+		ExpressionAttributeNames: map[string]string{"#live": AttrLive, "#ranOn": attrRunnerInstance},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":one": &types.AttributeValueMemberS{Value: LiveValue}, ":instance": &types.AttributeValueMemberS{Value: instanceID},
+		},
+	}
+	var jobs []*Job
+	for {
+		out, err := api.Query(ctx, in)
+		if err != nil {
+			return nil, fmt.Errorf("query jobs running on %s: %w", instanceID, err)
+		}
+		for _, item := range out.Items {
+			jobs = append(jobs, decodeJob(item))
+		}
+		if len(out.LastEvaluatedKey) == 0 {
+			break
+		}
+		in.ExclusiveStartKey = out.LastEvaluatedKey
+	}
+	slices.SortFunc(jobs, func(a, b *Job) int { return cmp.Compare(b.StatusRank, a.StatusRank) })
+	return jobs, nil
 }
 
 // ClaimRerun records that the job's re-run is being requested; it returns
@@ -156,16 +209,6 @@ func (s *Store) ClaimRerun(ctx context.Context, jobID int64) (bool, error) {
 	return s.update(ctx, jobID, "SET #rr = :now, #updated = :now", "attribute_not_exists(#rr)",
 		map[string]string{"#rr": attrRerunRequestedAt, "#updated": AttrUpdatedAt},
 		map[string]types.AttributeValue{":now": num(s.now().UnixMilli())})
-}
-
-// FindByInstance returns the record a tag points to, checking that it is
-// the record of that instance.
-func (s *Store) FindByInstance(ctx context.Context, jobID int64, instanceID string) (*Job, bool, error) {
-	j, ok, err := s.Get(ctx, jobID)
-	if err != nil || !ok || j.InstanceID != instanceID {
-		return nil, false, err
-	}
-	return j, true, nil
 }
 
 // Timestamps of the reconciliation attributes, for the sweep's rules.
@@ -179,6 +222,7 @@ func decodeSweep(j *Job, item map[string]types.AttributeValue) {
 	j.EnqueuedAt = ms(attrEnqueuedAt)
 	j.ClaimExpiresAt = ms(attrClaimExpiresAt)
 	j.InterruptedAt = ms(attrInterruptedAt)
+	j.InstanceInterruptedAt = ms(attrInstanceInterruptedAt)
 	j.RerunRequestedAt = ms(attrRerunRequestedAt)
 	j.InstanceGoneAt = ms(attrInstanceGoneAt)
 	j.Requeues = getN(item, attrRequeues)

@@ -3,7 +3,10 @@
 // policies are conditioned on them, so they are defined once, here.
 package tags
 
-import "strconv"
+import (
+	"strconv"
+	"strings"
+)
 
 // Tag keys (a contract: see DESIGN.md).
 const (
@@ -26,4 +29,14 @@ func ForLaunch(namePrefix string, jobID int64, repository, profile string) map[s
 		Repository: repository,
 		Profile:    profile,
 	}
+}
+
+// InstanceOfRunner returns the instance id of a runner name of this
+// deployment (<namePrefix>-<instance-id>), and whether name is one.
+func InstanceOfRunner(namePrefix, name string) (string, bool) {
+	id, ok := strings.CutPrefix(name, namePrefix+"-")
+	if !ok || !strings.HasPrefix(id, "i-") || len(id) < 3 {
+		return "", false
+	}
+	return id, true
 }

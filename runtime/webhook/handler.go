@@ -28,6 +28,7 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/metrics"
 	"github.com/jit-runners/jit-runners/runtime/queue"
 	"github.com/jit-runners/jit-runners/runtime/state"
+	"github.com/jit-runners/jit-runners/runtime/tags"
 )
 
 // MaxBodyBytes is the largest body accepted (after base64 decoding).
@@ -63,6 +64,7 @@ type Handler struct {
 	queue         Enqueuer
 	matcher       *labels.Matcher
 	allowedOwners map[string]bool
+	namePrefix    string
 	log           *slog.Logger
 	metrics       *metrics.Recorder
 	now           func() time.Time
@@ -94,6 +96,11 @@ func WithAllowedOwners(owners []string) Option {
 		}
 	}
 }
+
+// WithNamePrefix names the deployment's runners (<prefix>-<instance-id>):
+// a job that runs on one of them is recorded with that runner's instance,
+// which keeps the record live for scaledown (see state.JobEvent).
+func WithNamePrefix(prefix string) Option { return func(h *Handler) { h.namePrefix = prefix } }
 
 // New returns a Handler. All four collaborators are required.
 func New(secret SecretFunc, store Recorder, q Enqueuer, matcher *labels.Matcher, opts ...Option) *Handler {
@@ -208,6 +215,9 @@ func (h *Handler) handleJob(ctx context.Context, log *slog.Logger, delivery stri
 		RunnerName:     j.RunnerName,
 		RunnerID:       j.RunnerID,
 		ReceivedAt:     h.now(),
+	}
+	if h.namePrefix != "" && ev.Action != state.StatusQueued && ev.Action != state.StatusWaiting {
+		ev.RunnerInstance, _ = tags.InstanceOfRunner(h.namePrefix, j.RunnerName)
 	}
 	match, reason := h.classify(p)
 	if reason == "" {

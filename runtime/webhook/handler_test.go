@@ -307,6 +307,40 @@ func TestActionsRecordedOutOfOrder(t *testing.T) {
 	}
 }
 
+// A job of ours that runs on one of our runners took the runner launched for
+// another job. When its own queued delivery never came (GitHub does not
+// redeliver) or comes late, its in_progress delivery takes its one enqueue,
+// so one runner is still launched per job; a late queued then changes
+// nothing. A job on a runner that is not ours enqueues nothing.
+func TestStartedOnOurRunnerEnqueuesOnce(t *testing.T) {
+	t.Parallel()
+	in := newIntegration(t, webhook.WithNamePrefix("jitr"))
+	ctx := context.Background()
+	in.deliver(t, jobPayload(t, "in_progress", 210), "a")
+	in.deliver(t, jobPayload(t, "in_progress", 210), "a2") // a duplicate delivery
+	in.deliver(t, jobPayload(t, "queued", 210), "b")       // late
+	msgs := in.messages(t)
+	if len(msgs) != 1 || msgs[0].JobID != 210 || msgs[0].Profile != "default" {
+		t.Fatalf("messages %+v; want exactly one for job 210", msgs)
+	}
+	job, ok, err := in.store.Get(ctx, 210)
+	if err != nil || !ok {
+		t.Fatalf("get: %v %v", ok, err)
+	}
+	if job.RunnerInstance != "i-0abc" || !job.Live || job.Status != state.StatusInProgress {
+		t.Errorf("record %+v; want it live, in progress on instance i-0abc", job)
+	}
+
+	foreign := bytes.Replace(jobPayload(t, "in_progress", 211), []byte(`"jitr-i-0abc"`), []byte(`"build-box-7"`), 1)
+	in.deliver(t, foreign, "c")
+	if n := len(in.messages(t)); n != 0 {
+		t.Fatalf("a job on a foreign runner sent %d messages; want 0", n)
+	}
+	if job, _, _ := in.store.Get(ctx, 211); job.RunnerInstance != "" || job.Live {
+		t.Errorf("record of a job on a foreign runner %+v; want no instance, not live", job)
+	}
+}
+
 func TestQueuedActionDecidesNotStatus(t *testing.T) {
 	t.Parallel()
 	in := newIntegration(t)

@@ -55,6 +55,9 @@ func run() error {
 			return state.LiveJobs(ctx, db, cfg.TableName)
 		},
 		Queue: queue.NewSender(sqs.NewFromConfig(awsCfg), cfg.QueueURL, 0),
+		RunningOn: func(ctx context.Context, instanceID string) ([]*state.Job, error) {
+			return state.RunningOn(ctx, db, cfg.TableName, instanceID)
+		},
 	}, scaledown.WithLogger(log), scaledown.WithMetrics(m))
 	lambda.Start(r.Handle)
 	return nil

@@ -44,7 +44,7 @@ func main() {
 	store := state.NewStore(dynamodb.NewFromConfig(awsCfg), cfg.TableName, time.Duration(cfg.RecordRetentionSeconds)*time.Second, nil)
 	sender := queue.NewSender(sqs.NewFromConfig(awsCfg), cfg.QueueURL, cfg.QueueDelaySeconds)
 	h := webhook.New(secret, store, sender, labels.NewMatcher(cfg),
-		webhook.WithLogger(log), webhook.WithAllowedOwners(cfg.GitHub.AllowedOwners),
+		webhook.WithLogger(log), webhook.WithAllowedOwners(cfg.GitHub.AllowedOwners), webhook.WithNamePrefix(cfg.NamePrefix),
 		webhook.WithMetrics(metrics.New(os.Stdout, "webhook")))
 	lambda.Start(h.Handle)
 }

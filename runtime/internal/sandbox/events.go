@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/jit-runners/jit-runners/runtime/tags"
 )
 
 // Event names, one per transition of a job.
@@ -38,7 +41,10 @@ type Event struct {
 	Reason     string    `json:"reason,omitempty"`
 }
 
-// jobTrack is what the sandbox observed of one job.
+// jobTrack is what the sandbox observed of one job. GitHub gives a queued
+// job to any idle runner whose labels match, so the instance launched for a
+// job (instanceID) and the instance whose runner ran it (ranOn) often
+// differ.
 type jobTrack struct {
 	id         int64
 	received   time.Time // first queued delivery
@@ -49,12 +55,15 @@ type jobTrack struct {
 	completed  time.Time
 	terminated time.Time
 
-	instanceID   string // the instance the job record names
-	runnerName   string
+	instanceID   string // the instance the job record names (launched for it)
+	runnerName   string // that instance's own runner
 	capacityType string
 	spotFallback bool
-	instances    map[string]bool   // every instance seen for the job: id -> alive
+	instances    map[string]bool   // every instance launched for the job: id -> alive
 	runners      map[string]string // instance id -> runner name, as registered
+	ranOn        string            // the instance whose runner ran the job ("" if not ours)
+	ranOnAlive   bool
+	ranOnRunners map[string]bool // every runner an in_progress webhook named
 	deliveries   int
 	duplicates   int
 	retries      int
@@ -66,7 +75,9 @@ type jobTrack struct {
 // file and prints progress lines.
 type tracker struct {
 	mu       sync.Mutex
+	prefix   string // the deployment's runner name prefix
 	jobs     map[int64]*jobTrack
+	alive    map[string]bool // every instance seen: id -> alive
 	file     *os.File
 	w        *bufio.Writer
 	out      io.Writer
@@ -74,7 +85,7 @@ type tracker struct {
 }
 
 func newTracker(eventsFile string, out io.Writer, progress bool) (*tracker, error) {
-	t := &tracker{jobs: map[int64]*jobTrack{}, out: out, progress: progress}
+	t := &tracker{jobs: map[int64]*jobTrack{}, alive: map[string]bool{}, out: out, progress: progress}
 	if eventsFile != "" {
 		f, err := os.OpenFile(eventsFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
@@ -103,7 +114,7 @@ func (t *tracker) close() error {
 func (t *tracker) job(id int64) *jobTrack {
 	j := t.jobs[id]
 	if j == nil {
-		j = &jobTrack{id: id, instances: map[string]bool{}, runners: map[string]string{}}
+		j = &jobTrack{id: id, instances: map[string]bool{}, runners: map[string]string{}, ranOnRunners: map[string]bool{}}
 		t.jobs[id] = j
 	}
 	return j
@@ -202,14 +213,18 @@ func (t *tracker) onWebhookAnswer(d *delivery, status int, body []byte) {
 		Status string `json:"status"`
 	}
 	_ = json.Unmarshal(body, &r)
+	if r.Status == "queued" {
+		// The job's one scale-up message was sent: by its queued delivery,
+		// or by its in_progress one when the job took one of our runners
+		// before its queued delivery was processed.
+		if j.queued.IsZero() {
+			j.queued = time.Now()
+		}
+		t.emit(Event{JobID: d.jobID, Event: EvQueued, Reason: "by the " + d.action + " delivery"})
+	}
 	switch d.action {
 	case "queued":
 		switch r.Status {
-		case "queued":
-			if j.queued.IsZero() {
-				j.queued = time.Now()
-			}
-			t.emit(Event{JobID: d.jobID, Event: EvQueued})
 		case "duplicate":
 			j.duplicates++
 			t.emit(Event{JobID: d.jobID, Event: EvDuplicate})
@@ -221,12 +236,14 @@ func (t *tracker) onWebhookAnswer(d *delivery, status int, body []byte) {
 		if j.inProgress.IsZero() {
 			j.inProgress = time.Now()
 		}
-		t.emit(Event{JobID: d.jobID, Event: EvInProgress, InstanceID: j.instanceOf(d.runnerName), RunnerName: d.runnerName})
+		t.ranOn(j, d.runnerName)
+		t.emit(Event{JobID: d.jobID, Event: EvInProgress, InstanceID: j.ranOn, RunnerName: d.runnerName})
 	case "completed":
 		if j.completed.IsZero() {
 			j.completed = time.Now()
 		}
-		t.emit(Event{JobID: d.jobID, Event: EvCompleted, InstanceID: j.instanceOf(d.runnerName), RunnerName: d.runnerName})
+		t.ranOn(j, d.runnerName)
+		t.emit(Event{JobID: d.jobID, Event: EvCompleted, InstanceID: j.ranOn, RunnerName: d.runnerName})
 	}
 }
 
@@ -261,10 +278,12 @@ func (t *tracker) onSkipped(jobID int64, reason string) {
 	t.emit(Event{JobID: jobID, Event: EvSkipped, Reason: reason})
 }
 
-// onInstance notes an instance of a job (it may not be recorded yet).
+// onInstance notes an instance launched for a job (it may not be recorded
+// yet).
 func (t *tracker) onInstance(jobID int64, instanceID string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.alive[instanceID] = true
 	j := t.job(jobID)
 	if _, ok := j.instances[instanceID]; !ok {
 		j.instances[instanceID] = true
@@ -282,43 +301,37 @@ func (t *tracker) onRegistered(jobID int64, instanceID, runnerName string) {
 	t.emit(Event{JobID: jobID, Event: EvRegistered, InstanceID: instanceID, RunnerName: runnerName})
 }
 
-// onInstanceGone notes that an instance terminated.
+// onInstanceGone notes that an instance launched for jobID terminated.
 func (t *tracker) onInstanceGone(jobID int64, instanceID string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.alive[instanceID] = false
 	j := t.job(jobID)
 	j.instances[instanceID] = false
 	if instanceID == j.instanceID || j.instanceID == "" {
 		j.terminated = time.Now()
 	}
+	for _, other := range t.jobs {
+		if other.ranOn == instanceID {
+			other.ranOnAlive = false
+		}
+	}
 	t.emit(Event{JobID: jobID, Event: EvTerminated, InstanceID: instanceID, RunnerName: j.runnerNameOf(instanceID)})
 }
 
-// instanceOf is the instance of the runner a webhook names (runner names
-// are <prefix>-<instance id>), else the job's current instance.
-func (j *jobTrack) instanceOf(runnerName string) string {
-	if i := strings.LastIndex(runnerName, "-i-"); i >= 0 {
-		return runnerName[i+1:]
+// ranOn notes the runner a webhook says job j runs on. The caller holds t.mu.
+func (t *tracker) ranOn(j *jobTrack, runnerName string) {
+	if runnerName == "" {
+		return
 	}
-	return j.currentInstance()
-}
-
-// currentInstance is the instance the record names, else the one alive
-// instance seen for the job.
-func (j *jobTrack) currentInstance() string {
-	if j.instanceID != "" {
-		return j.instanceID
+	j.ranOnRunners[runnerName] = true
+	id, ours := tags.InstanceOfRunner(t.prefix, runnerName)
+	if !ours || j.ranOn == id {
+		return
 	}
-	id := ""
-	for k, alive := range j.instances {
-		if alive {
-			if id != "" {
-				return ""
-			}
-			id = k
-		}
-	}
-	return id
+	j.ranOn = id
+	alive, seen := t.alive[id]
+	j.ranOnAlive = alive || !seen
 }
 
 func (j *jobTrack) runnerNameOf(instanceID string) string {
@@ -379,15 +392,17 @@ func (t *tracker) snapshot(ids []int64) []jobTrack {
 			c.instances[k] = v
 		}
 		c.failures = slices.Clone(j.failures)
-		c.runners = nil
+		c.runners = maps.Clone(j.runners)
+		c.ranOnRunners = maps.Clone(j.ranOnRunners)
 		out = append(out, c)
 	}
 	return out
 }
 
-// done reports whether the job completed and every instance it had is gone.
+// done reports whether the job completed, every instance launched for it
+// is gone, and so is the instance it ran on.
 func (j *jobTrack) done() bool {
-	if j.completed.IsZero() || len(j.instances) == 0 {
+	if j.completed.IsZero() || len(j.instances) == 0 || j.ranOnAlive {
 		return false
 	}
 	for _, alive := range j.instances {

@@ -214,7 +214,7 @@ func (w *instanceWatcher) launched(ctx context.Context, j *state.Job) {
 	}
 	profile, ok := w.s.cfg.Profiles[name]
 	fallback := capacity == fleet.CapacityTypeOnDemand && ok && profile.UseSpot()
-	w.s.tracker.onLaunched(j.JobID, j.InstanceID, j.RunnerName, capacity, fallback, j.LaunchedAt)
+	w.s.tracker.onLaunched(j.JobID, j.InstanceID, j.InstanceRunnerName, capacity, fallback, j.LaunchedAt)
 }
 
 func toInfo(r types.Reservation, in types.Instance) instanceInfo {

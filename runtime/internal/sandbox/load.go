@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	mrand "math/rand/v2"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,10 +50,8 @@ func (s *Sandbox) RunLoad(ctx context.Context, l Load) (*Summary, error) {
 		l.Timeout = DefaultLoadTimeout
 	}
 	rng := mrand.New(mrand.NewPCG(s.opts.Seed, uint64(jobSeq.Load())+0x9e37))
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 128}}
-	defer client.CloseIdleConnections()
-
 	ghBefore, faultsBefore, awsBefore := s.fake.TotalCalls(), s.fake.InjectedFaults(), s.proxy.stats()
+	refusalsBefore := s.fake.BusyDeleteRefusals()
 	base := time.Now().UnixMilli() * 1000
 	ids := make([]int64, l.Jobs)
 	for i := range ids {
@@ -89,7 +86,7 @@ func (s *Sandbox) RunLoad(ctx context.Context, l Load) (*Summary, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.queueJob(ctx, client, id, dup, dupDelay)
+			s.queueJob(ctx, id, dup, dupDelay)
 		}()
 	}
 	wg.Wait()
@@ -116,6 +113,7 @@ func (s *Sandbox) RunLoad(ctx context.Context, l Load) (*Summary, error) {
 	}
 	sum := s.summarize(ctx, ids, start)
 	sum.GitHubCalls = s.fake.TotalCalls() - ghBefore
+	sum.BusyDeleteRefusals = s.fake.BusyDeleteRefusals() - refusalsBefore
 	sum.GitHubInjectedFaults = s.fake.InjectedFaults() - faultsBefore
 	sum.GitHubCallsPerJob = float64(sum.GitHubCalls) / float64(l.Jobs)
 	sum.AWS = s.proxy.stats().sub(awsBefore)
@@ -123,11 +121,11 @@ func (s *Sandbox) RunLoad(ctx context.Context, l Load) (*Summary, error) {
 	return sum, nil
 }
 
-// queueJob adds the job at the fake and delivers its queued webhook (twice
-// when dup).
-func (s *Sandbox) queueJob(ctx context.Context, client *http.Client, id int64, dup bool, dupDelay time.Duration) {
-	job := s.fake.AddJob(ghfake.Job{ID: id, Owner: Owner, Repo: Repo, Labels: JobLabels, Status: ghfake.JobQueued})
-	body := ghfake.WorkflowJobPayload(ghfake.WorkflowJobEvent{Action: ghfake.JobQueued, Job: job, InstallationID: InstallationID})
+// queueJob queues the job at the fake, which delivers its queued webhook
+// (a second delivery with a new GUID when dup, as GitHub sometimes sends).
+// As on GitHub, a failed delivery is not retried: the control plane must
+// find the job some other way.
+func (s *Sandbox) queueJob(ctx context.Context, id int64, dup bool, dupDelay time.Duration) {
 	var wg sync.WaitGroup
 	if dup {
 		wg.Add(1)
@@ -138,13 +136,13 @@ func (s *Sandbox) queueJob(ctx context.Context, client *http.Client, id int64, d
 				return
 			case <-time.After(dupDelay):
 			}
-			if err := s.sendWebhook(ctx, client, id, body); err != nil && ctx.Err() == nil {
-				s.tracker.onFailed(id, "", "duplicate delivery: "+err.Error())
+			if d := s.fake.DeliverJob(ctx, id, ghfake.JobQueued); !d.OK() && ctx.Err() == nil {
+				s.tracker.onFailed(id, "", "duplicate delivery: "+d.Status)
 			}
 		}()
 	}
-	if err := s.sendWebhook(ctx, client, id, body); err != nil && ctx.Err() == nil {
-		s.tracker.onFailed(id, "", "queued delivery: "+err.Error())
+	if _, d := s.fake.QueueJob(ctx, ghfake.Job{ID: id, Owner: Owner, Repo: Repo, Labels: JobLabels}); !d.OK() && ctx.Err() == nil {
+		s.tracker.onFailed(id, "", "queued delivery: "+d.Status)
 	}
 	wg.Wait()
 }

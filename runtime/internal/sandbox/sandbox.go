@@ -46,6 +46,13 @@ const (
 	DefaultSweepInterval = 5 * time.Minute
 	DefaultJobDuration   = 2 * time.Second
 	DefaultLoadTimeout   = 10 * time.Minute
+	// dispatchDelay is how long the fake GitHub collects idle runners and
+	// queued jobs before assigning them (at random among the eligible
+	// runners), so that runners coming online together swap jobs.
+	dispatchDelay = 200 * time.Millisecond
+	// busyLag is how long the fake's runner lists show a runner idle after
+	// it took a job, as GitHub's busy flag lags (up to a minute there).
+	busyLag = 10 * time.Second
 	// WebhookPath is the webhook endpoint's path, as the stack's API
 	// Gateway route (POST /webhook).
 	WebhookPath = "/webhook"
@@ -262,6 +269,7 @@ func Start(ctx context.Context, opts Options) (s *Sandbox, err error) {
 	if err := s.writeConfig(); err != nil {
 		return s, err
 	}
+	s.tracker.prefix = s.cfg.NamePrefix
 	if s.proxy, err = startFaultProxy(s.awsURL, opts.FaultRate, opts.Seed, s.log); err != nil {
 		return s, err
 	}
@@ -329,7 +337,7 @@ func (s *Sandbox) startGitHub() error {
 		s.secrets.addPEM(ext.PrivateKeyPEM)
 		return nil
 	}
-	s.fake = ghfake.New(ghfake.WithSeed(s.opts.Seed),
+	s.fake = ghfake.New(ghfake.WithSeed(s.opts.Seed), ghfake.WithBusyLag(busyLag),
 		ghfake.WithLogger(s.log.With(slog.String("component", "ghfake"))),
 		ghfake.WithInstallation(InstallationID, Owner))
 	s.githubURL = trimSlash(s.fake.URL())
@@ -368,6 +376,10 @@ func (s *Sandbox) startBackground() {
 		if s.opts.FaultRate > 0 {
 			s.fake.SetFaultRate(s.opts.FaultRate, 502)
 		}
+		// GitHub's side: deliveries to our endpoint (never retried), and
+		// every queued job to any idle runner whose labels match.
+		s.fake.SetWebhook(s.webhookURL, s.webhookSecret)
+		s.fake.StartDispatch(dispatchDelay)
 	}
 	s.poller = newPoller(s)
 	s.goBackground(s.poller.run)

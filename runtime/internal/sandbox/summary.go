@@ -37,9 +37,11 @@ func NewPercentiles(samples []time.Duration) Percentiles {
 
 // Summary sums up one RunLoad.
 type Summary struct {
-	Jobs                 int         `json:"jobs"`
-	Completed            int         `json:"completed"`
-	InstancesLaunched    int         `json:"instancesLaunched"`
+	Jobs              int `json:"jobs"`
+	Completed         int `json:"completed"`
+	InstancesLaunched int `json:"instancesLaunched"`
+	// RunnersOnline counts the instances whose runner came online.
+	RunnersOnline        int         `json:"runnersOnline"`
 	Spot                 int         `json:"spot"`
 	OnDemand             int         `json:"onDemand"`
 	SpotFallbacks        int         `json:"spotFallbacks"`
@@ -57,16 +59,26 @@ type Summary struct {
 	LaunchesPerSecond    float64     `json:"launchesPerSecond"`
 	InstancesRunning     int         `json:"instancesRunning"`
 	RunnersRegistered    int         `json:"runnersRegistered"`
-	JobsLost             int         `json:"jobsLost"`
-	LostJobs             []int64     `json:"lostJobs,omitempty"`
-	Leaks                []Leak      `json:"leaks,omitempty"`
-	Elapsed              float64     `json:"elapsedSeconds"`
+	// Swaps counts the jobs that ran on a runner launched for another job
+	// (GitHub's choice, the normal case under load).
+	Swaps int `json:"swaps"`
+	// BusyRunnersKilled counts the instances terminated while their runner
+	// ran a job (must be 0); BusyDeleteRefusals the deletions of busy
+	// runners GitHub refused with 422 (each one a kill avoided).
+	BusyRunnersKilled  int     `json:"busyRunnersKilled"`
+	KilledJobs         []int64 `json:"killedJobs,omitempty"`
+	BusyDeleteRefusals int     `json:"busyDeleteRefusals"`
+	JobsLost           int     `json:"jobsLost"`
+	LostJobs           []int64 `json:"lostJobs,omitempty"`
+	Leaks              []Leak  `json:"leaks,omitempty"`
+	Elapsed            float64 `json:"elapsedSeconds"`
 }
 
-// OK reports whether no job was lost and nothing leaked: no instance
-// running, no runner registered, no secret in a log.
+// OK reports whether no job was lost, no busy runner was killed and
+// nothing leaked: no instance running, no runner registered, no secret in a
+// log.
 func (s *Summary) OK() bool {
-	return s.JobsLost == 0 && s.InstancesRunning == 0 && s.RunnersRegistered == 0 && len(s.Leaks) == 0
+	return s.JobsLost == 0 && s.BusyRunnersKilled == 0 && s.InstancesRunning == 0 && s.RunnersRegistered == 0 && len(s.Leaks) == 0
 }
 
 func (s *Sandbox) summarize(ctx context.Context, ids []int64, start time.Time) *Summary {
@@ -79,8 +91,12 @@ func (s *Sandbox) summarize(ctx context.Context, ids []int64, start time.Time) *
 		sum.Retries += j.retries
 		sum.Failures += len(j.failures)
 		sum.InstancesLaunched += len(j.instances)
+		sum.RunnersOnline += len(j.runners)
 		if !j.completed.IsZero() {
 			sum.Completed++
+		}
+		if _, own := j.instances[j.ranOn]; j.ranOn != "" && !own {
+			sum.Swaps++
 		}
 		if !j.done() {
 			sum.JobsLost++
@@ -122,6 +138,12 @@ func (s *Sandbox) summarize(ctx context.Context, ids []int64, start time.Time) *
 		sum.InstancesRunning = -1
 	}
 	sum.RunnersRegistered = len(s.fake.Runners(""))
+	for _, id := range s.fake.BusyLostJobs() {
+		if slices.Contains(ids, id) {
+			sum.KilledJobs = append(sum.KilledJobs, id)
+		}
+	}
+	sum.BusyRunnersKilled = len(sum.KilledJobs)
 	sum.Leaks = s.ScanLogs()
 	sum.Elapsed = time.Since(start).Seconds()
 	return sum
@@ -139,7 +161,7 @@ func (s *Summary) Print(w io.Writer) {
 	}
 	fmt.Fprintln(tw, "summary\t")
 	row("jobs", "%d (%d completed) in %.1fs", s.Jobs, s.Completed, s.Elapsed)
-	row("instances launched", "%d (spot %d, on-demand %d, spot fallbacks %d)", s.InstancesLaunched, s.Spot, s.OnDemand, s.SpotFallbacks)
+	row("instances launched", "%d (spot %d, on-demand %d, spot fallbacks %d); runners online %d", s.InstancesLaunched, s.Spot, s.OnDemand, s.SpotFallbacks, s.RunnersOnline)
 	row("deliveries", "%d (duplicates recognised %d)", s.Deliveries, s.Duplicates)
 	row("retries", "%d", s.Retries)
 	row("failures observed", "%d", s.Failures)
@@ -151,6 +173,8 @@ func (s *Summary) Print(w io.Writer) {
 	row("launches per second", "%.2f", s.LaunchesPerSecond)
 	row("instances still running", "%d", s.InstancesRunning)
 	row("runners still registered", "%d", s.RunnersRegistered)
+	row("jobs run on another job's runner", "%d of %d", s.Swaps, s.Jobs)
+	row("busy runners killed", "%d%s (deletions refused with 422: %d)", s.BusyRunnersKilled, lostList(s.KilledJobs), s.BusyDeleteRefusals)
 	row("jobs lost", "%d%s", s.JobsLost, lostList(s.LostJobs))
 	row("secrets in logs", "%d", len(s.Leaks))
 	verdict := "OK"

@@ -89,7 +89,7 @@ type Params struct {
 	// RunnerVersion is the actions/runner release, e.g. "2.332.0". Required.
 	RunnerVersion string
 	// NamePrefix is the deployment's name prefix (runner names are
-	// <prefix>-<instance-id>): 1-20 of a-z, 0-9 and '-', starting with a
+	// <prefix>-j<job-id>-<attempt>): 1-20 of a-z, 0-9 and '-', starting with a
 	// letter. Required.
 	NamePrefix string
 	// JITTable is the DynamoDB table holding the JIT configs (key

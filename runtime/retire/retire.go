@@ -5,7 +5,7 @@
 //
 // GitHub gives a queued job to any idle runner whose labels match, so the job
 // an instance was launched for says nothing about what the instance runs
-// now. Only its own runner (<namePrefix>-<instance-id>, fixed at launch)
+// now. Only its own runner (tags.RunnerName, fixed at launch)
 // does, and GitHub is the authority on it: the runner is deleted first, and
 // a 422 ("still running a job") keeps the instance. GitHub's busy flag in
 // runner lists lags a job's start; the delete does not.

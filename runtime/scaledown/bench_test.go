@@ -69,9 +69,11 @@ func BenchmarkSweep2000(b *testing.B) {
 			ids = append(ids, aws.ToString(in.InstanceId))
 		}
 	}
+	names := make([]string, 0, n)
 	for i, id := range ids {
 		jobID := int64(i + 1)
-		name := tags.RunnerName(prefix, id)
+		name := tags.RunnerName(prefix, jobID, 1)
+		names = append(names, name)
 		if _, err := p.Store.RecordEvent(ctx, &state.JobEvent{JobID: jobID, Action: state.StatusQueued, Repository: p.Repository(),
 			Owner: p.Owner, InstallationID: p.InstID, Labels: []string{"self-hosted"}, Ours: true, Profile: "default"}); err != nil {
 			b.Fatal(err)
@@ -86,7 +88,7 @@ func BenchmarkSweep2000(b *testing.B) {
 		if err := p.Store.RecordLaunch(ctx, jobID, "bench", state.Launch{InstanceID: id, InstanceType: "t3.large", CapacityType: "spot", RunnerName: name, RunnerID: rn.ID}); err != nil {
 			b.Fatal(err)
 		}
-		ev := &state.JobEvent{JobID: jobID, Action: state.StatusInProgress, RunnerName: name, RunnerID: rn.ID, RunnerInstance: id}
+		ev := &state.JobEvent{JobID: jobID, Action: state.StatusInProgress, RunnerName: name, RunnerID: rn.ID, RunnerJob: jobID}
 		if i < done {
 			ev.Action, ev.Conclusion, ev.CompletedAt = state.StatusCompleted, "success", time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
 		}
@@ -95,7 +97,7 @@ func BenchmarkSweep2000(b *testing.B) {
 		}
 	}
 	for i := 0; i < done; i++ {
-		if err := p.GitHub.SetRunnerBusy(mustRunner(b, p, tags.RunnerName(prefix, ids[i])), false); err != nil {
+		if err := p.GitHub.SetRunnerBusy(mustRunner(b, p, names[i]), false); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -64,7 +64,10 @@ func (r *Reconciler) onInterruption(ctx context.Context, id string) error {
 	if r.d.RunningOn == nil {
 		return nil
 	}
-	running, err := r.d.RunningOn(ctx, id)
+	if inst.runner == "" {
+		return nil // launched without a runner name: nothing can run there
+	}
+	running, err := r.d.RunningOn(ctx, inst.runner)
 	if err != nil {
 		return err
 	}
@@ -73,7 +76,7 @@ func (r *Reconciler) onInterruption(ctx context.Context, id string) error {
 		return nil
 	}
 	run := running[0]
-	if _, err := r.d.Jobs.MarkJobInterrupted(ctx, run.JobID, id); err != nil {
+	if _, err := r.d.Jobs.MarkJobInterrupted(ctx, run.JobID, inst.runner); err != nil {
 		return err
 	}
 	r.decide(log, "spot-interruption", "job-marked", slog.Int64("ran_job_id", run.JobID))

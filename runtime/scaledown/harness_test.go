@@ -151,7 +151,7 @@ func (h *harness) event(id int64, action, conclusion string) {
 	ev := &state.JobEvent{JobID: id, Action: action, Conclusion: conclusion, Ours: true}
 	if gj, ok := h.p.GitHub.Job(id); ok {
 		ev.RunnerName, ev.RunnerID = gj.RunnerName, gj.RunnerID
-		ev.RunnerInstance, _ = tags.InstanceOfRunner(h.p.Config.NamePrefix, gj.RunnerName)
+		ev.RunnerJob, _ = tags.RunnerJob(h.p.Config.NamePrefix, gj.RunnerName)
 	}
 	if action == state.StatusCompleted {
 		ev.CompletedAt = h.p.Clock.Now().UTC().Format(time.RFC3339)
@@ -225,7 +225,7 @@ func (h *harness) orphan() string {
 	res, err := fleet.New(h.p.EC2).Launch(context.Background(), fleet.Request{
 		JobID: 99999, InstanceTypes: []string{"t3.large"}, ImageID: "ami-0123456789abcdef0", SubnetIDs: h.p.Network.SubnetIDs,
 		LaunchTemplateID: h.p.Network.LaunchTemplateID, Spot: false,
-		Tags: tags.ForLaunch(h.p.Config.NamePrefix, 99999, h.p.Repository(), "default"),
+		Tags: tags.ForLaunch(h.p.Config.NamePrefix, 99999, h.p.Repository(), "default", orphanRunner(h)),
 	})
 	if err != nil {
 		h.t.Fatal(err)
@@ -239,7 +239,7 @@ func (h *harness) orphanOnline() (instanceID string, runnerID int64) {
 	h.t.Helper()
 	id := h.orphan()
 	rn, err := h.p.GitHub.AddRunner(h.p.RunnerOwner(), ghfake.Runner{
-		Name: tags.RunnerName(h.p.Config.NamePrefix, id), Status: ghfake.RunnerStatusOnline, Ephemeral: true,
+		Name: orphanRunner(h), Status: ghfake.RunnerStatusOnline, Ephemeral: true,
 		Labels: []string{"self-hosted", "linux", "x64"},
 	})
 	if err != nil {
@@ -247,6 +247,9 @@ func (h *harness) orphanOnline() (instanceID string, runnerID int64) {
 	}
 	return id, rn.ID
 }
+
+// orphanRunner is the name of the runner an orphan was launched with.
+func orphanRunner(h *harness) string { return tags.RunnerName(h.p.Config.NamePrefix, 99999, 1) }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 

@@ -9,7 +9,7 @@
 // The model is instance-centred. GitHub gives a queued job to any idle
 // runner whose labels match, so two jobs with the same labels often run on
 // each other's runners. An instance's own runner is the one it was launched
-// with (<namePrefix>-<instance-id>, recorded at launch); the job it runs is
+// with (tags.RunnerName, recorded at launch); the job it runs is
 // the one whose in_progress webhook names that runner. An instance is busy
 // while its own runner is, whichever job that is.
 //
@@ -80,7 +80,7 @@ type Jobs interface {
 	MarkLost(ctx context.Context, jobID int64, instanceID, reason string) error
 	MarkInstanceGone(ctx context.Context, jobID int64, instanceID string) error
 	MarkInstanceInterrupted(ctx context.Context, jobID int64, instanceID string) (bool, error)
-	MarkJobInterrupted(ctx context.Context, jobID int64, instanceID string) (bool, error)
+	MarkJobInterrupted(ctx context.Context, jobID int64, runnerName string) (bool, error)
 	ClaimRerun(ctx context.Context, jobID int64) (bool, error)
 	MarkOfferingUnavailable(ctx context.Context, offering string, until time.Time) error
 }
@@ -88,9 +88,9 @@ type Jobs interface {
 // LiveJobs lists the records of the live index.
 type LiveJobs func(ctx context.Context) ([]*state.Job, int, error)
 
-// RunningOn lists the live records of the jobs that ran on an instance's
-// runner (state.RunningOn).
-type RunningOn func(ctx context.Context, instanceID string) ([]*state.Job, error)
+// RunningOn lists the live records of the jobs that ran on a runner
+// (state.RunningOn).
+type RunningOn func(ctx context.Context, runnerName string) ([]*state.Job, error)
 
 // Enqueuer sends re-queue messages; *queue.Sender implements it.
 type Enqueuer interface {

@@ -54,6 +54,7 @@ type instance struct {
 	launched                    time.Time
 	jobID                       int64  // the jitr:job-id tag: the job it was launched for
 	repository                  string // the jitr:repository tag
+	runner                      string // the Name tag: its own runner's name
 }
 
 func (i *instance) alive() bool {
@@ -87,11 +88,13 @@ type sweep struct {
 	owners    map[string]*ownerRunners
 	listedAt  time.Time // before the runner lists were read
 	repoInst  map[string]githubapp.Installation
-	// launchOf maps an instance id to the live record that launched it, and
-	// ranOn to the live record of the job its runner ran (the later status
-	// wins); both as the live index projects them.
-	launchOf map[string]*state.Job
-	ranOn    map[string]*state.Job
+	// launchOf maps an instance id, and launchByRunner its runner's name,
+	// to the live record that launched it; ranOn maps a runner name to the
+	// live record of the job that runner ran (the later status wins); all
+	// as the live index projects them.
+	launchOf       map[string]*state.Job
+	launchByRunner map[string]*state.Job
+	ranOn          map[string]*state.Job
 }
 
 // Sweep reconciles everything once. Errors in one decision are logged and
@@ -99,7 +102,8 @@ type sweep struct {
 func (r *Reconciler) Sweep(ctx context.Context) (*Report, error) {
 	start := time.Now()
 	s := &sweep{r: r, now: r.now(), instances: map[string]*instance{}, owners: map[string]*ownerRunners{},
-		launchOf: map[string]*state.Job{}, ranOn: map[string]*state.Job{}, repoInst: map[string]githubapp.Installation{}}
+		launchOf: map[string]*state.Job{}, launchByRunner: map[string]*state.Job{}, ranOn: map[string]*state.Job{},
+		repoInst: map[string]githubapp.Installation{}}
 	lap := func(d *int64) func() {
 		t := time.Now()
 		return func() { *d = time.Since(t).Milliseconds() }
@@ -126,10 +130,13 @@ func (r *Reconciler) Sweep(ctx context.Context) (*Report, error) {
 		for _, j := range jobs {
 			if j.InstanceID != "" {
 				s.launchOf[j.InstanceID] = j
+				if j.InstanceRunnerName != "" {
+					s.launchByRunner[j.InstanceRunnerName] = j
+				}
 			}
-			if j.RunnerInstance != "" {
-				if prev := s.ranOn[j.RunnerInstance]; prev == nil || j.StatusRank > prev.StatusRank {
-					s.ranOn[j.RunnerInstance] = j
+			if j.RunnerJob != 0 && j.RunnerName != "" {
+				if prev := s.ranOn[j.RunnerName]; prev == nil || j.StatusRank > prev.StatusRank {
+					s.ranOn[j.RunnerName] = j
 				}
 			}
 			s.owner(j)
@@ -149,7 +156,7 @@ func (r *Reconciler) Sweep(ctx context.Context) (*Report, error) {
 		s.job(ctx, j)
 	}
 	s.orphans(ctx)
-	s.ghosts(ctx, jobs)
+	s.ghosts(ctx)
 	done()
 
 	r.log.Info("sweep done", slog.Any("report", s.rep), slog.Duration("took", time.Since(start)))
@@ -196,6 +203,8 @@ func toInstance(in types.Instance) *instance {
 			i.jobID, _ = strconv.ParseInt(aws.ToString(t.Value), 10, 64)
 		case tags.Repository:
 			i.repository = aws.ToString(t.Value)
+		case tags.Name:
+			i.runner = aws.ToString(t.Value)
 		}
 	}
 	return i
@@ -246,14 +255,9 @@ func (s *sweep) listRunners(ctx context.Context) {
 	}
 }
 
-// ownRunnerName is the runner an instance launched for j was registered
-// with; records written before it was stored fall back to the name rule.
-func (s *sweep) ownRunnerName(j *state.Job) string {
-	if j.InstanceRunnerName != "" {
-		return j.InstanceRunnerName
-	}
-	return tags.RunnerName(s.r.cfg.NamePrefix, j.InstanceID)
-}
+// ownRunnerName is the runner the instance launched for j was registered
+// with (before the launch: tags.RunnerName).
+func (s *sweep) ownRunnerName(j *state.Job) string { return j.InstanceRunnerName }
 
 // ownRunner returns the runner of j's instance as listed, and whether the
 // list is known.
@@ -275,7 +279,7 @@ func (s *sweep) quiet(j *state.Job) bool {
 		return false
 	}
 	if !j.InstanceInterruptedAt.IsZero() {
-		if run := s.ranOn[j.InstanceID]; run != nil && run.InterruptedAt.IsZero() {
+		if run := s.ranOn[j.InstanceRunnerName]; run != nil && run.InterruptedAt.IsZero() {
 			return false // the job on it must learn of the interruption
 		}
 	}
@@ -287,7 +291,7 @@ func (s *sweep) quiet(j *state.Job) bool {
 	if age >= secs(s.r.cfg.ScaleDown.MaxRuntimeSeconds) {
 		return false
 	}
-	run := s.ranOn[j.InstanceID]
+	run := s.ranOn[j.InstanceRunnerName]
 	switch {
 	case run == nil:
 		return age < secs(s.r.cfg.ScaleDown.BootTimeoutSeconds)
@@ -317,8 +321,8 @@ func (s *sweep) job(ctx context.Context, thin *state.Job) {
 	if j.InstanceID != "" {
 		log = log.With(slog.String("instance_id", j.InstanceID))
 	}
-	if j.RunnerInstance != "" && j.RunnerInstance != j.InstanceID {
-		log = log.With(slog.String("ran_on_instance", j.RunnerInstance))
+	if j.RunnerName != "" && j.RunnerName != j.InstanceRunnerName {
+		log = log.With(slog.String("ran_on_runner", j.RunnerName))
 	}
 	s.interruption(ctx, log, j)
 	if j.InstanceID == "" {
@@ -339,9 +343,9 @@ func (s *sweep) job(ctx context.Context, thin *state.Job) {
 // runOf returns the record of the job that ran on l's instance (read
 // consistently), or nil when no job is known to have run there.
 func (s *sweep) runOf(ctx context.Context, log *slog.Logger, l *state.Job) (*state.Job, bool) {
-	thin := s.ranOn[l.InstanceID]
+	thin := s.ranOn[l.InstanceRunnerName]
 	switch {
-	case l.RunnerInstance == l.InstanceID:
+	case l.RunnerName != "" && l.RunnerName == l.InstanceRunnerName:
 		return l, true
 	case thin == nil:
 		return nil, true
@@ -351,7 +355,7 @@ func (s *sweep) runOf(ctx context.Context, log *slog.Logger, l *state.Job) (*sta
 		s.fail(log, "read", err)
 		return nil, false
 	}
-	if !ok || run.RunnerInstance != l.InstanceID {
+	if !ok || run.RunnerName != l.InstanceRunnerName {
 		return nil, true
 	}
 	return run, true
@@ -440,7 +444,7 @@ func (s *sweep) overdue(ctx context.Context, log *slog.Logger, l, run *state.Job
 // webhook never arrived, so the record moves on too.
 func (s *sweep) recordCompletion(ctx context.Context, log *slog.Logger, run *state.Job, gj githubapp.Job) {
 	ev := &state.JobEvent{JobID: run.JobID, Action: state.StatusCompleted, Conclusion: gj.Conclusion, Ours: run.Ours,
-		RunnerName: gj.RunnerName, RunnerID: gj.RunnerID, RunnerInstance: run.RunnerInstance, CompletedAt: s.now.UTC().Format(time.RFC3339)}
+		RunnerName: gj.RunnerName, RunnerID: gj.RunnerID, RunnerJob: run.RunnerJob, CompletedAt: s.now.UTC().Format(time.RFC3339)}
 	if _, err := s.r.d.Jobs.RecordEvent(ctx, ev); err != nil {
 		s.fail(log, "record-completion", err)
 	}
@@ -451,10 +455,10 @@ func (s *sweep) goneInstance(ctx context.Context, log *slog.Logger, l *state.Job
 	switch {
 	case l.StatusRank < 2:
 		s.notStartedGone(ctx, log, l)
-	case l.Status == state.StatusInProgress && l.RunnerInstance == l.InstanceID && l.Phase != state.PhaseLost:
+	case l.Status == state.StatusInProgress && l.RunnerName == l.InstanceRunnerName && l.Phase != state.PhaseLost:
 		// It ran on its own instance, which vanished under it.
 		s.lost(ctx, log, l, false)
-	case l.Status == state.StatusInProgress && l.RunnerInstance != l.InstanceID && s.aliveInstance(ctx, log, l.RunnerInstance):
+	case l.Status == state.StatusInProgress && l.RunnerName != l.InstanceRunnerName && s.ranOnAlive(ctx, log, l):
 		// It runs on another of our instances: this record tells that
 		// instance's fate, so it stays; its own instance and runner are
 		// cleaned up.
@@ -467,7 +471,7 @@ func (s *sweep) goneInstance(ctx context.Context, log *slog.Logger, l *state.Job
 		if s.now.Sub(l.InstanceGoneAt) >= secs(s.r.cfg.ScaleDown.MaxRuntimeSeconds) {
 			s.settle(ctx, log, l, "instance gone; no completion seen within maxRuntimeSeconds")
 		}
-	case l.RunnerInstance != "" && l.RunnerInstance != l.InstanceID && s.aliveInstance(ctx, log, l.RunnerInstance):
+	case l.RunnerName != l.InstanceRunnerName && s.ranOnAlive(ctx, log, l):
 		// Completed on another instance that is still alive: keep telling it.
 		s.instanceGone(ctx, log, l)
 	default:
@@ -510,6 +514,29 @@ func (s *sweep) aliveInstance(ctx context.Context, log *slog.Logger, id string) 
 	return inst != nil && inst.alive()
 }
 
+// ranOnAlive reports whether the instance of the runner j ran on is one of
+// ours and alive. Its launch record comes from the live index, or is read
+// when the index lags (or could not tell: then it counts as alive, which
+// only delays a settle).
+func (s *sweep) ranOnAlive(ctx context.Context, log *slog.Logger, j *state.Job) bool {
+	if j.RunnerJob == 0 || j.RunnerName == "" {
+		return false
+	}
+	l := s.launchByRunner[j.RunnerName]
+	if l == nil {
+		rec, ok, err := s.r.d.Jobs.Get(ctx, j.RunnerJob)
+		switch {
+		case err != nil:
+			s.fail(log, "read", err)
+			return true
+		case !ok || rec.InstanceRunnerName != j.RunnerName || rec.InstanceID == "":
+			return false
+		}
+		l = rec
+	}
+	return s.aliveInstance(ctx, log, l.InstanceID)
+}
+
 // instanceGone records that l's own instance is gone and deletes its runner
 // if it is still registered and idle.
 func (s *sweep) instanceGone(ctx context.Context, log *slog.Logger, l *state.Job) {
@@ -525,11 +552,11 @@ func (s *sweep) instanceGone(ctx context.Context, log *slog.Logger, l *state.Job
 // notLaunched handles a job of ours that has no instance.
 func (s *sweep) notLaunched(ctx context.Context, log *slog.Logger, j *state.Job) {
 	switch {
-	case j.StatusRank >= 2 && s.aliveInstance(ctx, log, j.RunnerInstance):
+	case j.StatusRank >= 2 && s.ranOnAlive(ctx, log, j):
 		// It runs (or ran) on one of our instances, launched for another
 		// job: this record tells that instance's fate. Its own launch, which
 		// replaces the runner it took, may still be under way.
-	case j.Status == state.StatusInProgress && j.RunnerInstance != "" &&
+	case j.Status == state.StatusInProgress && j.RunnerJob != 0 &&
 		s.now.Sub(j.UpdatedAt) < secs(s.r.cfg.ScaleDown.MaxRuntimeSeconds):
 		// Its runner's instance vanished under it; the completion settles it.
 	case j.StatusRank >= 2:
@@ -708,7 +735,7 @@ func (s *sweep) orphans(ctx context.Context) {
 			continue
 		}
 		log := s.r.log.With(slog.String("instance_id", id), slog.Int64("job_id", inst.jobID))
-		if run := s.ranOn[id]; run != nil && run.Status == state.StatusInProgress {
+		if run := s.ranOn[inst.runner]; inst.runner != "" && run != nil && run.Status == state.StatusInProgress {
 			s.rep.KeptBusy++
 			s.decision(log, rule, "kept-busy", slog.Int64("ran_job_id", run.JobID), slog.String("reason", "its runner runs a job"))
 			continue
@@ -721,7 +748,7 @@ func (s *sweep) orphans(ctx context.Context) {
 		if ok && j.InstanceID == id && j.Live {
 			continue // recorded after the index was read: its record decides next sweep
 		}
-		t := retire.Target{InstanceID: id, RunnerName: tags.RunnerName(s.r.cfg.NamePrefix, id)}
+		t := retire.Target{InstanceID: id, RunnerName: inst.runner}
 		switch o := s.ownerOfRepository(inst.repository); {
 		case ok:
 			// The job it was launched for: its runner registered there.
@@ -827,18 +854,17 @@ func (s *sweep) lookup(ctx context.Context, ids []string) (map[string]*instance,
 	return out, nil
 }
 
-// ghosts deletes runners with our prefix whose instance is gone (rule 5).
-func (s *sweep) ghosts(ctx context.Context, jobs []*state.Job) {
-	fresh := map[string]bool{}
-	for _, j := range jobs {
-		if j.InstanceID != "" && s.now.Sub(j.LaunchedAt) < freshLaunch {
-			fresh[s.ownRunnerName(j)] = true
-		}
-	}
-	prefix := s.r.cfg.NamePrefix + "-"
+// ghosts deletes runners of this deployment that no instance will ever use
+// (rule 5): offline, idle, and their instance gone or never launched (the
+// JIT config comes before the launch, so a failed launch leaves one). The
+// record of the job a runner was launched for (its name says which) tells;
+// when the live index does not show it, it is read.
+func (s *sweep) ghosts(ctx context.Context) {
+	const rule = "5-ghost-runner"
 	type ghost struct {
-		o  *ownerRunners
-		rn githubapp.Runner
+		o     *ownerRunners
+		rn    githubapp.Runner
+		jobID int64
 	}
 	var candidates []ghost
 	var unseen []string
@@ -847,41 +873,65 @@ func (s *sweep) ghosts(ctx context.Context, jobs []*state.Job) {
 			continue
 		}
 		for name, rn := range o.byName {
-			id := strings.TrimPrefix(name, prefix)
-			i, seen := s.instances[id]
-			if (i != nil && i.alive()) || fresh[name] || rn.Busy || rn.Status == githubapp.RunnerOnline {
+			jobID, ours := tags.RunnerJob(s.r.cfg.NamePrefix, name)
+			if !ours || rn.Busy || rn.Status == githubapp.RunnerOnline {
 				continue
 			}
-			candidates = append(candidates, ghost{o, rn})
-			if !seen {
-				unseen = append(unseen, id)
+			if l := s.launchByRunner[name]; l != nil {
+				i, seen := s.instances[l.InstanceID]
+				if (i != nil && i.alive()) || s.now.Sub(l.LaunchedAt) < freshLaunch {
+					continue
+				}
+				if !seen {
+					unseen = append(unseen, l.InstanceID)
+				}
 			}
+			candidates = append(candidates, ghost{o, rn, jobID})
 		}
 	}
-	// A runner registered after the snapshot belongs to an instance the
-	// snapshot cannot show: ask EC2 about those before deleting anything.
+	// An instance launched after the snapshot cannot be in it: ask EC2 about
+	// those before deleting anything.
 	if len(unseen) > 0 {
 		if _, err := s.lookup(ctx, unseen); err != nil {
-			s.fail(s.r.log, "5-ghost-runner", err)
+			s.fail(s.r.log, rule, err)
 			return
 		}
 	}
 	for _, g := range candidates {
-		o, rn, name := g.o, g.rn, g.rn.Name
-		if i := s.instances[strings.TrimPrefix(name, prefix)]; i != nil && i.alive() {
+		log := s.r.log.With(slog.String("runner_name", g.rn.Name), slog.Int64("job_id", g.jobID))
+		if s.runnerInUse(ctx, log, g.rn.Name, g.jobID) {
 			continue
 		}
-		log := s.r.log.With(slog.String("runner_name", name))
-		if err := s.r.d.GitHub.DeleteRunner(ctx, o.inst, rn.ID); err != nil {
+		if err := s.r.d.GitHub.DeleteRunner(ctx, g.o.inst, g.rn.ID); err != nil {
 			if !errors.Is(err, githubapp.ErrRunnerBusy) {
-				s.fail(log, "5-ghost-runner", err)
+				s.fail(log, rule, err)
 			}
 			continue
 		}
-		delete(o.byName, name)
+		delete(g.o.byName, g.rn.Name)
 		s.rep.RunnersDeleted++
-		s.decision(log, "5-ghost-runner", "deleted")
+		s.decision(log, rule, "deleted")
 	}
+}
+
+// runnerInUse reports whether runner name (launched for jobID) still
+// belongs to a launch: its instance is alive, or the launch is under way
+// (a live claim that has not recorded an instance yet). Read consistently;
+// an error counts as in use.
+func (s *sweep) runnerInUse(ctx context.Context, log *slog.Logger, name string, jobID int64) bool {
+	l, ok, err := s.r.d.Jobs.Get(ctx, jobID)
+	switch {
+	case err != nil:
+		s.fail(log, "5-ghost-runner", err)
+		return true
+	case !ok:
+		return false
+	case l.InstanceRunnerName == name && l.InstanceID != "":
+		return s.aliveInstance(ctx, log, l.InstanceID) || s.now.Sub(l.LaunchedAt) < freshLaunch
+	case l.InstanceID == "" && l.Phase == state.PhaseClaimed && l.ClaimExpiresAt.After(s.now):
+		return true // JIT config generated, instance being launched
+	}
+	return false
 }
 
 // interruption carries a spot interruption of j's own instance over to the
@@ -890,8 +940,8 @@ func (s *sweep) ghosts(ctx context.Context, jobs []*state.Job) {
 // interrupted instance and then failed.
 func (s *sweep) interruption(ctx context.Context, log *slog.Logger, j *state.Job) {
 	if !j.InstanceInterruptedAt.IsZero() && j.InstanceID != "" {
-		if run := s.ranOn[j.InstanceID]; run != nil && run.InterruptedAt.IsZero() {
-			if _, err := s.r.d.Jobs.MarkJobInterrupted(ctx, run.JobID, j.InstanceID); err != nil {
+		if run := s.ranOn[j.InstanceRunnerName]; run != nil && run.InterruptedAt.IsZero() {
+			if _, err := s.r.d.Jobs.MarkJobInterrupted(ctx, run.JobID, j.InstanceRunnerName); err != nil {
 				s.fail(log, "spot-interruption", err)
 			} else {
 				run.InterruptedAt = s.now

@@ -336,3 +336,30 @@ func TestInstanceNewerThanSnapshotIsNotLost(t *testing.T) {
 		t.Fatal("runner or instance removed although the instance runs")
 	}
 }
+
+// Rule 5 for a runner no instance will ever use: its JIT config came first
+// and the launch failed (and deleting it failed too). Kept while a launch
+// under a live claim may still use it; deleted once the claim is gone.
+func TestRule5RunnerWithoutInstance(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	id := h.queued()
+	if got, err := h.p.Store.Claim(context.Background(), id, "inv", "default", 5*time.Minute); err != nil || got != state.Claimed {
+		t.Fatalf("claim: %v %v", got, err)
+	}
+	name := tags.RunnerName(h.p.Config.NamePrefix, id, 1)
+	if _, err := h.p.GitHub.AddRunner(h.p.RunnerOwner(), ghfake.Runner{Name: name, Ephemeral: true}); err != nil {
+		t.Fatal(err)
+	}
+	h.sweep()
+	if !h.runnerExists(name) {
+		t.Fatal("the runner of a launch under way was deleted")
+	}
+	if err := h.p.Store.ReleaseClaim(context.Background(), id, "inv", "launch: InsufficientInstanceCapacity"); err != nil {
+		t.Fatal(err)
+	}
+	h.sweep()
+	if h.runnerExists(name) {
+		t.Fatal("a runner no instance will use was kept")
+	}
+}

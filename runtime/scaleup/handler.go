@@ -13,11 +13,13 @@
 //     launched: a no-op success; claimed by a live invocation: later; a
 //     claim whose lease ran out is taken over);
 //  4. optionally ask GitHub whether the job is still queued;
-//  5. launch one instance with CreateFleet, spot first, on-demand in the same
-//     call on capacity errors only;
-//  6. generate the JIT config for runner <prefix>-<instance-id> and hand it
-//     to that instance only (jitstore); on failure terminate the instance;
-//  7. record the launch on the job.
+//  5. generate the JIT config for runner <prefix>-j<job-id>-<attempt> first,
+//     so that nothing is launched while GitHub refuses;
+//  6. launch one instance with CreateFleet, spot first, on-demand in the same
+//     call on capacity errors only, its runner's name in its Name tag, and
+//     hand the JIT config to that instance only (jitstore);
+//  7. record the launch on the job. A failure after the launch retires the
+//     instance through runtime/retire: its runner may already have a job.
 package scaleup
 
 import (
@@ -56,13 +58,12 @@ type GitHub interface {
 // Launcher launches and terminates instances; *fleet.Launcher implements it.
 type Launcher interface {
 	Launch(ctx context.Context, req fleet.Request) (fleet.Result, error)
-	Tag(ctx context.Context, instanceID string, tags map[string]string) error
 	Terminate(ctx context.Context, instanceID string) error
 }
 
 // Jobs is what scaleup needs from the job records; *state.Store implements it.
 type Jobs interface {
-	Claim(ctx context.Context, jobID int64, claimID, profile string, lease time.Duration) (state.ClaimOutcome, error)
+	ClaimAttempt(ctx context.Context, jobID int64, claimID, profile string, lease time.Duration) (state.ClaimOutcome, int64, error)
 	RecordLaunch(ctx context.Context, jobID int64, claimID string, l state.Launch) error
 	ReleaseClaim(ctx context.Context, jobID int64, claimID, reason string) error
 	Skip(ctx context.Context, jobID int64, reason string) error
@@ -306,7 +307,7 @@ func (h *Handler) process(ctx context.Context, log *slog.Logger, r events.SQSMes
 	log = log.With(slog.String("profile", match.Profile))
 
 	claimID := claimIDOf(ctx, r)
-	outcome, err := h.limitAndClaim(ctx, m.JobID, claimID, match.Profile, profile)
+	outcome, attempt, err := h.limitAndClaim(ctx, m.JobID, claimID, match.Profile, profile)
 	if errors.Is(err, errLimit) {
 		log.Info("runner limit reached; job retried later", slog.String("decision", "limit"), slog.String("reason", err.Error()))
 		h.metrics.Inc(metrics.LimitReached, map[string]string{"Profile": match.Profile})
@@ -337,6 +338,18 @@ func (h *Handler) process(ctx context.Context, log *slog.Logger, r events.SQSMes
 		}
 	}
 
+	// The JIT config comes first: while GitHub refuses (a rate limit, an
+	// outage) nothing is launched, so a held job costs no EC2 instance. Its
+	// runner is therefore named before the instance exists (tags.RunnerName).
+	name := tags.RunnerName(h.cfg.NamePrefix, m.JobID, attempt)
+	log = log.With(slog.String("runner_name", name))
+	jit, err := h.gh.GenerateJITConfig(ctx, inst, name, match.Labels)
+	if err != nil {
+		// A request that registered the runner after all leaves an offline
+		// runner no instance will use: rule 5 deletes it.
+		return h.release(ctx, log, m, claimID, fmt.Errorf("generate JIT config: %w", err))
+	}
+
 	res, err := h.launcher.Launch(ctx, fleet.Request{
 		JobID:            m.JobID,
 		Repository:       m.Repository,
@@ -348,7 +361,7 @@ func (h *Handler) process(ctx context.Context, log *slog.Logger, r events.SQSMes
 		LaunchTemplateID: h.cfg.Launch.LaunchTemplateID,
 		Spot:             profile.UseSpot(),
 		VolumeGiB:        profile.VolumeGiB,
-		Tags:             tags.ForLaunch(h.cfg.NamePrefix, m.JobID, m.Repository, match.Profile),
+		Tags:             tags.ForLaunch(h.cfg.NamePrefix, m.JobID, m.Repository, match.Profile, name),
 	})
 	for _, le := range res.Errors {
 		h.metrics.Inc(metrics.LaunchErrors, map[string]string{"Code": le.Code})
@@ -358,26 +371,17 @@ func (h *Handler) process(ctx context.Context, log *slog.Logger, r events.SQSMes
 		if !errors.As(err, &lf) {
 			h.metrics.Inc(metrics.LaunchErrors, map[string]string{"Code": "api"})
 		}
+		// No instance will ever hold this config: its runner goes.
+		if derr := h.gh.DeleteRunner(ctx, inst, jit.RunnerID); derr != nil {
+			log.Warn("could not delete the unused runner; scaledown will", slog.String("error", derr.Error()))
+		}
 		return h.release(ctx, log, m, claimID, fmt.Errorf("launch: %w", err))
 	}
-	name := tags.RunnerName(h.cfg.NamePrefix, res.InstanceID)
-	log = log.With(slog.String("instance_id", res.InstanceID), slog.String("runner_name", name))
+	log = log.With(slog.String("instance_id", res.InstanceID))
 	if res.SpotFallback {
 		h.metrics.Inc(metrics.SpotFallbacks, map[string]string{"Profile": match.Profile})
 	}
-	if err := h.launcher.Tag(ctx, res.InstanceID, map[string]string{tags.Name: name}); err != nil {
-		// The Name tag is for people; the jitr:* tags came with the launch.
-		log.Warn("could not tag the instance with its runner name", slog.String("error", err.Error()))
-	}
 
-	jit, err := h.gh.GenerateJITConfig(ctx, inst, name, match.Labels)
-	if err != nil {
-		// The instance never gets a config, so its runner (if the request
-		// made one after all) can never run a job: terminate it outright;
-		// rule 5 deletes such a runner once the instance is gone.
-		h.undo(ctx, log, retire.Target{InstanceID: res.InstanceID, Installation: inst}, "")
-		return h.release(ctx, log, m, claimID, fmt.Errorf("generate JIT config: %w", err))
-	}
 	arn := h.instanceARN(res.InstanceID)
 	own := retire.Target{InstanceID: res.InstanceID, Installation: inst, RunnerName: name, RunnerID: jit.RunnerID}
 	if err := h.jit.Put(ctx, arn, jit.Encoded); err != nil {
@@ -420,21 +424,21 @@ func (h *Handler) process(ctx context.Context, log *slog.Logger, r events.SQSMes
 // the records of one batch never exceed a limit between them; concurrent
 // invocations can overshoot it by at most their number (see
 // state.CountSlots).
-func (h *Handler) limitAndClaim(ctx context.Context, jobID int64, claimID, name string, p config.Profile) (state.ClaimOutcome, error) {
+func (h *Handler) limitAndClaim(ctx context.Context, jobID int64, claimID, name string, p config.Profile) (state.ClaimOutcome, int64, error) {
 	h.claimMu.Lock()
 	defer h.claimMu.Unlock()
 	lease := time.Duration(h.cfg.ScaleUp.ClaimLeaseSeconds) * time.Second
-	outcome, err := h.jobs.Claim(ctx, jobID, claimID, name, lease)
+	outcome, attempt, err := h.jobs.ClaimAttempt(ctx, jobID, claimID, name, lease)
 	if err != nil || outcome != state.Claimed {
-		return outcome, err
+		return outcome, 0, err
 	}
 	if err := h.checkLimits(ctx, name, p); err != nil {
 		if rerr := h.jobs.ReleaseClaim(ctx, jobID, claimID, err.Error()); rerr != nil {
-			return 0, errors.Join(err, rerr)
+			return 0, 0, errors.Join(err, rerr)
 		}
-		return 0, err
+		return 0, 0, err
 	}
-	return state.Claimed, nil
+	return state.Claimed, attempt, nil
 }
 
 // checkLimits returns errLimit when the runners counted (this job's claim
@@ -499,7 +503,7 @@ func (h *Handler) undo(ctx context.Context, log *slog.Logger, t retire.Target, a
 
 // ourRunner reports whether name is a runner of this deployment.
 func (h *Handler) ourRunner(name string) bool {
-	_, ok := tags.InstanceOfRunner(h.cfg.NamePrefix, name)
+	_, ok := tags.RunnerJob(h.cfg.NamePrefix, name)
 	return ok
 }
 

@@ -41,7 +41,7 @@ func TestLaunchOneRunner(t *testing.T) {
 			}
 			inst := insts[0]
 			id := aws.ToString(inst.InstanceId)
-			name := h.cfg.NamePrefix + "-" + id
+			name := tags.RunnerName(h.cfg.NamePrefix, 101, 1)
 			tg := tagMap(inst.Tags)
 			want := map[string]string{tags.ManagedBy: h.cfg.NamePrefix, tags.JobID: "101", tags.Repository: "octo-org/app", tags.Profile: "default", tags.Name: name}
 			for k, v := range want {
@@ -169,7 +169,9 @@ func TestNonCapacityErrorIsRetriedWithoutFallback(t *testing.T) {
 	}
 }
 
-func TestJITFailureTerminatesInstance(t *testing.T) {
+// The JIT config comes before the launch: while GitHub refuses it, nothing
+// is launched and the job is retried; once GitHub answers, one instance.
+func TestJITFailureLaunchesNothing(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, config.ScopeOrg)
 	h.gh.FailNext(20, 500, ghfake.RouteOrgJITConfig)
@@ -177,12 +179,8 @@ func TestJITFailureTerminatesInstance(t *testing.T) {
 	if failed := h.run(h.batch(msg)); len(failed) != 1 {
 		t.Fatalf("failed %v; want the record retried", failed)
 	}
-	all := h.instances()
-	if len(all) != 1 {
-		t.Fatalf("%d instances; want the one launched", len(all))
-	}
-	if s := all[0].State.Name; s != types.InstanceStateNameShuttingDown && s != types.InstanceStateNameTerminated {
-		t.Fatalf("instance state %s; want terminated after the JIT failure", s)
+	if n := len(h.instances()); n != 0 {
+		t.Fatalf("%d instances launched while GitHub refused the JIT config; want 0", n)
 	}
 	if j := h.job(601); j.Phase != state.PhaseFailed || j.InstanceID != "" {
 		t.Fatalf("record %+v\n%s", j, h.logs.String())
@@ -193,6 +191,24 @@ func TestJITFailureTerminatesInstance(t *testing.T) {
 	}
 	if n := len(h.instances("pending", "running")); n != 1 {
 		t.Fatalf("%d running instances after the retry; want 1", n)
+	}
+}
+
+// A launch that fails after the JIT config was generated deletes the
+// runner no instance will use.
+func TestLaunchFailureDeletesTheRunner(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, config.ScopeOrg)
+	h.ec2.anyCode, h.ec2.anyFails = "InvalidParameterValue", 10
+	msg := h.enqueue(602)
+	if failed := h.run(h.batch(msg)); len(failed) != 1 {
+		t.Fatalf("failed %v; want the record retried", failed)
+	}
+	if n := h.gh.JITConfigRequests(); n != 1 {
+		t.Fatalf("%d JIT config requests; want 1", n)
+	}
+	if rs := h.gh.Runners(""); len(rs) != 0 {
+		t.Fatalf("runners left after the failed launch: %+v", rs)
 	}
 }
 
@@ -214,8 +230,9 @@ func TestLimitReachedRetriedNotLost(t *testing.T) {
 	if failed := h.run(h.batch(m1)); len(failed) != 0 {
 		t.Fatalf("duplicate of a launched job at the limit: failed %v", failed)
 	}
-	// Job 701 completes: its slot is free, the retried record launches.
-	if _, err := h.store.RecordEvent(context.Background(), &state.JobEvent{JobID: 701, Action: state.StatusCompleted, Conclusion: "success"}); err != nil {
+	// The job on 701's runner completes: that slot is free, the retried
+	// record launches.
+	if _, err := h.store.FreeRunnerSlot(context.Background(), 701, h.job(701).InstanceRunnerName); err != nil {
 		t.Fatal(err)
 	}
 	if failed := h.run(h.batch(m3)); len(failed) != 0 {

@@ -89,9 +89,9 @@ func TestJobStartedOnOurRunnerStillLaunches(t *testing.T) {
 	h := newHarness(t, config.ScopeOrg)
 	ours := h.enqueue(901)
 	theirs := h.enqueue(902)
-	for id, runner := range map[int64]string{901: tags.RunnerName(h.cfg.NamePrefix, "i-0123456789abcdef0"), 902: "someone-elses-runner"} {
+	for id, runner := range map[int64]string{901: tags.RunnerName(h.cfg.NamePrefix, 777, 1), 902: "someone-elses-runner"} {
 		ev := &state.JobEvent{JobID: id, Action: state.StatusInProgress, Ours: true, RunnerName: runner}
-		ev.RunnerInstance, _ = tags.InstanceOfRunner(h.cfg.NamePrefix, runner)
+		ev.RunnerJob, _ = tags.RunnerJob(h.cfg.NamePrefix, runner)
 		if _, err := h.store.RecordEvent(context.Background(), ev); err != nil {
 			t.Fatal(err)
 		}

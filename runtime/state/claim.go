@@ -79,8 +79,16 @@ var ErrClaimLost = errors.New("claim lost: the lease ran out and another invocat
 // waits for the runner launched for this one. Launching exactly one runner
 // per job of ours, whoever runs on it, keeps the two counts equal.
 func (s *Store) Claim(ctx context.Context, jobID int64, claimID, profile string, lease time.Duration) (ClaimOutcome, error) {
+	out, _, err := s.ClaimAttempt(ctx, jobID, claimID, profile, lease)
+	return out, err
+}
+
+// ClaimAttempt is Claim, and also returns the job's launch attempt that the
+// claim counts (1 for its first claim): the runner launched under the claim
+// is named after it (tags.RunnerName).
+func (s *Store) ClaimAttempt(ctx context.Context, jobID int64, claimID, profile string, lease time.Duration) (ClaimOutcome, int64, error) {
 	now := s.now()
-	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+	upd, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName: aws.String(s.table),
 		Key:       jobKey(jobID),
 		UpdateExpression: aws.String("SET #claimId = :claim, #claimExp = :exp, #slot = :live, #slotKey = :slotKey, #phase = :phase, " +
@@ -91,7 +99,7 @@ func (s *Store) Claim(ctx context.Context, jobID int64, claimID, profile string,
 		ExpressionAttributeNames: map[string]string{
 			"#pk": AttrPK, "#claimId": attrClaimID, "#claimExp": attrClaimExpiresAt, "#slot": AttrSlot, "#slotKey": AttrSlotKey,
 			"#phase": attrPhase, "#updated": AttrUpdatedAt, "#live": AttrLive, "#attempts": attrLaunchAttempts,
-			"#launchedAt": attrLaunchedAt, "#rank": attrStatusRank, "#ranOn": attrRunnerInstance,
+			"#launchedAt": attrLaunchedAt, "#rank": attrStatusRank, "#ranOn": attrRunnerJob,
 		},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
 			":claim":   &types.AttributeValueMemberS{Value: claimID},
@@ -103,25 +111,26 @@ func (s *Store) Claim(ctx context.Context, jobID int64, claimID, profile string,
 			":one":     num(1),
 			":started": num(2),
 		},
+		ReturnValues:                        types.ReturnValueUpdatedNew,
 		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 	})
 	if err == nil {
-		return Claimed, nil
+		return Claimed, getN(upd.Attributes, attrLaunchAttempts), nil
 	}
 	var ccf *types.ConditionalCheckFailedException
 	if !errors.As(err, &ccf) {
-		return 0, fmt.Errorf("claim job %d: %w", jobID, err)
+		return 0, 0, fmt.Errorf("claim job %d: %w", jobID, err)
 	}
 	old := ccf.Item
 	switch {
 	case len(old) == 0:
-		return NoRecord, nil
+		return NoRecord, 0, nil
 	case old[attrLaunchedAt] != nil:
-		return AlreadyLaunched, nil
-	case getN(old, attrStatusRank) >= 2 && old[attrRunnerInstance] == nil:
-		return JobStarted, nil
+		return AlreadyLaunched, 0, nil
+	case getN(old, attrStatusRank) >= 2 && old[attrRunnerJob] == nil:
+		return JobStarted, 0, nil
 	default:
-		return ClaimHeld, nil
+		return ClaimHeld, 0, nil
 	}
 }
 

@@ -154,12 +154,25 @@ func TestReleaseAndSlots(t *testing.T) {
 	if err := s.ReleaseClaim(ctx, 10, "inv", "CreateFleet: InsufficientInstanceCapacity"); err != nil {
 		t.Fatal(err)
 	}
-	// A completed job frees its slot.
-	if err := s.RecordLaunch(ctx, 11, "inv", state.Launch{InstanceID: "i-11", InstanceType: "t3.large", CapacityType: "spot"}); err != nil {
+	// A slot belongs to the instance: the completion of job 11 (which ran
+	// elsewhere) frees nothing; the completion of the job its runner ran
+	// does, once, and only for that runner.
+	if err := s.RecordLaunch(ctx, 11, "inv", state.Launch{InstanceID: "i-11", InstanceType: "t3.large", CapacityType: "spot", RunnerName: "jitr-j11-1"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.RecordEvent(ctx, &state.JobEvent{JobID: 11, Action: state.StatusCompleted, Conclusion: "success"}); err != nil {
+	if _, err := s.RecordEvent(ctx, &state.JobEvent{JobID: 11, Action: state.StatusCompleted, Conclusion: "success", RunnerName: "elsewhere"}); err != nil {
 		t.Fatal(err)
+	}
+	if d := count("default"); d != 2 {
+		t.Fatalf("default slots after a completion elsewhere = %d; want 2 (the instance still holds one)", d)
+	}
+	for runner, want := range map[string]bool{"jitr-j11-2": false, "jitr-j11-1": true} {
+		if freed, err := s.FreeRunnerSlot(ctx, 11, runner); err != nil || freed != want {
+			t.Fatalf("free the slot of runner %s: %v %v; want %v", runner, freed, err, want)
+		}
+	}
+	if freed, err := s.FreeRunnerSlot(ctx, 11, "jitr-j11-1"); err != nil || freed {
+		t.Fatalf("freeing twice: %v %v; want false", freed, err)
 	}
 	// A skipped job leaves the live index and frees its slot.
 	if err := s.Skip(ctx, 12, "job no longer queued on GitHub"); err != nil {

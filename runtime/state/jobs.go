@@ -55,7 +55,7 @@ const (
 	attrConclusion     = "conclusion"
 	attrRunnerName     = "runnerName" // the runner the job ran on, as GitHub says
 	attrRunnerID       = "runnerId"
-	attrRunnerInstance = "runnerInstance" // that runner's instance, when it is one of ours
+	attrRunnerJob      = "runnerJob" // the job that runner was launched for, when it is one of ours
 	attrLastDelivery   = "lastDelivery"
 	attrOurs           = "ours"
 	attrSkipReason     = "skipReason"
@@ -141,10 +141,10 @@ type JobEvent struct {
 	// idle runner whose labels match, often not the one launched for it.
 	RunnerName string
 	RunnerID   int64
-	// RunnerInstance is the instance of that runner when it is one of this
-	// deployment's (<namePrefix>-<instance-id>); such a record stays live,
-	// since it tells scaledown which job keeps that instance busy.
-	RunnerInstance string
+	// RunnerJob is the job that runner was launched for, when it is one of
+	// this deployment's (tags.RunnerJob); such a record stays live, since it
+	// tells scaledown which job keeps that runner's instance busy.
+	RunnerJob int64
 
 	// Ours says whether this deployment serves the job; Profile is the
 	// launch profile when it does, SkipReason why not when it does not.
@@ -235,7 +235,7 @@ func (s *Store) RecordEvent(ctx context.Context, ev *JobEvent) (Outcome, error) 
 	// never enqueued (its queued delivery was lost, or came after this
 	// one), it is enqueued now, so that every such job launches exactly one
 	// runner. See claimEnqueue.
-	lateEnqueue := ev.Ours && ev.RunnerInstance != "" && rank >= 2
+	lateEnqueue := ev.Ours && ev.RunnerJob != 0 && rank >= 2
 	token := newWriteToken()
 	attrs := s.eventAttributes(ev, rank, now, enqueue)
 	attrs = append(attrs, attribute{attrWriteToken, &types.AttributeValueMemberS{Value: token}})
@@ -270,13 +270,6 @@ func (s *Store) RecordEvent(ctx context.Context, ev *JobEvent) (Outcome, error) 
 	names["#"+attrReceivedAt] = attrReceivedAt
 	set = append(set, "#"+attrReceivedAt+" = if_not_exists(#"+attrReceivedAt+", :"+AttrUpdatedAt+")")
 	expr := "SET " + strings.Join(set, ", ")
-	if ev.Action == StatusCompleted {
-		// The job is over: its runner slot is free for the next job even
-		// though the instance takes a moment to terminate itself.
-		names["#"+AttrSlot] = AttrSlot
-		names["#"+AttrSlotKey] = AttrSlotKey
-		expr += " REMOVE #" + AttrSlot + ", #" + AttrSlotKey
-	}
 	cond := "(attribute_not_exists(#" + attrStatusRank + ") OR #" + attrStatusRank + " <= :" + attrStatusRank + ")"
 	if enqueue {
 		cond = "attribute_not_exists(#" + attrEnqueuedAt + ") AND " + cond
@@ -393,7 +386,7 @@ func (s *Store) eventAttributes(ev *JobEvent, rank int, now time.Time, enqueue b
 	str(attrConclusion, ev.Conclusion)
 	str(attrRunnerName, ev.RunnerName)
 	n(attrRunnerID, ev.RunnerID)
-	str(attrRunnerInstance, ev.RunnerInstance)
+	n(attrRunnerJob, ev.RunnerJob)
 	str(attrProfile, ev.Profile)
 	str(attrSkipReason, ev.SkipReason)
 	if len(ev.Labels) > 0 {
@@ -406,7 +399,7 @@ func (s *Store) eventAttributes(ev *JobEvent, rank int, now time.Time, enqueue b
 	if enqueue {
 		add(attrEnqueuedAt, num(now.UnixMilli()))
 	}
-	if enqueue || ev.RunnerInstance != "" {
+	if enqueue || ev.RunnerJob != 0 {
 		add(AttrLive, &types.AttributeValueMemberS{Value: LiveValue})
 	}
 	return attrs
@@ -420,7 +413,7 @@ func (s *Store) eventAttributes(ev *JobEvent, rank int, now time.Time, enqueue b
 // which job keeps that runner's instance busy.
 func (s *Store) ReleaseEnqueue(ctx context.Context, ev *JobEvent) error {
 	expr := "REMOVE " + attrEnqueuedAt + ", " + AttrLive
-	if ev.RunnerInstance != "" {
+	if ev.RunnerJob != 0 {
 		expr = "REMOVE " + attrEnqueuedAt
 	}
 	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
@@ -463,19 +456,19 @@ type Job struct {
 	StartedAt      string
 	CompletedAt    string
 	Conclusion     string
-	// RunnerName, RunnerID and RunnerInstance: the runner the job ran on
-	// (see JobEvent).
-	RunnerName     string
-	RunnerID       int64
-	RunnerInstance string
-	LastDelivery   string
-	Ours           bool
-	Profile        string
-	SkipReason     string
-	Enqueued       bool
-	Live           bool
-	UpdatedAt      time.Time
-	ExpiresAt      time.Time
+	// RunnerName, RunnerID and RunnerJob: the runner the job ran on (see
+	// JobEvent).
+	RunnerName   string
+	RunnerID     int64
+	RunnerJob    int64
+	LastDelivery string
+	Ours         bool
+	Profile      string
+	SkipReason   string
+	Enqueued     bool
+	Live         bool
+	UpdatedAt    time.Time
+	ExpiresAt    time.Time
 
 	// Launch side (scaleup).
 	Phase            string
@@ -491,7 +484,7 @@ type Job struct {
 	CapacityType     string
 	SpotFallback     bool
 	// InstanceRunnerName and InstanceRunnerID name the runner the instance
-	// was launched with (<namePrefix>-<instance-id>), fixed at launch: the
+	// was launched with (tags.RunnerName), fixed at launch: the
 	// runner whose deletion must come before the instance's termination,
 	// whichever job it runs.
 	InstanceRunnerName string
@@ -544,7 +537,7 @@ func decodeJob(item map[string]types.AttributeValue) *Job {
 		Conclusion:     getS(item, attrConclusion),
 		RunnerName:     getS(item, attrRunnerName),
 		RunnerID:       getN(item, attrRunnerID),
-		RunnerInstance: getS(item, attrRunnerInstance),
+		RunnerJob:      getN(item, attrRunnerJob),
 		LastDelivery:   getS(item, attrLastDelivery),
 		Profile:        getS(item, attrProfile),
 		SkipReason:     getS(item, attrSkipReason),

@@ -42,7 +42,7 @@ func TestWritesSurviveRetriesOfAppliedCalls(t *testing.T) {
 	// Job 6 runs on one of our runners without having been enqueued (its
 	// queued delivery never came): its one enqueue is taken now, even with
 	// both writes retried, and only once.
-	started := &state.JobEvent{JobID: 6, Action: state.StatusInProgress, Ours: true, RunnerInstance: "i-0a", ReceivedAt: time.Now()}
+	started := &state.JobEvent{JobID: 6, Action: state.StatusInProgress, Ours: true, RunnerName: "jitr-j5-1", RunnerJob: 5, ReceivedAt: time.Now()}
 	if out, err := s.RecordEvent(ctx, started); err != nil || out != state.Enqueue {
 		t.Fatalf("in_progress event of a job never enqueued, writes retried: %v %v; want enqueue", out, err)
 	}
@@ -53,7 +53,7 @@ func TestWritesSurviveRetriesOfAppliedCalls(t *testing.T) {
 	if got, err := s.Claim(ctx, 5, "inv-a", "default", time.Minute); err != nil || got != state.Claimed {
 		t.Fatalf("claim: %v %v", got, err)
 	}
-	err := s.RecordLaunch(ctx, 5, "inv-a", state.Launch{InstanceID: "i-0a", InstanceType: "t3.large", CapacityType: "spot", RunnerName: "jitr-5", RunnerID: 9})
+	err := s.RecordLaunch(ctx, 5, "inv-a", state.Launch{InstanceID: "i-0a", InstanceType: "t3.large", CapacityType: "spot", RunnerName: "jitr-j5-1", RunnerID: 9})
 	if err != nil {
 		t.Fatalf("record launch whose update was retried: %v", err)
 	}
@@ -66,10 +66,10 @@ func TestWritesSurviveRetriesOfAppliedCalls(t *testing.T) {
 		t.Fatalf("mark instance interrupted whose update was retried: %v %v; want true", ok, err)
 	}
 	// Job 6 ran on job 5's instance (GitHub's choice): it is the one marked.
-	if ok, err := s.MarkJobInterrupted(ctx, 6, "i-0a"); err != nil || !ok {
+	if ok, err := s.MarkJobInterrupted(ctx, 6, "jitr-j5-1"); err != nil || !ok {
 		t.Fatalf("mark job interrupted whose update was retried: %v %v; want true", ok, err)
 	}
-	if ok, err := s.MarkJobInterrupted(ctx, 5, "i-0a"); err != nil || ok {
+	if ok, err := s.MarkJobInterrupted(ctx, 5, "jitr-j5-1"); err != nil || ok {
 		t.Fatalf("mark interrupted a job that did not run there: %v %v; want false", ok, err)
 	}
 	if ok, err := s.ClaimRerun(ctx, 5); err != nil || !ok {

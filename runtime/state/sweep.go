@@ -3,6 +3,7 @@ package state
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -77,7 +78,7 @@ func LiveJobs(ctx context.Context, api SweepAPI, table string) (jobs []*Job, pag
 // many that need nothing: a smaller projection moves and decodes less.
 var sweepAttributes = []string{
 	AttrPK, attrJobID, attrStatus, attrStatusRank, attrRepository, attrOwner, attrInstallationID,
-	attrRunnerName, attrRunnerInstance, attrInstanceRunnerName, attrLaunchedAt, attrInstanceID,
+	attrRunnerName, attrRunnerJob, attrInstanceRunnerName, attrLaunchedAt, attrInstanceID,
 	attrInterruptedAt, attrInstanceInterruptedAt, attrPhase, attrCompletedAt, AttrUpdatedAt,
 }
 
@@ -158,38 +159,62 @@ func (s *Store) MarkInstanceInterrupted(ctx context.Context, jobID int64, instan
 			":instance": &types.AttributeValueMemberS{Value: instanceID}})
 }
 
-// MarkJobInterrupted records that the job ran on instanceID when that
-// instance got a spot interruption warning: if the job then fails it is
-// re-run once (ClaimRerun). The job need not be the one the instance was
-// launched for; the condition checks it ran there.
-func (s *Store) MarkJobInterrupted(ctx context.Context, jobID int64, instanceID string) (bool, error) {
+// MarkJobInterrupted records that the job ran on runnerName when that
+// runner's instance got a spot interruption warning: if the job then fails
+// it is re-run once (ClaimRerun). The job need not be the one the instance
+// was launched for; the condition checks it ran there.
+func (s *Store) MarkJobInterrupted(ctx context.Context, jobID int64, runnerName string) (bool, error) {
 	return s.update(ctx, jobID, "SET #int = if_not_exists(#int, :now), #live = :live, #updated = :now",
-		"#ranOn = :instance",
-		map[string]string{"#int": attrInterruptedAt, "#live": AttrLive, "#updated": AttrUpdatedAt, "#ranOn": attrRunnerInstance},
+		"#ranOn = :runner",
+		map[string]string{"#int": attrInterruptedAt, "#live": AttrLive, "#updated": AttrUpdatedAt, "#ranOn": attrRunnerName},
 		map[string]types.AttributeValue{":now": num(s.now().UnixMilli()), ":live": &types.AttributeValueMemberS{Value: LiveValue},
-			":instance": &types.AttributeValueMemberS{Value: instanceID}})
+			":runner": &types.AttributeValueMemberS{Value: runnerName}})
 }
 
-// RunningOn returns the live records of the jobs that ran on instanceID's
-// runner, the job keeping it busy first (highest status first). One
-// paginated Query of the live index with a filter: the index is eventually
+// FreeRunnerSlot frees the runner slot of the job whose launch registered
+// runnerName, when the job that runner ran is over: a slot belongs to an
+// instance, and is held until the job on its runner (whichever job that is)
+// completes or the instance is gone. It reports whether a slot was freed.
+func (s *Store) FreeRunnerSlot(ctx context.Context, launchJobID int64, runnerName string) (bool, error) {
+	out, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(s.table),
+		Key:                       jobKey(launchJobID),
+		UpdateExpression:          aws.String("SET #updated = :now REMOVE #slot, #slotKey"),
+		ConditionExpression:       aws.String("#rname = :runner AND attribute_exists(#slot)"),
+		ExpressionAttributeNames:  map[string]string{"#updated": AttrUpdatedAt, "#slot": AttrSlot, "#slotKey": AttrSlotKey, "#rname": attrInstanceRunnerName},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":now": num(s.now().UnixMilli()), ":runner": &types.AttributeValueMemberS{Value: runnerName}},
+		ReturnValues:              types.ReturnValueUpdatedOld,
+	})
+	var ccf *types.ConditionalCheckFailedException
+	switch {
+	case errors.As(err, &ccf):
+		return false, nil // freed already (a retried call), or another launch's runner
+	case err != nil:
+		return false, fmt.Errorf("free the slot of runner %s: %w", runnerName, err)
+	}
+	return out.Attributes[AttrSlot] != nil, nil
+}
+
+// RunningOn returns the live records of the jobs that ran on runnerName,
+// the job keeping it busy first (highest status first). One paginated
+// Query of the live index with a filter: the index is eventually
 // consistent, so a job that started a moment ago may be missing.
-func RunningOn(ctx context.Context, api SweepAPI, table, instanceID string) ([]*Job, error) {
+func RunningOn(ctx context.Context, api SweepAPI, table, runnerName string) ([]*Job, error) {
 	in := &dynamodb.QueryInput{
 		TableName:                aws.String(table),
 		IndexName:                aws.String(LiveIndex),
 		KeyConditionExpression:   aws.String("#live = :one"),
-		FilterExpression:         aws.String("#ranOn = :instance"),
-		ExpressionAttributeNames: map[string]string{"#live": AttrLive, "#ranOn": attrRunnerInstance},
+		FilterExpression:         aws.String("#ranOn = :runner"),
+		ExpressionAttributeNames: map[string]string{"#live": AttrLive, "#ranOn": attrRunnerName},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":one": &types.AttributeValueMemberS{Value: LiveValue}, ":instance": &types.AttributeValueMemberS{Value: instanceID},
+			":one": &types.AttributeValueMemberS{Value: LiveValue}, ":runner": &types.AttributeValueMemberS{Value: runnerName},
 		},
 	}
 	var jobs []*Job
 	for {
 		out, err := api.Query(ctx, in)
 		if err != nil {
-			return nil, fmt.Errorf("query jobs running on %s: %w", instanceID, err)
+			return nil, fmt.Errorf("query jobs running on %s: %w", runnerName, err)
 		}
 		for _, item := range out.Items {
 			jobs = append(jobs, decodeJob(item))

@@ -42,6 +42,9 @@ func (enqueueAll) RecordEvent(context.Context, *state.JobEvent) (state.Outcome, 
 	return state.Enqueue, nil
 }
 func (enqueueAll) ReleaseEnqueue(context.Context, *state.JobEvent) error { return nil }
+func (enqueueAll) FreeRunnerSlot(context.Context, int64, string) (bool, error) {
+	return true, nil
+}
 
 type discardQueue struct{}
 

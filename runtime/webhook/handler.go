@@ -46,6 +46,7 @@ const (
 type Recorder interface {
 	RecordEvent(ctx context.Context, ev *state.JobEvent) (state.Outcome, error)
 	ReleaseEnqueue(ctx context.Context, ev *state.JobEvent) error
+	FreeRunnerSlot(ctx context.Context, launchJobID int64, runnerName string) (bool, error)
 }
 
 // Enqueuer sends scale-up messages; *queue.Sender implements it.
@@ -97,9 +98,10 @@ func WithAllowedOwners(owners []string) Option {
 	}
 }
 
-// WithNamePrefix names the deployment's runners (<prefix>-<instance-id>):
-// a job that runs on one of them is recorded with that runner's instance,
-// which keeps the record live for scaledown (see state.JobEvent).
+// WithNamePrefix names the deployment's runners (tags.RunnerName): a job
+// that runs on one of them is recorded with the job that runner was
+// launched for, which keeps the record live for scaledown (see
+// state.JobEvent) and frees that runner's slot when the job completes.
 func WithNamePrefix(prefix string) Option { return func(h *Handler) { h.namePrefix = prefix } }
 
 // New returns a Handler. All four collaborators are required.
@@ -217,7 +219,7 @@ func (h *Handler) handleJob(ctx context.Context, log *slog.Logger, delivery stri
 		ReceivedAt:     h.now(),
 	}
 	if h.namePrefix != "" && ev.Action != state.StatusQueued && ev.Action != state.StatusWaiting {
-		ev.RunnerInstance, _ = tags.InstanceOfRunner(h.namePrefix, j.RunnerName)
+		ev.RunnerJob, _ = tags.RunnerJob(h.namePrefix, j.RunnerName)
 	}
 	match, reason := h.classify(p)
 	if reason == "" {
@@ -231,6 +233,14 @@ func (h *Handler) handleJob(ctx context.Context, log *slog.Logger, delivery stri
 	if err != nil {
 		log.Error("record job failed", slog.String("decision", "error"), slog.String("error", err.Error()))
 		return respond(http.StatusInternalServerError, `{"error":"internal error"}`), nil
+	}
+	if ev.RunnerJob != 0 && p.Action == state.StatusCompleted {
+		// The job on one of our runners is over: that runner's instance no
+		// longer holds a runner slot (whichever job it was launched for).
+		// If this fails, the instance's end frees the slot.
+		if _, err := h.store.FreeRunnerSlot(ctx, ev.RunnerJob, j.RunnerName); err != nil {
+			log.Warn("could not free the runner's slot; its instance's end will", slog.String("error", err.Error()))
+		}
 	}
 	decision := outcome.String()
 	switch {

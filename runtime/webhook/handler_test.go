@@ -293,7 +293,7 @@ func TestActionsRecordedOutOfOrder(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("get: %v %v", ok, err)
 	}
-	if job.Status != state.StatusInProgress || job.RunnerName != "jitr-i-0abc" || job.RunnerID != 77 || job.StartedAt == "" {
+	if job.Status != state.StatusInProgress || job.RunnerName != "jitr-j7-1" || job.RunnerID != 77 || job.StartedAt == "" {
 		t.Errorf("after in_progress + late queued: %+v", job)
 	}
 	in.deliver(t, jobPayload(t, "completed", 200), "c")
@@ -327,16 +327,16 @@ func TestStartedOnOurRunnerEnqueuesOnce(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("get: %v %v", ok, err)
 	}
-	if job.RunnerInstance != "i-0abc" || !job.Live || job.Status != state.StatusInProgress {
-		t.Errorf("record %+v; want it live, in progress on instance i-0abc", job)
+	if job.RunnerJob != 7 || !job.Live || job.Status != state.StatusInProgress {
+		t.Errorf("record %+v; want it live, in progress on the runner launched for job 7", job)
 	}
 
-	foreign := bytes.Replace(jobPayload(t, "in_progress", 211), []byte(`"jitr-i-0abc"`), []byte(`"build-box-7"`), 1)
+	foreign := bytes.Replace(jobPayload(t, "in_progress", 211), []byte(`"jitr-j7-1"`), []byte(`"build-box-7"`), 1)
 	in.deliver(t, foreign, "c")
 	if n := len(in.messages(t)); n != 0 {
 		t.Fatalf("a job on a foreign runner sent %d messages; want 0", n)
 	}
-	if job, _, _ := in.store.Get(ctx, 211); job.RunnerInstance != "" || job.Live {
+	if job, _, _ := in.store.Get(ctx, 211); job.RunnerJob != 0 || job.Live {
 		t.Errorf("record of a job on a foreign runner %+v; want no instance, not live", job)
 	}
 }

@@ -71,6 +71,13 @@ func (m *memStore) ReleaseEnqueue(_ context.Context, ev *state.JobEvent) error {
 	return nil
 }
 
+func (m *memStore) FreeRunnerSlot(context.Context, int64, string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.writes++
+	return true, nil
+}
+
 func (m *memStore) Writes() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -124,9 +131,9 @@ func jobPayload(tb testing.TB, action string, jobID int64, lbls ...string) []byt
 	}
 	switch action {
 	case state.StatusInProgress:
-		j["runner_name"], j["runner_id"] = "jitr-i-0abc", 77
+		j["runner_name"], j["runner_id"] = "jitr-j7-1", 77
 	case state.StatusCompleted:
-		j["runner_name"], j["runner_id"] = "jitr-i-0abc", 77
+		j["runner_name"], j["runner_id"] = "jitr-j7-1", 77
 		j["conclusion"], j["completed_at"] = "success", "2021-06-15T19:30:00Z"
 	}
 	b, err := json.Marshal(p)

@@ -21,7 +21,7 @@ import (
 // that may come from other resources (AMI ids, an existing VPC, secrets) are
 // Pulumi inputs.
 type RunnersArgs struct {
-	// NamePrefix names runners (<prefix>-<instance-id>) and is the value of
+	// NamePrefix names runners (<prefix>-j<job-id>-<attempt>) and is the value of
 	// the jitr:managed-by tag every IAM condition checks. Default "jitr".
 	NamePrefix string
 

@@ -69,8 +69,6 @@ func (d *deployment) scaleupPolicy(r resolved, logGroupARN string) PolicyDocumen
 		allow("LaunchFromThisDeployment", launchActions, uses),
 		allow("TagAtLaunch", []string{"ec2:CreateTags"}, []string{d.ec2ARN("instance/*"), d.ec2ARN("volume/*")},
 			cond("StringEquals", "ec2:CreateAction", []string{"CreateFleet", "RunInstances"}), managedRequest),
-		allow("NameManagedInstances", []string{"ec2:CreateTags"}, []string{d.ec2ARN("instance/*")},
-			managedResource, cond("ForAllValues:StringEquals", "aws:TagKeys", []string{"Name"})),
 		allow("TerminateManagedInstances", []string{"ec2:TerminateInstances"}, []string{d.ec2ARN("instance/*")}, managedResource),
 		allow("DescribeSubnets", []string{"ec2:DescribeSubnets"}, []string{"*"}),
 		allow("PassRunnerRole", []string{"iam:PassRole"}, []string{r.runnerRoleARN},

@@ -55,8 +55,8 @@ func run() error {
 			return state.LiveJobs(ctx, db, cfg.TableName)
 		},
 		Queue: queue.NewSender(sqs.NewFromConfig(awsCfg), cfg.QueueURL, 0),
-		RunningOn: func(ctx context.Context, instanceID string) ([]*state.Job, error) {
-			return state.RunningOn(ctx, db, cfg.TableName, instanceID)
+		RunningOn: func(ctx context.Context, runnerName string) ([]*state.Job, error) {
+			return state.RunningOn(ctx, db, cfg.TableName, runnerName)
 		},
 	}, scaledown.WithLogger(log), scaledown.WithMetrics(m))
 	lambda.Start(r.Handle)

@@ -14,7 +14,6 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/bootstrap"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv/ghfake"
 	"github.com/jit-runners/jit-runners/runtime/jitstore"
-	"github.com/jit-runners/jit-runners/runtime/tags"
 )
 
 // agents simulate, for each instance, what the instance's bootstrap and the
@@ -77,10 +76,7 @@ func (a *agents) gone(id string) {
 
 func (a *agents) run(ctx context.Context, in instanceInfo) {
 	log := a.s.log.With(slog.String("instance_id", in.id), slog.Int64("job_id", in.jobID))
-	runner := in.name
-	if runner == "" {
-		runner = tags.RunnerName(a.s.cfg.NamePrefix, in.id)
-	}
+	runner := in.name // the Name tag: its runner, named before the launch
 	fail := func(reason string) {
 		if ctx.Err() != nil {
 			return // the instance was terminated under the agent

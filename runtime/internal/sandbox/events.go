@@ -77,7 +77,8 @@ type tracker struct {
 	mu       sync.Mutex
 	prefix   string // the deployment's runner name prefix
 	jobs     map[int64]*jobTrack
-	alive    map[string]bool // every instance seen: id -> alive
+	alive    map[string]bool   // every instance seen: id -> alive
+	runnerOf map[string]string // runner name -> the instance it was launched on
 	file     *os.File
 	w        *bufio.Writer
 	out      io.Writer
@@ -85,7 +86,7 @@ type tracker struct {
 }
 
 func newTracker(eventsFile string, out io.Writer, progress bool) (*tracker, error) {
-	t := &tracker{jobs: map[int64]*jobTrack{}, alive: map[string]bool{}, out: out, progress: progress}
+	t := &tracker{jobs: map[int64]*jobTrack{}, alive: map[string]bool{}, runnerOf: map[string]string{}, out: out, progress: progress}
 	if eventsFile != "" {
 		f, err := os.OpenFile(eventsFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
@@ -256,6 +257,7 @@ func (t *tracker) onLaunched(jobID int64, instanceID, runnerName, capacityType s
 		return
 	}
 	j.instanceID, j.runnerName, j.capacityType, j.spotFallback, j.launched = instanceID, runnerName, capacityType, fallback, at
+	t.runnerOf[runnerName] = instanceID
 	if _, ok := j.instances[instanceID]; !ok {
 		j.instances[instanceID] = true
 	}
@@ -298,6 +300,7 @@ func (t *tracker) onRegistered(jobID int64, instanceID, runnerName string) {
 		j.registered = time.Now()
 	}
 	j.runners[instanceID] = runnerName
+	t.runnerOf[runnerName] = instanceID
 	t.emit(Event{JobID: jobID, Event: EvRegistered, InstanceID: instanceID, RunnerName: runnerName})
 }
 
@@ -325,8 +328,8 @@ func (t *tracker) ranOn(j *jobTrack, runnerName string) {
 		return
 	}
 	j.ranOnRunners[runnerName] = true
-	id, ours := tags.InstanceOfRunner(t.prefix, runnerName)
-	if !ours || j.ranOn == id {
+	id := t.runnerOf[runnerName]
+	if _, ours := tags.RunnerJob(t.prefix, runnerName); !ours || id == "" || j.ranOn == id {
 		return
 	}
 	j.ranOn = id

@@ -32,6 +32,8 @@ const (
 	DefaultIdleTimeoutSeconds     = 600
 	DefaultClaimLeaseSeconds      = 120
 	DefaultLimitRetrySeconds      = 30
+	DefaultRedeliveryMaxPerRun    = 100
+	DefaultRedeliveryLookback     = 60 // minutes
 	// DefaultRunnerVersion is the actions/runner version a deployment pins
 	// unless it says otherwise; the Packer template's runner_version default
 	// is checked against it (packer/packer_test.go), so the pre-baked AMI's
@@ -72,6 +74,9 @@ type Config struct {
 
 	// ScaleUp tunes the scaleup Lambda; every key is optional.
 	ScaleUp ScaleUp `json:"scaleUp,omitempty"`
+	// Redelivery recovers webhook deliveries that failed: GitHub never
+	// retries one by itself. Every key is optional.
+	Redelivery Redelivery `json:"redelivery,omitempty"`
 
 	// AllowedInstanceTypes lists patterns ("c6i.*", "m7g.large") of instance
 	// types a job may name directly in runs-on. Empty: none.
@@ -91,8 +96,11 @@ type GitHub struct {
 	AppID               int64  `json:"appId"`
 	PrivateKeySecretARN string `json:"privateKeySecretArn"`
 	WebhookSecretARN    string `json:"webhookSecretArn"`
-	Scope               string `json:"scope"`
-	RunnerGroup         string `json:"runnerGroup"`
+	// PreviousWebhookSecretARN is accepted besides WebhookSecretARN while
+	// a rotation is under way (docs/operations.md). Optional.
+	PreviousWebhookSecretARN string `json:"previousWebhookSecretArn,omitempty"`
+	Scope                    string `json:"scope"`
+	RunnerGroup              string `json:"runnerGroup"`
 	// AllowedOwners limits the organisations or users whose jobs are served
 	// (case-insensitive). Empty: every owner the App is installed on.
 	AllowedOwners []string `json:"allowedOwners,omitempty"`
@@ -125,6 +133,22 @@ type ScaleDown struct {
 	RerunInterruptedJobs *bool `json:"rerunInterruptedJobs,omitempty"`
 }
 
+// Redelivery configures the recovery of failed webhook deliveries from the
+// App's delivery log (scaledown, on its own schedule).
+type Redelivery struct {
+	// Enabled turns the recovery on (default true; the App's delivery log
+	// needs no permission beyond the App's own JWT).
+	Enabled *bool `json:"enabled,omitempty"`
+	// MaxPerRun bounds the redeliveries one run asks for (default 100).
+	MaxPerRun int `json:"maxPerRun,omitempty"`
+	// LookbackMinutes is how far back the first run reads the log (default
+	// 60; GitHub keeps three days of it).
+	LookbackMinutes int `json:"lookbackMinutes,omitempty"`
+}
+
+// On reports whether failed deliveries are recovered.
+func (r Redelivery) On() bool { return r.Enabled == nil || *r.Enabled }
+
 // RerunInterrupted reports whether interrupted jobs are re-run.
 func (s ScaleDown) RerunInterrupted() bool {
 	return s.RerunInterruptedJobs == nil || *s.RerunInterruptedJobs
@@ -141,8 +165,9 @@ type ScaleUp struct {
 	// invocation may take it over (default 120: twice the scaleup timeout,
 	// well under the queue's visibility timeout).
 	ClaimLeaseSeconds int `json:"claimLeaseSeconds,omitempty"`
-	// LimitRetrySeconds is when a job that hit maxRunners is tried again
-	// (default 30).
+	// LimitRetrySeconds is when a waiting job whose launch failed is tried
+	// again (default 30). Jobs held by maxRunners wait in the table until a
+	// slot frees, not for this delay.
 	LimitRetrySeconds int `json:"limitRetrySeconds,omitempty"`
 }
 

@@ -39,6 +39,19 @@ func (s *Secrets) Get(ctx context.Context, arn string) ([]byte, error) {
 	if v, ok := s.values[arn]; ok {
 		return v, nil
 	}
+	return s.fetch(ctx, arn)
+}
+
+// Refresh fetches the secret's value again, bypassing the cache, and keeps
+// it: a secret rotated in place is picked up without a new container.
+func (s *Secrets) Refresh(ctx context.Context, arn string) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fetch(ctx, arn)
+}
+
+// fetch reads arn and caches the value. The caller holds s.mu.
+func (s *Secrets) fetch(ctx context.Context, arn string) ([]byte, error) {
 	out, err := s.api.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(arn)})
 	if err != nil {
 		return nil, fmt.Errorf("fetch secret %s: %w", arn, err)

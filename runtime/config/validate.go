@@ -46,6 +46,9 @@ func (c *Config) Validate() error {
 	}
 	requireARN(add, "github.privateKeySecretArn", g.PrivateKeySecretARN)
 	requireARN(add, "github.webhookSecretArn", g.WebhookSecretARN)
+	if g.PreviousWebhookSecretARN != "" {
+		requireARN(add, "github.previousWebhookSecretArn", g.PreviousWebhookSecretARN)
+	}
 	switch g.Scope {
 	case ScopeRepo, ScopeOrg:
 	case "":
@@ -112,6 +115,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ScaleUp.LimitRetrySeconds < 1 || c.ScaleUp.LimitRetrySeconds > 900 {
 		add("scaleUp.limitRetrySeconds", "must be between 1 and 900, got %d", c.ScaleUp.LimitRetrySeconds)
+	}
+	if r := c.Redelivery; r.MaxPerRun < 1 || r.MaxPerRun > 1000 {
+		add("redelivery.maxPerRun", "must be between 1 and 1000, got %d", r.MaxPerRun)
+	}
+	if r := c.Redelivery; r.LookbackMinutes < 1 || r.LookbackMinutes > 3*24*60 {
+		add("redelivery.lookbackMinutes", "must be between 1 and 4320 (GitHub keeps three days of deliveries), got %d", r.LookbackMinutes)
 	}
 	if c.RecordRetentionSeconds < 3600 {
 		add("recordRetentionSeconds", "must be at least 3600, got %d", c.RecordRetentionSeconds)
@@ -238,6 +247,8 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.RecordRetentionSeconds, DefaultRecordRetentionSeconds)
 	setDefault(&c.ScaleUp.ClaimLeaseSeconds, DefaultClaimLeaseSeconds)
 	setDefault(&c.ScaleUp.LimitRetrySeconds, DefaultLimitRetrySeconds)
+	setDefault(&c.Redelivery.MaxPerRun, DefaultRedeliveryMaxPerRun)
+	setDefault(&c.Redelivery.LookbackMinutes, DefaultRedeliveryLookback)
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}

@@ -33,3 +33,15 @@ var All = []Spec{Webhook, Scaleup, Scaledown}
 
 // ScaledownSchedule is the EventBridge Scheduler expression of the sweep.
 const ScaledownSchedule = "rate(5 minutes)"
+
+// RedeliverySchedule is the EventBridge Scheduler expression of the
+// recovery of failed webhook deliveries; the schedule sends scaledown
+// RedeliveryEvent.
+const RedeliverySchedule = "rate(1 minute)"
+
+// RedeliverySource is the source of the event that makes scaledown recover
+// failed deliveries instead of sweeping; RedeliveryEvent is that event.
+const (
+	RedeliverySource = "jitr.redelivery"
+	RedeliveryEvent  = `{"source":"` + RedeliverySource + `"}`
+)

@@ -29,7 +29,10 @@ const (
 	LaunchErrors         = "LaunchErrors"         // dims: Code
 	QueueToLaunchSeconds = "QueueToLaunchSeconds" // dims: Profile
 	QueueToStartSeconds  = "QueueToStartSeconds"  // dims: none
-	LimitReached         = "LimitReached"         // dims: Profile
+	LimitReached         = "LimitReached"         // dims: Profile; a job parked because every slot it may use is taken
+	WaitingJobs          = "WaitingJobs"          // dims: none; jobs in the wait index (saturation, rate limits)
+	RateLimitHolds       = "RateLimitHolds"       // dims: Profile; a job held until GitHub's rate limit resets
+	OldestWaitSeconds    = "OldestWaitSeconds"    // dims: none; how long the oldest waiting job has waited
 	JobsSkipped          = "JobsSkipped"          // dims: Reason
 	GitHubRateRemaining  = "GitHubRateLimitRemaining"
 	ScaleDownDecisions   = "ScaleDownDecisions" // dims: Rule, Action

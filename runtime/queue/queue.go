@@ -64,11 +64,24 @@ type Message struct {
 	DeliveryID string `json:"deliveryId,omitempty"`
 	// Attempt counts re-queues by scaledown (0 for the webhook's message).
 	Attempt int `json:"attempt,omitempty"`
+
+	// Wake marks a message that names no job: a runner slot was freed, or
+	// GitHub's rate limit reset, and scaleup should launch the oldest
+	// waiting jobs. Reason says what woke it, for the logs.
+	Wake   bool   `json:"wake,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
+
+// WakeMessage returns a wake (see Message.Wake).
+func WakeMessage(reason string) *Message { return &Message{Wake: true, Reason: reason} }
 
 // Validate checks the fields scaleup relies on.
 func (m *Message) Validate() error {
 	switch {
+	case m.Wake && m.JobID != 0:
+		return errors.New("message: a wake names no job")
+	case m.Wake:
+		return nil
 	case m.JobID <= 0:
 		return errors.New("message: jobId must be positive")
 	case m.InstallationID <= 0:
@@ -123,9 +136,20 @@ func (s *Sender) Send(ctx context.Context, m *Message) (string, error) {
 		DelaySeconds: s.delay,
 	})
 	if err != nil {
+		if m.Wake {
+			return "", fmt.Errorf("send wake (%s): %w", m.Reason, err)
+		}
 		return "", fmt.Errorf("send scale-up message for job %d: %w", m.JobID, err)
 	}
 	return aws.ToString(out.MessageId), nil
+}
+
+// SendAfter sends m to become visible after delay (at most 15 minutes, SQS's
+// limit) instead of the sender's own delay.
+func (s *Sender) SendAfter(ctx context.Context, m *Message, delay time.Duration) (string, error) {
+	delayed := *s
+	delayed.delay = int32(min(max(delay, 0), 15*time.Minute) / time.Second)
+	return delayed.Send(ctx, m)
 }
 
 // RedrivePolicy returns the queue attribute that sends messages to the

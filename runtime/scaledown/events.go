@@ -9,6 +9,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/jit-runners/jit-runners/runtime/fleet"
+	"github.com/jit-runners/jit-runners/runtime/metrics"
+	"github.com/jit-runners/jit-runners/runtime/queue"
 	"github.com/jit-runners/jit-runners/runtime/tags"
 )
 
@@ -96,6 +98,31 @@ func (r *Reconciler) onStateChange(ctx context.Context, id, st string) error {
 	if err := r.d.Jobs.MarkInstanceGone(ctx, inst.jobID, id); err != nil {
 		return err
 	}
-	r.decide(r.log.With(slog.String("instance_id", id), slog.Int64("job_id", inst.jobID)), "state-change", "instance-gone", slog.String("state", st))
+	log := r.log.With(slog.String("instance_id", id), slog.Int64("job_id", inst.jobID))
+	r.decide(log, "state-change", "instance-gone", slog.String("state", st))
+	r.wakeWaiting(ctx, log, "an instance ended")
 	return nil
+}
+
+// wakeWaiting sends a wake when jobs wait for a runner slot, and reports how
+// many wait (the WaitingJobs and OldestWaitSeconds metrics). It returns the
+// count (-1 when it could not tell).
+func (r *Reconciler) wakeWaiting(ctx context.Context, log *slog.Logger, reason string) int {
+	if r.d.Waiting == nil {
+		return -1
+	}
+	n, oldest, err := r.d.Waiting(ctx)
+	if err != nil {
+		log.Warn("could not count the waiting jobs", slog.String("error", err.Error()))
+		return -1
+	}
+	r.metrics.Put(metrics.WaitingJobs, float64(n), metrics.Count, nil)
+	if n == 0 {
+		return 0
+	}
+	r.metrics.Put(metrics.OldestWaitSeconds, r.now().Sub(oldest).Seconds(), metrics.Seconds, nil)
+	if _, err := r.d.Queue.Send(ctx, queue.WakeMessage(reason)); err != nil {
+		log.Warn("could not wake the waiting jobs", slog.String("error", err.Error()))
+	}
+	return n
 }

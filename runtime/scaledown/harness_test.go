@@ -45,6 +45,10 @@ func newHarness(t testing.TB, opts ...testenv.DeploymentOption) *harness {
 		Slots: func(ctx context.Context, prof string) (int, error) {
 			return state.CountSlots(ctx, p.AWS.Dynamo, p.Config.TableName, prof)
 		},
+		Waiting: func(ctx context.Context, profile string, before time.Time, limit int32) ([]*state.Job, error) {
+			return state.Waiting(ctx, p.AWS.Dynamo, p.Config.TableName, profile, before, limit)
+		},
+		Waker: queue.NewSender(p.AWS.SQS, p.Queue, 0),
 	}, scaleup.WithClock(p.Clock.Now), scaleup.WithLogger(p.Logger()))
 	h.rebuild()
 	return h
@@ -59,8 +63,11 @@ func (h *harness) rebuild() {
 			return state.LiveJobs(ctx, p.AWS.Dynamo, p.Config.TableName)
 		},
 		Queue: queue.NewSender(p.AWS.SQS, p.Queue, 0),
-		RunningOn: func(ctx context.Context, instanceID string) ([]*state.Job, error) {
-			return state.RunningOn(ctx, p.AWS.Dynamo, p.Config.TableName, instanceID)
+		RunningOn: func(ctx context.Context, runnerName string) ([]*state.Job, error) {
+			return state.RunningOn(ctx, p.AWS.Dynamo, p.Config.TableName, runnerName)
+		},
+		Waiting: func(ctx context.Context) (int, time.Time, error) {
+			return state.WaitingSummary(ctx, p.AWS.Dynamo, p.Config.TableName, p.Config.ProfileNames())
 		},
 	}, scaledown.WithClock(p.Clock.Now), scaledown.WithLogger(p.Logger()))
 }

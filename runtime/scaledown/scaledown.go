@@ -47,9 +47,11 @@ import (
 
 	"github.com/jit-runners/jit-runners/runtime/config"
 	"github.com/jit-runners/jit-runners/runtime/fleet"
+	"github.com/jit-runners/jit-runners/runtime/functions"
 	"github.com/jit-runners/jit-runners/runtime/githubapp"
 	"github.com/jit-runners/jit-runners/runtime/metrics"
 	"github.com/jit-runners/jit-runners/runtime/queue"
+	"github.com/jit-runners/jit-runners/runtime/redelivery"
 	"github.com/jit-runners/jit-runners/runtime/retire"
 	"github.com/jit-runners/jit-runners/runtime/state"
 )
@@ -107,7 +109,18 @@ type Deps struct {
 	// RunningOn finds the job on an interrupted instance; without it the
 	// sweep carries the interruption over instead.
 	RunningOn RunningOn
+	// Redeliver recovers failed webhook deliveries from the App's delivery
+	// log (redelivery.Recoverer.Run); nil turns the recovery off.
+	Redeliver func(ctx context.Context) (*redelivery.Report, error)
+	// Waiting counts the jobs waiting in the table for a launch and says
+	// since when the oldest waits (state.CountWaiting, state.Waiting): each
+	// sweep reports them and wakes them (Queue), as does a freed slot.
+	Waiting WaitingSummary
 }
+
+// WaitingSummary counts the waiting jobs and returns the oldest one's
+// waiting start (zero when none waits).
+type WaitingSummary func(ctx context.Context) (n int, oldest time.Time, err error)
 
 // Defaults for the options that are not in the configuration.
 const (
@@ -174,14 +187,22 @@ const (
 	StateChange      = "EC2 Instance State-change Notification"
 )
 
-// Handle is the Lambda entry point: a scheduler tick (any payload that is
+// Handle is the Lambda entry point: the redelivery schedule's event runs the
+// recovery of failed deliveries, a scheduler tick (any other payload that is
 // not one of the EC2 events) runs a sweep.
-func (r *Reconciler) Handle(ctx context.Context, raw json.RawMessage) (*Report, error) {
+func (r *Reconciler) Handle(ctx context.Context, raw json.RawMessage) (any, error) {
 	var ev event
 	if len(raw) > 0 {
 		if err := json.Unmarshal(raw, &ev); err != nil {
 			r.log.Warn("unreadable event; sweeping", slog.String("error", err.Error()))
 		}
+	}
+	if ev.Source == functions.RedeliverySource {
+		if r.d.Redeliver == nil {
+			r.log.Info("redelivery is off (redelivery.enabled: false)")
+			return nil, nil
+		}
+		return r.d.Redeliver(ctx)
 	}
 	switch ev.DetailType {
 	case SpotInterruption:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +39,9 @@ type Report struct {
 	Finished        int `json:"finished"`
 	Lost            int `json:"lost"`
 	RerunsRequested int `json:"rerunsRequested"`
-	Errors          int `json:"errors"`
+	// Waiting counts the jobs waiting in the table for a launch (-1: unknown).
+	Waiting int `json:"waiting"`
+	Errors  int `json:"errors"`
 	// Examined counts the records read whole because a rule might apply.
 	Examined int `json:"examined"`
 	// Durations of the sweep's phases, in milliseconds.
@@ -157,6 +160,9 @@ func (r *Reconciler) Sweep(ctx context.Context) (*Report, error) {
 	}
 	s.orphans(ctx)
 	s.ghosts(ctx)
+	// Slots freed by this sweep (and any wake that failed before) go to the
+	// oldest waiting jobs.
+	s.rep.Waiting = r.wakeWaiting(ctx, r.log, "scaledown sweep")
 	done()
 
 	r.log.Info("sweep done", slog.Any("report", s.rep), slog.Duration("took", time.Since(start)))
@@ -565,10 +571,26 @@ func (s *sweep) notLaunched(ctx context.Context, log *slog.Logger, j *state.Job)
 		s.finish(ctx, log, j, "skipped")
 	case j.Phase == state.PhaseClaimed && j.ClaimExpiresAt.After(s.now):
 		// A launch is under way.
-	case !j.EnqueuedAt.IsZero() && s.now.Sub(j.EnqueuedAt) >= secs(s.r.cfg.ScaleDown.QueuedTimeoutSeconds):
-		s.requeueIfQueued(ctx, log, j, "", "7-never-launched", MaxRequeues)
+	case j.Waiting && s.now.Sub(j.WaitSince) >= gitHubQueueLimit:
+		// GitHub cancels a job queued for 24 hours; its completed webhook
+		// was lost.
+		s.finish(ctx, log, j, "waited longer than GitHub keeps a job queued")
+	case j.Waiting:
+		// Waiting in the table for a runner slot or GitHub: a wake
+		// launches it. Nothing to do here.
+	case !j.EnqueuedAt.IsZero() && s.now.Sub(j.EnqueuedAt) >= secs(s.r.cfg.ScaleDown.QueuedTimeoutSeconds) &&
+		s.now.Sub(j.UpdatedAt) >= secs(s.r.cfg.ScaleDown.QueuedTimeoutSeconds):
+		// Enqueued long ago and untouched since: scaleup touches the record
+		// at every attempt (a message in flight comes back within 5
+		// minutes), so no message is in flight; one is sent again as long as
+		// GitHub holds the job queued, however often.
+		s.requeueIfQueued(ctx, log, j, "", "7-never-launched", math.MaxInt64)
 	}
 }
+
+// gitHubQueueLimit is how long GitHub keeps a job queued before cancelling
+// it (24 hours), plus an hour's margin.
+const gitHubQueueLimit = 25 * time.Hour
 
 // lost handles a launched job whose instance is gone before the job ended
 // (rule 6). requeue says whether the job may still be waiting for a runner.

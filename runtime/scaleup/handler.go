@@ -28,7 +28,9 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,7 +68,22 @@ type Jobs interface {
 	ClaimAttempt(ctx context.Context, jobID int64, claimID, profile string, lease time.Duration) (state.ClaimOutcome, int64, error)
 	RecordLaunch(ctx context.Context, jobID int64, claimID string, l state.Launch) error
 	ReleaseClaim(ctx context.Context, jobID int64, claimID, reason string) error
+	Wait(ctx context.Context, jobID int64, claimID, profile, reason string, since time.Time) error
 	Skip(ctx context.Context, jobID int64, reason string) error
+	// HoldGitHub and GitHubHold share GitHub's rate limit between
+	// invocations (state.Store).
+	HoldGitHub(ctx context.Context, until time.Time) error
+	GitHubHold(ctx context.Context) (time.Time, error)
+}
+
+// WaitingJobs lists up to limit waiting jobs of profile, oldest first, that
+// have waited since before (zero: any); state.Waiting on the jobs table.
+type WaitingJobs func(ctx context.Context, profile string, before time.Time, limit int32) ([]*state.Job, error)
+
+// Waker sends a wake (queue.WakeMessage) that becomes visible after delay;
+// *queue.Sender's SendAfter implements it.
+type Waker interface {
+	SendAfter(ctx context.Context, m *queue.Message, delay time.Duration) (string, error)
 }
 
 // SlotCounter counts the runner slots a profile holds, or all profiles
@@ -113,9 +130,17 @@ type Handler struct {
 	identity  Identity
 	offerings Offerings
 	retirer   *retire.Retirer
+	waiting   WaitingJobs
+	waker     Waker
 
-	visibility  Visibility
-	log         *slog.Logger
+	visibility Visibility
+	log        *slog.Logger
+
+	// holdMu guards what this container knows of GitHub's rate limit: the
+	// end of the hold, and the time of the wake already sent for it.
+	holdMu      sync.Mutex
+	holdUntil   time.Time
+	wakeAt      time.Time
 	metrics     *metrics.Recorder
 	now         func() time.Time
 	concurrency int
@@ -134,8 +159,8 @@ func WithMetrics(m *metrics.Recorder) Option { return func(h *Handler) { h.metri
 // WithClock sets the clock (default time.Now).
 func WithClock(now func() time.Time) Option { return func(h *Handler) { h.now = now } }
 
-// WithVisibility lets limit-reached records come back after
-// scaleUp.limitRetrySeconds instead of the queue's visibility timeout.
+// WithVisibility lets failed records come back after a backoff (see
+// retryAfter) instead of the queue's visibility timeout.
 func WithVisibility(v Visibility) Option { return func(h *Handler) { h.visibility = v } }
 
 // WithConcurrency bounds how many records of a batch are processed at once
@@ -152,6 +177,11 @@ type Deps struct {
 	Identity Identity
 	// Offerings is optional: pools interrupted recently are skipped.
 	Offerings Offerings
+	// Waiting and Waker hold jobs that cannot launch yet in the table (see
+	// state.Wait) and wake them: a job over a limit waits there, not in SQS
+	// receives, and a wake launches the oldest waiting jobs first.
+	Waiting WaitingJobs
+	Waker   Waker
 }
 
 // New returns a Handler for cfg (which must be valid).
@@ -160,7 +190,7 @@ func New(cfg *config.Config, d Deps, opts ...Option) *Handler {
 		cfg: cfg, matcher: labels.NewMatcher(cfg),
 		gh: d.GitHub, launcher: d.Launcher, jobs: d.Jobs, slots: d.Slots, jit: d.JIT, identity: d.Identity, offerings: d.Offerings,
 		log: slog.New(slog.DiscardHandler), now: time.Now, concurrency: queue.ScaleUp.BatchSize,
-		retirer: retire.New(d.GitHub, d.Launcher),
+		retirer: retire.New(d.GitHub, d.Launcher), waiting: d.Waiting, waker: d.Waker,
 	}
 	for _, o := range opts {
 		o(h)
@@ -174,6 +204,7 @@ func New(cfg *config.Config, d Deps, opts ...Option) *Handler {
 // Handle processes a batch and reports the records to retry.
 func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
 	h.loadOfferings(ctx)
+	h.loadHold(ctx)
 	var (
 		mu       sync.Mutex
 		failures []events.SQSBatchItemFailure
@@ -209,6 +240,86 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 	}
 	wg.Wait()
 	return events.SQSEventResponse{BatchItemFailures: failures}, nil
+}
+
+// loadHold reads the GitHub rate-limit hold other invocations recorded (one
+// read per batch).
+func (h *Handler) loadHold(ctx context.Context) {
+	until, err := h.jobs.GitHubHold(ctx)
+	if err != nil {
+		h.log.Warn("could not read GitHub's rate-limit hold", slog.String("error", err.Error()))
+		return
+	}
+	h.holdMu.Lock()
+	defer h.holdMu.Unlock()
+	if until.After(h.holdUntil) {
+		h.holdUntil = until
+	}
+}
+
+// hold returns the end of GitHub's rate limit, zero when there is none.
+func (h *Handler) hold() time.Time {
+	h.holdMu.Lock()
+	defer h.holdMu.Unlock()
+	if !h.holdUntil.After(h.now()) {
+		return time.Time{}
+	}
+	return h.holdUntil
+}
+
+func isRateLimit(err error) bool {
+	var rl *githubapp.RateLimitError
+	return errors.As(err, &rl)
+}
+
+// rateLimited holds the job after GitHub's rate limit answered: the hold is
+// shared with every invocation (so none asks again before the reset), the
+// job waits in the table, and a wake comes at the reset.
+func (h *Handler) rateLimited(ctx context.Context, a *admission, err error) error {
+	var rl *githubapp.RateLimitError
+	errors.As(err, &rl)
+	until := h.now().Add(rl.ResetIn)
+	h.holdMu.Lock()
+	if until.After(h.holdUntil) {
+		h.holdUntil = until
+	}
+	h.holdMu.Unlock()
+	if herr := h.jobs.HoldGitHub(ctx, until); herr != nil {
+		a.log.Warn("could not share GitHub's rate limit; other invocations find it themselves", slog.String("error", herr.Error()))
+	}
+	return h.holdJob(ctx, a, until, rl.Error())
+}
+
+// holdJob parks an admitted job until GitHub's rate limit resets, and makes
+// sure a wake comes then (one per container and reset time).
+func (h *Handler) holdJob(ctx context.Context, a *admission, until time.Time, reason string) error {
+	since := time.UnixMilli(a.m.ReceivedAt)
+	if a.m.ReceivedAt == 0 {
+		since = h.now()
+	}
+	if err := h.jobs.Wait(ctx, a.m.JobID, a.claimID, a.match.Profile, "held until "+until.UTC().Format(time.RFC3339)+": "+reason, since); err != nil {
+		return err // the claim expires with its lease; the message (if any) comes back
+	}
+	h.metrics.Inc(metrics.RateLimitHolds, map[string]string{"Profile": a.match.Profile})
+	a.log.Info("job held until GitHub's rate limit resets; nothing launched", slog.String("decision", "rate_limited"),
+		slog.Time("until", until), slog.String("reason", reason))
+	h.wakeAtReset(ctx, until)
+	return nil
+}
+
+// wakeAtReset sends a wake for when GitHub's hold ends, unless this
+// container has sent one for then already. SQS delays at most 15 minutes;
+// a wake that comes earlier finds the hold and sends the next one.
+func (h *Handler) wakeAtReset(ctx context.Context, until time.Time) {
+	delay := until.Sub(h.now()) + time.Second
+	h.holdMu.Lock()
+	if !h.wakeAt.Before(until) {
+		h.holdMu.Unlock()
+		return
+	}
+	h.wakeAt = until
+	h.holdMu.Unlock()
+	h.wake(ctx, delay, "GitHub's rate limit reset")
 }
 
 // loadOfferings feeds the launcher's cache with the pools scaledown saw
@@ -252,8 +363,12 @@ func (h *Handler) safeRecord(ctx context.Context, r events.SQSMessage) (err erro
 	return h.record(ctx, r)
 }
 
-// errLimit marks a record that must wait for a free runner slot.
-var errLimit = errors.New("runner limit reached")
+// errLimit marks a job over a runner limit; errWaiting one parked in the
+// table until a slot frees (its message is done).
+var (
+	errLimit   = errors.New("runner limit reached")
+	errWaiting = errors.New("job waits for a runner slot")
+)
 
 func (h *Handler) record(ctx context.Context, r events.SQSMessage) error {
 	log := h.log.With(slog.String("message_id", r.MessageId))
@@ -264,8 +379,11 @@ func (h *Handler) record(ctx context.Context, r events.SQSMessage) error {
 		h.metrics.Inc(metrics.JobsSkipped, map[string]string{"Reason": "invalid_message"})
 		return nil
 	}
+	if m.Wake {
+		return h.drain(ctx, log.With(slog.String("wake", m.Reason)), r)
+	}
 	log = log.With(slog.Int64("job_id", m.JobID), slog.String("repository", m.Repository))
-	err = h.process(ctx, log, r, m)
+	err = h.process(ctx, log, r, m, false)
 	if err != nil && h.visibility != nil && r.ReceiptHandle != "" {
 		after := h.retryAfter(err, r)
 		if verr := h.visibility.Retry(ctx, r.ReceiptHandle, after); verr != nil {
@@ -275,15 +393,12 @@ func (h *Handler) record(ctx context.Context, r events.SQSMessage) error {
 	return err
 }
 
-// retryAfter is when a failed record comes back: a job held back by a
-// limit after scaleUp.limitRetrySeconds; any other failure with exponential
-// backoff on the receive count (5 s, 10 s, 20 s ... at most 5 minutes)
-// rather than the queue's whole visibility timeout, so a transient failure
-// costs a job seconds, not minutes.
-func (h *Handler) retryAfter(err error, r events.SQSMessage) time.Duration {
-	if errors.Is(err, errLimit) {
-		return time.Duration(h.cfg.ScaleUp.LimitRetrySeconds) * time.Second
-	}
+// retryAfter is when a failed record comes back: with exponential backoff
+// on the receive count (5 s, 10 s, 20 s ... at most 5 minutes) rather than
+// the queue's whole visibility timeout, so a transient failure costs a job
+// seconds, not minutes. (A job held by a limit is not retried: it waits in
+// the table.)
+func (h *Handler) retryAfter(_ error, r events.SQSMessage) time.Duration {
 	n, _ := strconv.Atoi(r.Attributes["ApproximateReceiveCount"])
 	d := 5 * time.Second
 	for i := 1; i < n && d < 5*time.Minute; i++ {
@@ -292,47 +407,85 @@ func (h *Handler) retryAfter(err error, r events.SQSMessage) time.Duration {
 	return min(d, 5*time.Minute)
 }
 
-func (h *Handler) process(ctx context.Context, log *slog.Logger, r events.SQSMessage, m *queue.Message) error {
+// process launches one job. woken says the job came out of the wait index
+// (a wake), so it does not queue behind other waiting jobs again.
+func (h *Handler) process(ctx context.Context, log *slog.Logger, r events.SQSMessage, m *queue.Message, woken bool) error {
+	a, err := h.admit(ctx, log, r, m, woken)
+	if err != nil || a == nil {
+		return err
+	}
+	return h.launch(ctx, a)
+}
+
+// admission is a job claimed for a launch within the limits.
+type admission struct {
+	log     *slog.Logger
+	m       *queue.Message
+	match   labels.Match
+	profile config.Profile
+	claimID string
+	attempt int64
+	woken   bool
+}
+
+// admit resolves the job's profile, claims it and checks the limits. It
+// returns nil (and no error) when there is nothing to launch now: not ours,
+// launched already, or waiting in the table.
+func (h *Handler) admit(ctx context.Context, log *slog.Logger, r events.SQSMessage, m *queue.Message, woken bool) (*admission, error) {
 	match, err := h.matcher.Resolve(m.Labels)
 	if err != nil {
 		reason := err.Error()
 		log.Info("job skipped", slog.String("decision", "skipped"), slog.String("reason", reason))
 		h.metrics.Inc(metrics.JobsSkipped, map[string]string{"Reason": "labels"})
 		if serr := h.jobs.Skip(ctx, m.JobID, reason); serr != nil {
-			return serr
+			return nil, serr
 		}
-		return nil
+		return nil, nil
 	}
 	profile := h.cfg.Profiles[match.Profile]
 	log = log.With(slog.String("profile", match.Profile))
 
 	claimID := claimIDOf(ctx, r)
-	outcome, attempt, err := h.limitAndClaim(ctx, m.JobID, claimID, match.Profile, profile)
-	if errors.Is(err, errLimit) {
-		log.Info("runner limit reached; job retried later", slog.String("decision", "limit"), slog.String("reason", err.Error()))
+	outcome, attempt, err := h.limitAndClaim(ctx, m, claimID, match.Profile, profile, woken)
+	if errors.Is(err, errWaiting) {
+		log.Info("job waits in the table for a runner slot", slog.String("decision", "waiting"), slog.String("reason", err.Error()))
 		h.metrics.Inc(metrics.LimitReached, map[string]string{"Profile": match.Profile})
+		return nil, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	switch outcome {
 	case state.Claimed:
 	case state.ClaimHeld:
 		log.Info("job claimed by another invocation; retried later", slog.String("decision", "claim_held"))
-		return errors.New("job claimed by another invocation")
+		return nil, errors.New("job claimed by another invocation")
 	default:
 		log.Info("nothing to launch", slog.String("decision", outcome.String()))
-		return nil
+		return nil, nil
 	}
+	a := &admission{log: log, m: m, match: match, profile: profile, claimID: claimID, attempt: attempt, woken: woken}
+	if until := h.hold(); !until.IsZero() {
+		// GitHub refuses requests until then: not a call, not a launch.
+		return nil, h.holdJob(ctx, a, until, "GitHub's rate limit")
+	}
+	return a, nil
+}
 
+// launch generates the JIT config, launches the instance, hands the config
+// over and records the launch of an admitted job.
+func (h *Handler) launch(ctx context.Context, a *admission) error {
+	log, m, match, profile, claimID, attempt, woken := a.log, a.m, a.match, a.profile, a.claimID, a.attempt, a.woken
 	inst := githubapp.Installation{ID: m.InstallationID, Owner: m.Owner, Repository: m.Repository}
 	if h.cfg.CheckQueued() {
 		job, err := h.gh.GetJob(ctx, inst, m.JobID)
 		switch {
 		case errors.Is(err, githubapp.ErrNotFound):
 			return h.skipClaimed(ctx, log, m, "job not found on GitHub")
+		case isRateLimit(err):
+			return h.rateLimited(ctx, a, err)
 		case err != nil:
-			return h.release(ctx, log, m, claimID, fmt.Errorf("check job status: %w", err))
+			return h.release(ctx, log, m, claimID, woken, fmt.Errorf("check job status: %w", err))
 		case job.Status != state.StatusQueued && !h.ourRunner(job.RunnerName):
 			return h.skipClaimed(ctx, log, m, "job no longer queued on GitHub (status "+job.Status+")")
 		}
@@ -344,10 +497,13 @@ func (h *Handler) process(ctx context.Context, log *slog.Logger, r events.SQSMes
 	name := tags.RunnerName(h.cfg.NamePrefix, m.JobID, attempt)
 	log = log.With(slog.String("runner_name", name))
 	jit, err := h.gh.GenerateJITConfig(ctx, inst, name, match.Labels)
+	if isRateLimit(err) {
+		return h.rateLimited(ctx, a, err)
+	}
 	if err != nil {
 		// A request that registered the runner after all leaves an offline
 		// runner no instance will use: rule 5 deletes it.
-		return h.release(ctx, log, m, claimID, fmt.Errorf("generate JIT config: %w", err))
+		return h.release(ctx, log, m, claimID, woken, fmt.Errorf("generate JIT config: %w", err))
 	}
 
 	res, err := h.launcher.Launch(ctx, fleet.Request{
@@ -375,7 +531,7 @@ func (h *Handler) process(ctx context.Context, log *slog.Logger, r events.SQSMes
 		if derr := h.gh.DeleteRunner(ctx, inst, jit.RunnerID); derr != nil {
 			log.Warn("could not delete the unused runner; scaledown will", slog.String("error", derr.Error()))
 		}
-		return h.release(ctx, log, m, claimID, fmt.Errorf("launch: %w", err))
+		return h.release(ctx, log, m, claimID, woken, fmt.Errorf("launch: %w", err))
 	}
 	log = log.With(slog.String("instance_id", res.InstanceID))
 	if res.SpotFallback {
@@ -387,7 +543,7 @@ func (h *Handler) process(ctx context.Context, log *slog.Logger, r events.SQSMes
 	if err := h.jit.Put(ctx, arn, jit.Encoded); err != nil {
 		// A put whose response was lost may have stored the config.
 		h.undo(ctx, log, own, arn)
-		return h.release(ctx, log, m, claimID, fmt.Errorf("hand over JIT config: %w", err))
+		return h.release(ctx, log, m, claimID, woken, fmt.Errorf("hand over JIT config: %w", err))
 	}
 
 	err = h.jobs.RecordLaunch(ctx, m.JobID, claimID, state.Launch{
@@ -403,7 +559,7 @@ func (h *Handler) process(ctx context.Context, log *slog.Logger, r events.SQSMes
 			log.Warn("claim lost before the launch was recorded; instance terminated", slog.String("decision", "claim_lost"))
 			return nil
 		}
-		return h.release(ctx, log, m, claimID, fmt.Errorf("record launch: %w", err))
+		return h.release(ctx, log, m, claimID, woken, fmt.Errorf("record launch: %w", err))
 	}
 
 	h.metrics.Inc(metrics.Launches, map[string]string{"Profile": match.Profile, "CapacityType": res.CapacityType})
@@ -418,27 +574,148 @@ func (h *Handler) process(ctx context.Context, log *slog.Logger, r events.SQSMes
 }
 
 // limitAndClaim claims the job and then checks the limits, counting the
-// slot the claim just took; over a limit the claim is given back. Claiming
-// first lets a duplicate of a launched job succeed at once even when every
-// slot is taken. Within one invocation the two steps run under a lock, so
-// the records of one batch never exceed a limit between them; concurrent
-// invocations can overshoot it by at most their number (see
+// slot the claim just took. Over a limit the job waits in the table
+// (state.Wait: the claim is given back, the message is done) until a wake
+// launches it; so does a new job while older ones wait, first come first
+// served. Claiming first lets a duplicate of a launched job succeed at once
+// even when every slot is taken. Within one invocation the steps run under
+// a lock, so the records of one batch never exceed a limit between them;
+// concurrent invocations can overshoot it by at most their number (see
 // state.CountSlots).
-func (h *Handler) limitAndClaim(ctx context.Context, jobID int64, claimID, name string, p config.Profile) (state.ClaimOutcome, int64, error) {
+func (h *Handler) limitAndClaim(ctx context.Context, m *queue.Message, claimID, name string, p config.Profile, woken bool) (state.ClaimOutcome, int64, error) {
 	h.claimMu.Lock()
 	defer h.claimMu.Unlock()
 	lease := time.Duration(h.cfg.ScaleUp.ClaimLeaseSeconds) * time.Second
-	outcome, attempt, err := h.jobs.ClaimAttempt(ctx, jobID, claimID, name, lease)
+	outcome, attempt, err := h.jobs.ClaimAttempt(ctx, m.JobID, claimID, name, lease)
 	if err != nil || outcome != state.Claimed {
 		return outcome, 0, err
 	}
-	if err := h.checkLimits(ctx, name, p); err != nil {
-		if rerr := h.jobs.ReleaseClaim(ctx, jobID, claimID, err.Error()); rerr != nil {
-			return 0, 0, errors.Join(err, rerr)
-		}
-		return 0, 0, err
+	since := time.UnixMilli(m.ReceivedAt)
+	if m.ReceivedAt == 0 {
+		since = h.now()
 	}
-	return state.Claimed, attempt, nil
+	var reason string
+	switch err := h.checkLimits(ctx, name, p); {
+	case errors.Is(err, errLimit):
+		reason = strings.TrimPrefix(err.Error(), errLimit.Error()+": ")
+	case err != nil:
+		return 0, 0, h.giveBack(ctx, m.JobID, claimID, name, woken, since, err)
+	case !woken:
+		older, err := h.waiting(ctx, name, since, 1)
+		if err != nil {
+			return 0, 0, h.giveBack(ctx, m.JobID, claimID, name, woken, since, err)
+		}
+		if len(older) > 0 {
+			// A slot is free, but older jobs wait for it: queue behind them
+			// and wake them (their wake may have come and gone).
+			reason = "older jobs wait for a runner slot"
+			h.wake(ctx, 0, "a job queued behind older waiting jobs")
+		}
+	}
+	if reason == "" {
+		return state.Claimed, attempt, nil
+	}
+	if err := h.jobs.Wait(ctx, m.JobID, claimID, name, reason, since); err != nil {
+		return 0, 0, err // the claim expires with its lease; the message comes back
+	}
+	return 0, 0, fmt.Errorf("%w: %s", errWaiting, reason)
+}
+
+// giveBack releases the claim after err (a woken job waits again) and
+// returns err.
+func (h *Handler) giveBack(ctx context.Context, jobID int64, claimID, profile string, woken bool, since time.Time, err error) error {
+	release := func() error { return h.jobs.ReleaseClaim(ctx, jobID, claimID, err.Error()) }
+	if woken {
+		release = func() error { return h.jobs.Wait(ctx, jobID, claimID, profile, err.Error(), since) }
+	}
+	if rerr := release(); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	return err
+}
+
+// wake sends a wake after delay; a failure is logged (the next slot freed,
+// or scaledown's sweep, wakes the waiting jobs too).
+func (h *Handler) wake(ctx context.Context, delay time.Duration, reason string) {
+	if _, err := h.waker.SendAfter(ctx, queue.WakeMessage(reason), delay); err != nil {
+		h.log.Warn("could not send a wake; the next freed slot or sweep wakes the waiting jobs", slog.String("error", err.Error()))
+	}
+}
+
+// drainBatch bounds how many waiting jobs one wake reads beyond the free
+// slots (jobs of a profile at its own limit are skipped).
+const drainBatch = 10
+
+// drain launches the oldest waiting jobs while runner slots are free: a
+// wake after a slot was freed, or GitHub's rate limit reset. Each job goes
+// through the same claim and limit check as a new one (a job over its
+// profile's limit waits again, keeping its place).
+func (h *Handler) drain(ctx context.Context, log *slog.Logger, r events.SQSMessage) error {
+	if until := h.hold(); !until.IsZero() {
+		log.Info("wake: GitHub's rate limit still holds", slog.String("decision", "wake_held"), slog.Time("until", until))
+		h.wakeAtReset(ctx, until)
+		return nil
+	}
+	used, err := h.slots(ctx, "")
+	if err != nil {
+		return err
+	}
+	free := h.cfg.MaxRunners - used
+	if free <= 0 {
+		log.Info("wake: every runner slot is taken", slog.String("decision", "wake_full"))
+		return nil
+	}
+	// The oldest waiting jobs of every profile, oldest first overall.
+	want := int32(min(free+drainBatch, 100))
+	var jobs []*state.Job
+	for _, p := range h.cfg.ProfileNames() {
+		js, err := h.waiting(ctx, p, time.Time{}, want)
+		if err != nil {
+			return err
+		}
+		jobs = append(jobs, js...)
+	}
+	slices.SortStableFunc(jobs, func(a, b *state.Job) int { return a.WaitSince.Compare(b.WaitSince) })
+	jobs = jobs[:min(len(jobs), int(want))]
+	log.Info("wake: launching waiting jobs", slog.String("decision", "wake"), slog.Int("free_slots", free), slog.Int("waiting", len(jobs)))
+	// Claims in order, oldest first, so the oldest take the free slots;
+	// launches in parallel.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, h.concurrency)
+	admitted := 0
+	for _, j := range jobs {
+		if admitted == free {
+			break
+		}
+		m := &queue.Message{JobID: j.JobID, RunID: j.RunID, Repository: j.Repository, Owner: j.Owner,
+			InstallationID: j.InstallationID, Labels: j.Labels, Profile: j.Profile, ReceivedAt: j.WaitSince.UnixMilli()}
+		jlog := h.log.With(slog.String("message_id", r.MessageId), slog.Int64("job_id", j.JobID), slog.String("repository", j.Repository))
+		if err := m.Validate(); err != nil {
+			jlog.Error("waiting job cannot be launched; skipped", slog.String("error", err.Error()))
+			continue
+		}
+		rec := events.SQSMessage{MessageId: r.MessageId + "/" + strconv.FormatInt(j.JobID, 10)}
+		a, err := h.admit(ctx, jlog, rec, m, true)
+		if err != nil {
+			jlog.Warn("waiting job not admitted; it keeps its place", slog.String("error", err.Error()))
+			continue
+		}
+		if a == nil {
+			continue // waits again (its profile's limit), or nothing to do
+		}
+		admitted++
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := h.launch(ctx, a); err != nil {
+				jlog.Warn("waiting job not launched; it waits again", slog.String("error", err.Error()))
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
 }
 
 // checkLimits returns errLimit when the runners counted (this job's claim
@@ -465,8 +742,18 @@ func (h *Handler) checkLimits(ctx context.Context, name string, p config.Profile
 
 // release gives the claim back after a failure and returns the failure, so
 // the record is retried.
-func (h *Handler) release(ctx context.Context, log *slog.Logger, m *queue.Message, claimID string, cause error) error {
+// A job taken from the wait index has no message to retry it: after a
+// failure it waits again, keeping its place, and a wake comes after
+// scaleUp.limitRetrySeconds.
+func (h *Handler) release(ctx context.Context, log *slog.Logger, m *queue.Message, claimID string, woken bool, cause error) error {
 	log.Error("launch failed; job retried", slog.String("decision", "failed"), slog.String("error", cause.Error()))
+	if woken {
+		if err := h.jobs.Wait(ctx, m.JobID, claimID, m.Profile, "launch failed: "+cause.Error(), time.UnixMilli(m.ReceivedAt)); err != nil {
+			log.Error("could not put the job back to wait; its claim expires and scaledown re-queues it", slog.String("error", err.Error()))
+		}
+		h.wake(ctx, time.Duration(h.cfg.ScaleUp.LimitRetrySeconds)*time.Second, "retry of a waiting job whose launch failed")
+		return cause
+	}
 	if err := h.jobs.ReleaseClaim(ctx, m.JobID, claimID, cause.Error()); err != nil {
 		log.Error("could not release the claim; it expires with its lease", slog.String("error", err.Error()))
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/fleet"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv/ghfake"
 	"github.com/jit-runners/jit-runners/runtime/jitstore"
+	"github.com/jit-runners/jit-runners/runtime/queue"
 	"github.com/jit-runners/jit-runners/runtime/scaleup"
 	"github.com/jit-runners/jit-runners/runtime/state"
 	"github.com/jit-runners/jit-runners/runtime/tags"
@@ -212,35 +213,77 @@ func TestLaunchFailureDeletesTheRunner(t *testing.T) {
 	}
 }
 
-func TestLimitReachedRetriedNotLost(t *testing.T) {
+// A job over maxRunners waits in the table, not in SQS receives: its
+// message is done (no retry scheduled, nothing to reach the DLQ). When a
+// slot frees, a wake launches the oldest waiting job; a job arriving while
+// older ones wait queues behind them, even with a slot free.
+func TestLimitedJobWaitsInTheTable(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, config.ScopeOrg, func(c *config.Config) { c.MaxRunners = 2 })
 	m1, m2, m3 := h.enqueue(701), h.enqueue(702), h.enqueue(703)
 	if failed := h.run(h.batch(m1, m2)); len(failed) != 0 {
 		t.Fatalf("first two: failed %v", failed)
 	}
-	failed := h.run(h.batch(m3))
-	if len(failed) != 1 {
-		t.Fatalf("third over maxRunners=2: failed %v; want retried", failed)
+	if failed := h.run(h.batch(m3)); len(failed) != 0 {
+		t.Fatalf("third over maxRunners=2: failed %v; want its message done, the job waiting", failed)
 	}
-	if h.retries.n.Load() != 1 || h.retries.lastDelay() != 30*time.Second {
-		t.Errorf("limit-reached record: %d retries, last after %v; want one after limitRetrySeconds (30s)", h.retries.n.Load(), h.retries.lastDelay())
+	if n := h.retries.n.Load(); n != 0 {
+		t.Fatalf("%d retries scheduled for a job held by a limit; want 0", n)
+	}
+	if j := h.job(703); j.Phase != state.PhaseWaiting || !j.Waiting || j.WaitReason == "" || j.SlotProfile != "" {
+		t.Fatalf("record of the held job %+v; want waiting, no slot", j)
 	}
 	// A duplicate of a launched job succeeds even with every slot taken.
 	if failed := h.run(h.batch(m1)); len(failed) != 0 {
 		t.Fatalf("duplicate of a launched job at the limit: failed %v", failed)
 	}
-	// The job on 701's runner completes: that slot is free, the retried
-	// record launches.
+	// A wake with every slot taken launches nothing.
+	h.run(h.batch(*queue.WakeMessage("test")))
+	if j := h.job(703); j.InstanceID != "" {
+		t.Fatal("a wake launched past maxRunners")
+	}
+	// The job on 701's runner completes: that slot is free. A new job
+	// queues behind 703 (and wakes it); the wake launches 703.
 	if _, err := h.store.FreeRunnerSlot(context.Background(), 701, h.job(701).InstanceRunnerName); err != nil {
 		t.Fatal(err)
 	}
-	if failed := h.run(h.batch(m3)); len(failed) != 0 {
-		t.Fatalf("retry after a slot freed: failed %v", failed)
+	h.clock.Advance(time.Second)
+	m4 := h.enqueue(704)
+	m4.ReceivedAt = h.clock.Now().UnixMilli()
+	if failed := h.run(h.batch(m4)); len(failed) != 0 {
+		t.Fatalf("job 704: failed %v", failed)
 	}
-	if h.job(703).Phase != state.PhaseLaunched {
-		t.Fatal("job 703 never launched")
+	if j := h.job(704); j.Phase != state.PhaseWaiting {
+		t.Fatalf("job 704 jumped the queue: %+v", j)
 	}
+	wakes := h.wakes()
+	if len(wakes) != 1 {
+		t.Fatalf("%d wakes sent; want 1 (the job that queued behind)", len(wakes))
+	}
+	h.run(h.batch(wakes[0]))
+	if j := h.job(703); j.Phase != state.PhaseLaunched || j.Waiting {
+		t.Fatalf("oldest waiting job after the wake: %+v", j)
+	}
+	if j := h.job(704); j.Phase != state.PhaseWaiting || !j.Waiting {
+		t.Fatalf("the younger job must still wait (maxRunners 2): %+v", j)
+	}
+}
+
+// wakes drains the harness queue's wake messages.
+func (h *harness) wakes() []queue.Message {
+	h.t.Helper()
+	var out []queue.Message
+	for _, b := range h.aws.ReceiveAll(h.t, h.queue.URL, 100) {
+		m, err := queue.Decode(b)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		if !m.Wake {
+			h.t.Fatalf("non-wake message on the queue: %+v", m)
+		}
+		out = append(out, *m)
+	}
+	return out
 }
 
 func TestProfileLimit(t *testing.T) {
@@ -252,9 +295,17 @@ func TestProfileLimit(t *testing.T) {
 	})
 	a, b := h.enqueue(751, "self-hosted", "gpu"), h.enqueue(752, "self-hosted", "gpu")
 	c := h.enqueue(753)
-	failed := h.run(h.batch(a, b, c))
-	if len(failed) != 1 {
-		t.Fatalf("failed %v; want exactly one gpu job held back", failed)
+	if failed := h.run(h.batch(a, b, c)); len(failed) != 0 {
+		t.Fatalf("failed %v; want every message done", failed)
+	}
+	waiting := 0
+	for _, id := range []int64{751, 752} {
+		if h.job(id).Waiting {
+			waiting++
+		}
+	}
+	if waiting != 1 {
+		t.Fatalf("%d gpu jobs waiting; want exactly one held back by the gpu limit", waiting)
 	}
 	if h.job(753).Phase != state.PhaseLaunched {
 		t.Fatal("a default-profile job was held back by the gpu limit")
@@ -368,5 +419,53 @@ func TestInterruptedPoolsSkipped(t *testing.T) {
 	}
 	if j := h.job(1201); j.CapacityType != fleet.CapacityTypeOnDemand {
 		t.Fatalf("record %+v", j)
+	}
+}
+
+// While GitHub's rate limit refuses JIT configs, jobs wait in the table:
+// no instance is launched (so none is terminated by an undo), the hold is
+// shared with other invocations, and one wake comes for the reset, which
+// then launches every held job.
+func TestRateLimitHoldsJobsWithoutLaunching(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, config.ScopeOrg)
+	h.gh.RateLimitFor(time.Minute, ghfake.RouteOrgJITConfig)
+	msgs := []queue.Message{h.enqueue(1101), h.enqueue(1102), h.enqueue(1103)}
+	if failed := h.run(h.batch(msgs...)); len(failed) != 0 {
+		t.Fatalf("failed %v; want the held messages done", failed)
+	}
+	if n := len(h.instances()); n != 0 {
+		t.Fatalf("%d instances launched during the rate limit; want 0", n)
+	}
+	for _, m := range msgs {
+		if j := h.job(m.JobID); !j.Waiting || !strings.Contains(j.WaitReason, "held until") {
+			t.Fatalf("job %d during the rate limit: %+v; want it waiting, held", m.JobID, j)
+		}
+	}
+	until, err := h.store.GitHubHold(context.Background())
+	if err != nil || until.Before(h.clock.Now().Add(30*time.Second)) {
+		t.Fatalf("shared hold %v, %v; want about a minute", until, err)
+	}
+	// Another batch during the hold asks GitHub nothing.
+	calls := h.gh.JITConfigRequests()
+	m4 := h.enqueue(1104)
+	m4.ReceivedAt = h.clock.Now().UnixMilli() + 1
+	h.run(h.batch(m4))
+	if n := h.gh.JITConfigRequests(); n != calls {
+		t.Fatalf("%d JIT config requests during a known hold; want none", n-calls)
+	}
+	wakes := h.wakes()
+	if len(wakes) != 1 {
+		t.Fatalf("%d wakes; want one, for the reset", len(wakes))
+	}
+	// The reset: GitHub answers again, the wake launches every held job.
+	h.gh.ClearFaults()
+	h.clock.Advance(time.Minute + time.Second)
+	h.run(h.batch(wakes[0]))
+	if n := len(h.instances("pending", "running")); n != 4 {
+		t.Fatalf("%d instances after the reset; want the 4 held jobs launched", n)
+	}
+	if n := len(h.instances()); n != 4 {
+		t.Fatalf("%d instances in all; want 4 (none launched and terminated)", n)
 	}
 }

@@ -118,6 +118,7 @@ type harness struct {
 	retries *retryRecorder
 	logs    *testenv.SyncBuffer
 	owner   string
+	queue   queue.Created // where wakes go
 	nextMsg atomic.Int64
 }
 
@@ -164,6 +165,7 @@ func newHarness(t testing.TB, scope string, opts ...harnessOption) *harness {
 	}
 	h.store = state.NewStore(a.Dynamo, cfg.TableName, time.Hour, h.clock.Now)
 	h.jit = jitstore.New(a.Dynamo, jitTable, nil)
+	h.queue = a.Queue(t)
 	h.handler = h.newHandler(h.ghc, nil)
 	return h
 }
@@ -175,11 +177,21 @@ func (h *harness) newHandler(gh scaleup.GitHub, wrap func(scaleup.Launcher) scal
 	if wrap != nil {
 		l = wrap(l)
 	}
+	return h.handlerWith(gh, l, h.store)
+}
+
+// handlerWith builds a handler on the harness's resources with the given
+// GitHub client, launcher and job store.
+func (h *harness) handlerWith(gh scaleup.GitHub, l scaleup.Launcher, jobs scaleup.Jobs) *scaleup.Handler {
 	return scaleup.New(h.cfg, scaleup.Deps{
-		GitHub: gh, Launcher: l, Jobs: h.store, JIT: h.jit, Identity: identity, Offerings: h.store,
+		GitHub: gh, Launcher: l, Jobs: jobs, JIT: h.jit, Identity: identity, Offerings: h.store,
 		Slots: func(ctx context.Context, p string) (int, error) {
 			return state.CountSlots(ctx, h.aws.Dynamo, h.cfg.TableName, p)
 		},
+		Waiting: func(ctx context.Context, profile string, before time.Time, limit int32) ([]*state.Job, error) {
+			return state.Waiting(ctx, h.aws.Dynamo, h.cfg.TableName, profile, before, limit)
+		},
+		Waker: queue.NewSender(h.aws.SQS, h.queue.URL, 0),
 	}, scaleup.WithClock(h.clock.Now), scaleup.WithVisibility(h.retries),
 		scaleup.WithLogger(slog.New(slog.NewJSONHandler(h.logs, nil))))
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/config"
 	"github.com/jit-runners/jit-runners/runtime/fleet"
 	"github.com/jit-runners/jit-runners/runtime/jitstore"
-	"github.com/jit-runners/jit-runners/runtime/scaleup"
 	"github.com/jit-runners/jit-runners/runtime/state"
 	"github.com/jit-runners/jit-runners/runtime/tags"
 )
@@ -58,12 +57,7 @@ func TestUndoNeverKillsABusyRunner(t *testing.T) {
 					}
 				}
 			}}
-			handler := scaleup.New(h.cfg, scaleup.Deps{
-				GitHub: h.ghc, Launcher: fleet.New(h.ec2), Jobs: jobs, JIT: h.jit, Identity: identity,
-				Slots: func(ctx context.Context, p string) (int, error) {
-					return state.CountSlots(ctx, h.aws.Dynamo, h.cfg.TableName, p)
-				},
-			})
+			handler := h.handlerWith(h.ghc, fleet.New(h.ec2), jobs)
 			if _, err := handler.Handle(context.Background(), h.batch(msg)); err != nil {
 				t.Fatal(err)
 			}

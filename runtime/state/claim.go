@@ -92,14 +92,14 @@ func (s *Store) ClaimAttempt(ctx context.Context, jobID int64, claimID, profile 
 		TableName: aws.String(s.table),
 		Key:       jobKey(jobID),
 		UpdateExpression: aws.String("SET #claimId = :claim, #claimExp = :exp, #slot = :live, #slotKey = :slotKey, #phase = :phase, " +
-			"#updated = :now, #live = :live ADD #attempts :one"),
+			"#updated = :now, #live = :live ADD #attempts :one REMOVE #wait"),
 		ConditionExpression: aws.String("attribute_exists(#pk) AND attribute_not_exists(#launchedAt) AND " +
 			"(attribute_not_exists(#rank) OR #rank < :started OR attribute_exists(#ranOn)) AND " +
 			"(attribute_not_exists(#claimExp) OR #claimExp < :now OR #claimId = :claim)"),
 		ExpressionAttributeNames: map[string]string{
 			"#pk": AttrPK, "#claimId": attrClaimID, "#claimExp": attrClaimExpiresAt, "#slot": AttrSlot, "#slotKey": AttrSlotKey,
 			"#phase": attrPhase, "#updated": AttrUpdatedAt, "#live": AttrLive, "#attempts": attrLaunchAttempts,
-			"#launchedAt": attrLaunchedAt, "#rank": attrStatusRank, "#ranOn": attrRunnerJob,
+			"#launchedAt": attrLaunchedAt, "#rank": attrStatusRank, "#ranOn": attrRunnerJob, "#wait": AttrWait,
 		},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
 			":claim":   &types.AttributeValueMemberS{Value: claimID},
@@ -222,11 +222,12 @@ func (s *Store) Skip(ctx context.Context, jobID int64, reason string) error {
 	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:           aws.String(s.table),
 		Key:                 jobKey(jobID),
-		UpdateExpression:    aws.String("SET #phase = :phase, #skip = :reason, #updated = :now REMOVE #live, #slot, #slotKey, #claimExp"),
+		UpdateExpression:    aws.String("SET #phase = :phase, #skip = :reason, #updated = :now REMOVE #live, #slot, #slotKey, #claimExp, #wait"),
 		ConditionExpression: aws.String("attribute_exists(#pk) AND attribute_not_exists(#launchedAt)"),
 		ExpressionAttributeNames: map[string]string{
 			"#pk": AttrPK, "#phase": attrPhase, "#skip": attrSkipReason, "#updated": AttrUpdatedAt, "#live": AttrLive,
 			"#slot": AttrSlot, "#slotKey": AttrSlotKey, "#claimExp": attrClaimExpiresAt, "#launchedAt": attrLaunchedAt,
+			"#wait": AttrWait,
 		},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
 			":phase":  &types.AttributeValueMemberS{Value: PhaseSkipped},

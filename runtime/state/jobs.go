@@ -270,6 +270,11 @@ func (s *Store) RecordEvent(ctx context.Context, ev *JobEvent) (Outcome, error) 
 	names["#"+attrReceivedAt] = attrReceivedAt
 	set = append(set, "#"+attrReceivedAt+" = if_not_exists(#"+attrReceivedAt+", :"+AttrUpdatedAt+")")
 	expr := "SET " + strings.Join(set, ", ")
+	if rank >= 2 && ev.RunnerJob == 0 {
+		// Started on a runner that is not ours, or over: nothing to launch.
+		names["#"+AttrWait] = AttrWait
+		expr += " REMOVE #" + AttrWait
+	}
 	cond := "(attribute_not_exists(#" + attrStatusRank + ") OR #" + attrStatusRank + " <= :" + attrStatusRank + ")"
 	if enqueue {
 		cond = "attribute_not_exists(#" + attrEnqueuedAt + ") AND " + cond
@@ -490,6 +495,12 @@ type Job struct {
 	InstanceRunnerName string
 	InstanceRunnerID   int64
 
+	// Waiting for a launch (PhaseWaiting): in the wait index since
+	// WaitSince, for WaitReason.
+	Waiting    bool
+	WaitSince  time.Time
+	WaitReason string
+
 	// Reconciliation (scaledown).
 	StatusRank     int64
 	EnqueuedAt     time.Time
@@ -568,6 +579,11 @@ func decodeJob(item map[string]types.AttributeValue) *Job {
 	decodeSweep(j, item)
 	_, j.Enqueued = item[attrEnqueuedAt]
 	_, j.Live = item[AttrLive]
+	_, j.Waiting = item[AttrWait]
+	if ms := getN(item, AttrWaitSince); ms != 0 {
+		j.WaitSince = time.UnixMilli(ms)
+	}
+	j.WaitReason = getS(item, attrWaitReason)
 	if l, ok := item[attrLabels].(*types.AttributeValueMemberL); ok {
 		for _, v := range l.Value {
 			if s, ok := v.(*types.AttributeValueMemberS); ok {

@@ -94,7 +94,7 @@ func (s *Store) Requeue(ctx context.Context, jobID int64, seenInstanceID, reason
 		"#enq": attrEnqueuedAt, "#req": attrRequeues, "#phase": attrPhase, "#updated": AttrUpdatedAt, "#live": AttrLive,
 		"#err": attrLastError, "#launchedAt": attrLaunchedAt, "#instance": attrInstanceID, "#claimId": attrClaimID,
 		"#claimExp": attrClaimExpiresAt, "#slot": AttrSlot, "#slotKey": AttrSlotKey, "#rank": attrStatusRank,
-		"#exp": AttrExpiresAt,
+		"#exp": AttrExpiresAt, "#wait": AttrWait,
 	}
 	vals := map[string]types.AttributeValue{
 		":now": num(now.UnixMilli()), ":one": num(1), ":phase": &types.AttributeValueMemberS{Value: "requeued"},
@@ -110,7 +110,7 @@ func (s *Store) Requeue(ctx context.Context, jobID int64, seenInstanceID, reason
 	}
 	return s.update(ctx, jobID,
 		"SET #enq = :now, #phase = :phase, #updated = :now, #live = :live, #err = :reason, #exp = :expires ADD #req :one "+
-			"REMOVE #launchedAt, #instance, #claimId, #claimExp, #slot, #slotKey",
+			"REMOVE #launchedAt, #instance, #claimId, #claimExp, #slot, #slotKey, #wait",
 		cond, names, vals)
 }
 
@@ -118,10 +118,10 @@ func (s *Store) Requeue(ctx context.Context, jobID int64, seenInstanceID, reason
 // reconcile (job finished, instance and runner gone, or nothing to launch).
 func (s *Store) Finish(ctx context.Context, jobID int64, reason string) error {
 	now := s.now()
-	_, err := s.update(ctx, jobID, "SET #reason = :reason, #updated = :now, #exp = :expires REMOVE #live, #slot, #slotKey",
+	_, err := s.update(ctx, jobID, "SET #reason = :reason, #updated = :now, #exp = :expires REMOVE #live, #slot, #slotKey, #wait",
 		"attribute_exists(#pk)",
 		map[string]string{"#reason": attrFinishedReason, "#updated": AttrUpdatedAt, "#live": AttrLive, "#slot": AttrSlot,
-			"#slotKey": AttrSlotKey, "#pk": AttrPK, "#exp": AttrExpiresAt},
+			"#slotKey": AttrSlotKey, "#pk": AttrPK, "#exp": AttrExpiresAt, "#wait": AttrWait},
 		map[string]types.AttributeValue{":reason": &types.AttributeValueMemberS{Value: truncate(reason, 500)},
 			":now": num(now.UnixMilli()), ":expires": num(now.Add(s.retention).Unix())})
 	return err

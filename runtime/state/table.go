@@ -25,6 +25,8 @@ const (
 	AttrSlot      = "slot"      // S: present (value LiveValue) while the job holds a runner slot
 	AttrSlotKey   = "slotKey"   // S: "<profile>#<job key>" while the job holds a runner slot
 	AttrExpiresAt = "expiresAt" // N: unix seconds; DynamoDB TTL deletes the item after it
+	AttrWait      = "wait"      // S: the job's profile while the job waits for a runner slot or GitHub
+	AttrWaitSince = "waitSince" // N: unix milliseconds the job has waited since (its first enqueue): oldest first
 )
 
 // Index names.
@@ -37,6 +39,11 @@ const (
 	// (claimed or launched, job not finished): one Query (COUNT) counts all
 	// of them, and one with begins_with on the sort key counts a profile's.
 	SlotIndex = "slot-index"
+	// WaitIndex is a sparse index of the jobs waiting for a launch (every
+	// runner slot taken, or GitHub's rate limit), by profile, oldest first:
+	// one Query per profile finds the next jobs to launch when a slot
+	// frees, and waiting costs nothing per job while it lasts.
+	WaitIndex = "wait-index"
 )
 
 // LiveValue is the one partition value of LiveIndex.
@@ -80,11 +87,14 @@ var JobsTable = Table{
 		AttrUpdatedAt: "N",
 		AttrSlot:      "S",
 		AttrSlotKey:   "S",
+		AttrWait:      "S",
+		AttrWaitSince: "N",
 	},
 	Keys: []Key{{Name: AttrPK, Type: "HASH"}},
 	Indexes: []Index{
 		{Name: LiveIndex, Keys: []Key{{Name: AttrLive, Type: "HASH"}, {Name: AttrUpdatedAt, Type: "RANGE"}}},
 		{Name: SlotIndex, Keys: []Key{{Name: AttrSlot, Type: "HASH"}, {Name: AttrSlotKey, Type: "RANGE"}}},
+		{Name: WaitIndex, Keys: []Key{{Name: AttrWait, Type: "HASH"}, {Name: AttrWaitSince, Type: "RANGE"}}},
 	},
 	TTLAttribute:        AttrExpiresAt,
 	PointInTimeRecovery: true,

@@ -66,6 +66,9 @@ type Handler struct {
 	matcher       *labels.Matcher
 	allowedOwners map[string]bool
 	namePrefix    string
+	keys          keyring
+	waiters       func(ctx context.Context) (bool, error)
+	waker         Waker
 	log           *slog.Logger
 	metrics       *metrics.Recorder
 	now           func() time.Time
@@ -98,11 +101,38 @@ func WithAllowedOwners(owners []string) Option {
 	}
 }
 
+// WithSecretRefresh reads the webhook secret again (fresh, bypassing any
+// cache) when a signature does not match, at most once per every: a secret
+// rotated in place is picked up at once, not when the container recycles.
+// The value it replaces is still accepted for a while, for deliveries
+// GitHub signed before the rotation.
+func WithSecretRefresh(fresh SecretFunc, every time.Duration) Option {
+	return func(h *Handler) { h.keys.fresh, h.keys.every = fresh, every }
+}
+
+// WithPreviousSecret accepts a second secret besides the current one, for a
+// rotation window (github.previousWebhookSecretArn).
+func WithPreviousSecret(previous SecretFunc) Option {
+	return func(h *Handler) { h.keys.previous = previous }
+}
+
 // WithNamePrefix names the deployment's runners (tags.RunnerName): a job
 // that runs on one of them is recorded with the job that runner was
 // launched for, which keeps the record live for scaledown (see
 // state.JobEvent) and frees that runner's slot when the job completes.
 func WithNamePrefix(prefix string) Option { return func(h *Handler) { h.namePrefix = prefix } }
+
+// Waker sends a wake without the queue's delay; *queue.Sender implements it.
+type Waker interface {
+	SendAfter(ctx context.Context, m *queue.Message, delay time.Duration) (string, error)
+}
+
+// WithWaiters lets the handler wake waiting jobs when a completed job frees
+// a runner slot: any reports whether jobs wait (state.AnyWaiting), and only
+// then is a wake sent, through waker.
+func WithWaiters(any func(ctx context.Context) (bool, error), waker Waker) Option {
+	return func(h *Handler) { h.waiters, h.waker = any, waker }
+}
 
 // New returns a Handler. All four collaborators are required.
 func New(secret SecretFunc, store Recorder, q Enqueuer, matcher *labels.Matcher, opts ...Option) *Handler {
@@ -154,16 +184,16 @@ func (h *Handler) Handle(ctx context.Context, req events.APIGatewayV2HTTPRequest
 		return respond(status, `{"error":"invalid body encoding"}`), nil
 	}
 
-	secret, err := h.secret(ctx)
-	if err != nil {
-		log.Error("webhook secret unavailable", slog.String("error", err.Error()))
-		return respond(http.StatusInternalServerError, `{"error":"internal error"}`), nil
-	}
 	sig := header(req.Headers, SignatureHeader)
 	if sig == "" && header(req.Headers, SHA1SignatureHeader) != "" {
 		err = ErrSHA1Only
 	} else {
-		err = Verify(secret, body, sig)
+		var unavailable error
+		err, unavailable = h.verify(ctx, log, body, sig)
+		if unavailable != nil {
+			log.Error("webhook secret unavailable", slog.String("error", unavailable.Error()))
+			return respond(http.StatusInternalServerError, `{"error":"internal error"}`), nil
+		}
 	}
 	if err != nil {
 		log.Warn("webhook rejected", slog.String("decision", "unauthorized"), slog.String("reason", err.Error()))
@@ -238,8 +268,12 @@ func (h *Handler) handleJob(ctx context.Context, log *slog.Logger, delivery stri
 		// The job on one of our runners is over: that runner's instance no
 		// longer holds a runner slot (whichever job it was launched for).
 		// If this fails, the instance's end frees the slot.
-		if _, err := h.store.FreeRunnerSlot(ctx, ev.RunnerJob, j.RunnerName); err != nil {
+		freed, err := h.store.FreeRunnerSlot(ctx, ev.RunnerJob, j.RunnerName)
+		if err != nil {
 			log.Warn("could not free the runner's slot; its instance's end will", slog.String("error", err.Error()))
+		}
+		if freed {
+			h.wakeWaiters(ctx, log)
 		}
 	}
 	decision := outcome.String()
@@ -278,6 +312,21 @@ func (h *Handler) handleJob(ctx context.Context, log *slog.Logger, delivery stri
 	}
 	log.Info("webhook handled", slog.String("decision", decision))
 	return respond(http.StatusOK, `{"status":"`+decision+`"}`), nil
+}
+
+// wakeWaiters sends a wake when jobs wait for the slot just freed. A
+// failure is logged: scaledown's sweep wakes waiting jobs too.
+func (h *Handler) wakeWaiters(ctx context.Context, log *slog.Logger) {
+	if h.waiters == nil {
+		return
+	}
+	any, err := h.waiters(ctx)
+	if err == nil && any {
+		_, err = h.waker.SendAfter(ctx, queue.WakeMessage("a runner slot was freed"), 0)
+	}
+	if err != nil {
+		log.Warn("could not wake the waiting jobs; the next sweep will", slog.String("error", err.Error()))
+	}
 }
 
 // queueToStart is started_at minus created_at of an in_progress job.

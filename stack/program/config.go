@@ -43,12 +43,13 @@ type Config struct {
 	Network Network `json:"network"`
 	Runner  Runner  `json:"runner"`
 
-	ScaleDown              config.ScaleDown `json:"scaleDown"`
-	ScaleUp                config.ScaleUp   `json:"scaleUp"`
-	QueueDelaySeconds      int              `json:"queueDelaySeconds"`
-	RecordRetentionSeconds int              `json:"recordRetentionSeconds"`
-	LogLevel               string           `json:"logLevel"`
-	LogRetentionDays       int              `json:"logRetentionDays"`
+	ScaleDown              config.ScaleDown  `json:"scaleDown"`
+	ScaleUp                config.ScaleUp    `json:"scaleUp"`
+	Redelivery             config.Redelivery `json:"redelivery"`
+	QueueDelaySeconds      int               `json:"queueDelaySeconds"`
+	RecordRetentionSeconds int               `json:"recordRetentionSeconds"`
+	LogLevel               string            `json:"logLevel"`
+	LogRetentionDays       int               `json:"logRetentionDays"`
 
 	API    API               `json:"api"`
 	Alarms Alarms            `json:"alarms"`
@@ -64,6 +65,8 @@ type GitHub struct {
 	AllowedOwners       []string `json:"allowedOwners"`
 	PrivateKeySecretARN string   `json:"privateKeySecretArn"`
 	WebhookSecretARN    string   `json:"webhookSecretArn"`
+	// PreviousWebhookSecretARN: a second secret accepted during a rotation.
+	PreviousWebhookSecretARN string `json:"previousWebhookSecretArn"`
 }
 
 // RunnerSHA256 are the runner tarballs' digests.

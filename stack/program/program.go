@@ -92,12 +92,13 @@ func (c *Config) Args(ctx *pulumi.Context, o Options) (*runners.RunnersArgs, err
 		GitHub: runners.GitHubArgs{
 			AppID: c.GitHub.AppID, APIURL: c.GitHub.APIURL, Scope: c.GitHub.Scope,
 			RunnerGroup: c.GitHub.RunnerGroup, AllowedOwners: c.GitHub.AllowedOwners,
+			PreviousWebhookSecretARN: c.GitHub.PreviousWebhookSecretARN,
 		},
 		RunnerVersion: c.RunnerVersion, RunnerSHA256X64: c.RunnerSHA256.X64, RunnerSHA256ARM64: c.RunnerSHA256.ARM64,
 		MaxRunners: c.MaxRunners, DefaultProfile: defaultProfile, Profiles: map[string]runners.Profile{},
 		AllowedInstanceTypes: c.AllowedInstanceTypes, QueueDelaySeconds: c.QueueDelaySeconds,
 		RecordRetentionSeconds: c.RecordRetentionSeconds, LogLevel: c.LogLevel,
-		ScaleDown: c.ScaleDown, ScaleUp: c.ScaleUp,
+		ScaleDown: c.ScaleDown, ScaleUp: c.ScaleUp, Redelivery: c.Redelivery,
 		Runner: runners.RunnerOptions{
 			IdleTimeoutSeconds: c.Runner.IdleTimeoutSeconds, JITWaitSeconds: c.Runner.JITWaitSeconds,
 			MetadataHopLimit: c.Runner.MetadataHopLimit, AllowSSHEgress: c.Runner.AllowSSHEgress,

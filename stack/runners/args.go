@@ -44,13 +44,15 @@ type RunnersArgs struct {
 	// AllowedInstanceTypes are patterns of instance types a job may name.
 	AllowedInstanceTypes []string
 
-	// QueueDelaySeconds, RecordRetentionSeconds, LogLevel, ScaleDown and
-	// ScaleUp pass through to JITR_CONFIG (see docs/configuration.md).
+	// QueueDelaySeconds, RecordRetentionSeconds, LogLevel, ScaleDown,
+	// ScaleUp and Redelivery pass through to JITR_CONFIG (see
+	// docs/configuration.md).
 	QueueDelaySeconds      int
 	RecordRetentionSeconds int
 	LogLevel               string
 	ScaleDown              config.ScaleDown
 	ScaleUp                config.ScaleUp
+	Redelivery             config.Redelivery
 
 	Network Network
 	Runner  RunnerOptions
@@ -58,7 +60,8 @@ type RunnersArgs struct {
 	// LogRetentionDays is the retention of the Lambdas' log groups. Default 30.
 	LogRetentionDays int
 	// ThrottlingBurstLimit and ThrottlingRateLimit throttle the webhook API
-	// stage. Defaults 50 and 25 requests per second.
+	// stage. Defaults 1000 and 500 requests per second: a 1,000-job matrix
+	// queues its jobs at once (see docs/stack.md).
 	ThrottlingBurstLimit int
 	ThrottlingRateLimit  float64
 	// AlarmEmail, when set, subscribes this address to an SNS topic that
@@ -92,6 +95,9 @@ type GitHubArgs struct {
 	PrivateKeySecretARN pulumi.StringInput
 	WebhookSecret       pulumi.StringInput
 	WebhookSecretARN    pulumi.StringInput
+	// PreviousWebhookSecretARN is an existing secret the webhook accepts
+	// besides the current one while a rotation is under way. Optional.
+	PreviousWebhookSecretARN string
 }
 
 // Profile is one kind of runner (see config.Profile).
@@ -160,8 +166,8 @@ var KnownRunnerChecksums = map[string]struct{ X64, ARM64 string }{
 const (
 	DefaultMaxRunners           = 20
 	DefaultLogRetentionDays     = 30
-	DefaultThrottlingBurstLimit = 50
-	DefaultThrottlingRateLimit  = 25
+	DefaultThrottlingBurstLimit = 1000
+	DefaultThrottlingRateLimit  = 500
 	DefaultVPCCIDR              = "10.0.0.0/16"
 	DefaultAZCount              = 2
 )
@@ -267,6 +273,7 @@ func (a RunnersArgs) runtimeConfig(v createdValues) *config.Config {
 			APIURL: a.GitHub.APIURL, AppID: a.GitHub.AppID, Scope: a.GitHub.Scope,
 			RunnerGroup: a.GitHub.RunnerGroup, AllowedOwners: a.GitHub.AllowedOwners,
 			PrivateKeySecretARN: v.privateKeySecretARN, WebhookSecretARN: v.webhookSecretARN,
+			PreviousWebhookSecretARN: a.GitHub.PreviousWebhookSecretARN,
 		},
 		QueueURL:      v.queueURL,
 		TableName:     v.tableName,
@@ -282,6 +289,7 @@ func (a RunnersArgs) runtimeConfig(v createdValues) *config.Config {
 		DefaultProfile:         a.DefaultProfile,
 		ScaleDown:              a.ScaleDown,
 		ScaleUp:                a.ScaleUp,
+		Redelivery:             a.Redelivery,
 		Profiles:               map[string]config.Profile{},
 		AllowedInstanceTypes:   a.AllowedInstanceTypes,
 		QueueDelaySeconds:      a.QueueDelaySeconds,

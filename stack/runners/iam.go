@@ -15,11 +15,16 @@ func logStatement(logGroupARN string) Statement {
 }
 
 func (d *deployment) webhookPolicy(r resolved, logGroupARN string) PolicyDocument {
+	secrets := []string{r.webhookSecretARN}
+	if prev := d.args.GitHub.PreviousWebhookSecretARN; prev != "" {
+		secrets = append(secrets, prev)
+	}
 	return policy(
 		logStatement(logGroupARN),
 		allow("RecordJobs", []string{"dynamodb:PutItem", "dynamodb:UpdateItem"}, []string{r.jobsARN}),
+		allow("FindWaitingJobs", []string{"dynamodb:Query"}, []string{indexARN(r.jobsARN, state.WaitIndex)}),
 		allow("EnqueueJobs", []string{"sqs:SendMessage"}, []string{r.queueARN}),
-		allow("ReadWebhookSecret", []string{"secretsmanager:GetSecretValue"}, []string{r.webhookSecretARN}),
+		allow("ReadWebhookSecret", []string{"secretsmanager:GetSecretValue"}, secrets),
 	)
 }
 
@@ -30,7 +35,8 @@ func (d *deployment) scaledownPolicy(r resolved, logGroupARN string) PolicyDocum
 		allow("TerminateManagedInstances", []string{"ec2:TerminateInstances"}, []string{d.ec2ARN("instance/*")},
 			cond("StringEquals", "aws:ResourceTag/"+managedByTag, d.args.NamePrefix)),
 		allow("ReconcileJobs", []string{"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"},
-			[]string{r.jobsARN, indexARN(r.jobsARN, state.LiveIndex), indexARN(r.jobsARN, state.SlotIndex)}),
+			[]string{r.jobsARN, indexARN(r.jobsARN, state.LiveIndex), indexARN(r.jobsARN, state.SlotIndex),
+				indexARN(r.jobsARN, state.WaitIndex)}),
 		allow("RequeueJobs", []string{"sqs:SendMessage"}, []string{r.queueARN}),
 		allow("ReadAppKey", []string{"secretsmanager:GetSecretValue"}, []string{r.privateKeyARN}),
 	)
@@ -83,7 +89,9 @@ func (d *deployment) scaleupPolicy(r resolved, logGroupARN string) PolicyDocumen
 			cond("StringEquals", "iam:AWSServiceName", []string{"spot.amazonaws.com", "ec2fleet.amazonaws.com"})),
 		allow("ClaimAndRecordJobs", []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}, []string{r.jobsARN}),
 		allow("CountSlots", []string{"dynamodb:Query"},
-			[]string{r.jobsARN, indexARN(r.jobsARN, state.LiveIndex), indexARN(r.jobsARN, state.SlotIndex)}),
+			[]string{r.jobsARN, indexARN(r.jobsARN, state.LiveIndex), indexARN(r.jobsARN, state.SlotIndex),
+				indexARN(r.jobsARN, state.WaitIndex)}),
+		allow("WakeWaitingJobs", []string{"sqs:SendMessage"}, []string{r.queueARN}),
 		allow("HandOverJITConfigs", []string{"dynamodb:PutItem", "dynamodb:DeleteItem"}, []string{r.jitARN}),
 		allow("ConsumeQueue", []string{"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"},
 			[]string{r.queueARN}),

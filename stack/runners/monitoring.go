@@ -71,8 +71,22 @@ func (d *deployment) monitoring() error {
 			ComparisonOperator: pulumi.String("GreaterThanOrEqualToThreshold"),
 			TreatMissingData:   pulumi.String("notBreaching"),
 		}},
+		{"webhook-4xx", &cloudwatch.MetricAlarmArgs{
+			AlarmDescription: pulumi.String("The webhook stage answered 4xx: 429 when throttled (raise api.throttlingRateLimit / throttlingBurstLimit), " +
+				"401 for a signature that matched no secret (a rotation half done, or requests not from GitHub). GitHub does not retry them; " +
+				"the redelivery schedule brings GitHub's back."),
+			Namespace:          pulumi.String("AWS/ApiGateway"),
+			MetricName:         pulumi.String("4xx"),
+			Dimensions:         pulumi.StringMap{"ApiId": api.ID(), "Stage": pulumi.String("$default")},
+			Statistic:          pulumi.String("Sum"),
+			Period:             pulumi.Int(alarmPeriod),
+			EvaluationPeriods:  pulumi.Int(1),
+			Threshold:          pulumi.Float64(0),
+			ComparisonOperator: pulumi.String("GreaterThanThreshold"),
+			TreatMissingData:   pulumi.String("notBreaching"),
+		}},
 		{"webhook-5xx", &cloudwatch.MetricAlarmArgs{
-			AlarmDescription:   pulumi.String("The webhook answered GitHub with 5xx: deliveries may have been lost (redeliver them from the App's settings)."),
+			AlarmDescription:   pulumi.String("The webhook answered GitHub with 5xx: those deliveries failed (the redelivery schedule brings them back; see its log)."),
 			Namespace:          pulumi.String("AWS/ApiGateway"),
 			MetricName:         pulumi.String("5xx"),
 			Dimensions:         pulumi.StringMap{"ApiId": api.ID(), "Stage": pulumi.String("$default")},

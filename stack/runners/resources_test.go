@@ -228,11 +228,19 @@ func TestFunctions(t *testing.T) {
 		}
 	}
 
-	sched := inputs(ofType(m, "aws:scheduler/schedule:Schedule")[0])
+	sched := inputs(one(t, m, "aws:scheduler/schedule:Schedule", "ci-scaledown"))
 	scaledownARN := at(t, outputs(one(t, m, "aws:lambda/function:Function", "ci-scaledown")), "arn")
+	schedulerRole := at(t, outputs(one(t, m, "aws:iam/role:Role", "ci-scheduler")), "arn")
 	if sched["scheduleExpression"] != "rate(5 minutes)" || at(t, sched, "target", "arn") != scaledownARN ||
-		at(t, sched, "target", "roleArn") != at(t, outputs(one(t, m, "aws:iam/role:Role", "ci-scheduler")), "arn") {
+		at(t, sched, "target", "roleArn") != schedulerRole {
 		t.Errorf("schedule %v", sched)
+	}
+	// The recovery of failed deliveries: scaledown every minute, with the
+	// event that makes it read the delivery log instead of sweeping.
+	redeliver := inputs(one(t, m, "aws:scheduler/schedule:Schedule", "ci-redelivery"))
+	if redeliver["scheduleExpression"] != "rate(1 minute)" || at(t, redeliver, "target", "arn") != scaledownARN ||
+		at(t, redeliver, "target", "input") != `{"source":"jitr.redelivery"}` || at(t, redeliver, "target", "roleArn") != schedulerRole {
+		t.Errorf("redelivery schedule %v", redeliver)
 	}
 	rule := inputs(one(t, m, "aws:cloudwatch/eventRule:EventRule", "ci-ec2-events"))
 	var pattern map[string]any
@@ -280,8 +288,10 @@ func TestMonitoring(t *testing.T) {
 	if a := alarms["ci-dlq-not-empty"]; at(t, a, "dimensions", "QueueName") != dlqName || a["threshold"] != float64(0) {
 		t.Errorf("DLQ alarm %v", a)
 	}
-	if a := alarms["ci-webhook-5xx"]; a["metricName"] != "5xx" || at(t, a, "dimensions", "ApiId") != one(t, m, "aws:apigatewayv2/api:Api", "ci-api").ID {
-		t.Errorf("5xx alarm %v", a)
+	for _, code := range []string{"4xx", "5xx"} {
+		if a := alarms["ci-webhook-"+code]; a["metricName"] != code || at(t, a, "dimensions", "ApiId") != one(t, m, "aws:apigatewayv2/api:Api", "ci-api").ID {
+			t.Errorf("%s alarm %v", code, a)
+		}
 	}
 	if a := alarms["ci-launch-errors"]; !strings.Contains(at(t, a, "metricQueries", 0, "expression").(string), `SUM(LaunchErrors) FROM "jit-runners"`) {
 		t.Errorf("launch error alarm %v", a)

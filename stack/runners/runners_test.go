@@ -43,10 +43,10 @@ func TestInventory(t *testing.T) {
 		"aws:apigatewayv2/stage:Stage":                        1,
 		"aws:lambda/permission:Permission":                    2, // API Gateway, EventBridge rule
 		"aws:lambda/eventSourceMapping:EventSourceMapping":    1,
-		"aws:scheduler/schedule:Schedule":                     1,
+		"aws:scheduler/schedule:Schedule":                     2,
 		"aws:cloudwatch/eventRule:EventRule":                  1,
 		"aws:cloudwatch/eventTarget:EventTarget":              1,
-		"aws:cloudwatch/metricAlarm:MetricAlarm":              3,
+		"aws:cloudwatch/metricAlarm:MetricAlarm":              4,
 		"aws:cloudwatch/dashboard:Dashboard":                  1,
 	}
 	with := func(extra map[string]int) map[string]int {

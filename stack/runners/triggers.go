@@ -10,6 +10,7 @@ import (
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/scheduler"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
+	"github.com/jit-runners/jit-runners/runtime/functions"
 	"github.com/jit-runners/jit-runners/runtime/queue"
 )
 
@@ -140,6 +141,21 @@ func (d *deployment) scaledownTriggers() error {
 		},
 	}, d.opts(pulumi.DependsOn([]pulumi.Resource{pol}))...); err != nil {
 		return err
+	}
+	if d.args.Redelivery.On() {
+		if _, err := scheduler.NewSchedule(d.ctx, d.n("redelivery"), &scheduler.ScheduleArgs{
+			Description:        pulumi.String("jit-runners " + d.name + ": redeliver failed webhook deliveries"),
+			ScheduleExpression: pulumi.String(functions.RedeliverySchedule),
+			FlexibleTimeWindow: scheduler.ScheduleFlexibleTimeWindowArgs{Mode: pulumi.String("OFF")},
+			Target: scheduler.ScheduleTargetArgs{
+				Arn:         fn.Arn,
+				RoleArn:     role.Arn,
+				Input:       pulumi.String(functions.RedeliveryEvent),
+				RetryPolicy: scheduler.ScheduleTargetRetryPolicyArgs{MaximumRetryAttempts: pulumi.Int(0)},
+			},
+		}, d.opts(pulumi.DependsOn([]pulumi.Resource{pol}))...); err != nil {
+			return err
+		}
 	}
 
 	rule, err := cloudwatch.NewEventRule(d.ctx, d.n("ec2-events"), &cloudwatch.EventRuleArgs{

@@ -50,6 +50,8 @@ func parseFlags(args []string, stderr io.Writer) (*settings, error) {
 	secret := fs.String("webhook-secret", "", "webhook `secret` (with --github-api-url)")
 	cfgFile := fs.String("config", "", "JSON `file` deep-merged over the generated configuration")
 	fs.DurationVar(&o.SweepInterval, "sweep-interval", sandbox.DefaultSweepInterval, "how often scaledown runs")
+	fs.DurationVar(&o.RedeliveryInterval, "redelivery-interval", sandbox.DefaultRedeliveryInterval, "how often failed webhook deliveries are recovered from the App's delivery log")
+	fs.Float64Var(&o.DeliveryFaultRate, "delivery-fault-rate", 0, "share of queued deliveries the webhook endpoint refuses with 429 or 500 (0..1); GitHub never retries them")
 	fs.DurationVar(&o.JobDuration, "job-duration", sandbox.DefaultJobDuration, "how long a simulated job runs")
 	fs.DurationVar(&o.IdleTimeout, "idle-timeout", bootstrap.DefaultIdleTimeout, "how long a runner without a job waits before its instance shuts down (also rendered into the bootstrap)")
 	fs.DurationVar(&o.VisibilityTimeout, "visibility-timeout", 0, "visibility timeout of received scale-up records (default: the queue's, 6 min)")

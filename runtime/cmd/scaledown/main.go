@@ -19,6 +19,7 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/logging"
 	"github.com/jit-runners/jit-runners/runtime/metrics"
 	"github.com/jit-runners/jit-runners/runtime/queue"
+	"github.com/jit-runners/jit-runners/runtime/redelivery"
 	"github.com/jit-runners/jit-runners/runtime/scaledown"
 	"github.com/jit-runners/jit-runners/runtime/state"
 )
@@ -47,10 +48,17 @@ func run() error {
 		return err
 	}
 	db := dynamodb.NewFromConfig(awsCfg)
+	store := state.NewStore(db, cfg.TableName, time.Duration(cfg.RecordRetentionSeconds)*time.Second, nil)
+	var redeliver func(context.Context) (*redelivery.Report, error)
+	if cfg.Redelivery.On() {
+		redeliver = redelivery.New(gh, store, redelivery.Options{
+			MaxPerRun: cfg.Redelivery.MaxPerRun, Lookback: time.Duration(cfg.Redelivery.LookbackMinutes) * time.Minute,
+		}, log, nil).Run
+	}
 	r := scaledown.New(cfg, scaledown.Deps{
 		EC2:    ec2.NewFromConfig(awsCfg),
 		GitHub: gh,
-		Jobs:   state.NewStore(db, cfg.TableName, time.Duration(cfg.RecordRetentionSeconds)*time.Second, nil),
+		Jobs:   store,
 		Live: func(ctx context.Context) ([]*state.Job, int, error) {
 			return state.LiveJobs(ctx, db, cfg.TableName)
 		},
@@ -58,6 +66,10 @@ func run() error {
 		RunningOn: func(ctx context.Context, runnerName string) ([]*state.Job, error) {
 			return state.RunningOn(ctx, db, cfg.TableName, runnerName)
 		},
+		Waiting: func(ctx context.Context) (int, time.Time, error) {
+			return state.WaitingSummary(ctx, db, cfg.TableName, cfg.ProfileNames())
+		},
+		Redeliver: redeliver,
 	}, scaledown.WithLogger(log), scaledown.WithMetrics(m))
 	lambda.Start(r.Handle)
 	return nil

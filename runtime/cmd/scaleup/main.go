@@ -71,6 +71,10 @@ func run() error {
 		},
 		JIT:      jitstore.New(db, cfg.Launch.JITConfigTableName, nil),
 		Identity: id,
+		Waiting: func(ctx context.Context, profile string, before time.Time, limit int32) ([]*state.Job, error) {
+			return state.Waiting(ctx, db, cfg.TableName, profile, before, limit)
+		},
+		Waker: queue.NewSender(sqsClient, cfg.QueueURL, 0),
 	}, scaleup.WithLogger(log), scaleup.WithMetrics(m), scaleup.WithVisibility(queue.NewVisibility(sqsClient, cfg.QueueURL)))
 	lambda.Start(h.Handle)
 	return nil

@@ -21,6 +21,10 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/webhook"
 )
 
+// secretRefreshEvery bounds the fresh reads of the webhook secret that a
+// mismatching signature causes (a forged delivery cannot make more).
+const secretRefreshEvery = 30 * time.Second
+
 func main() {
 	ctx := context.Background()
 	cfg, err := config.FromEnv()
@@ -41,10 +45,21 @@ func main() {
 		log.Warn("webhook secret prefetch failed; retrying per request", slog.String("error", err.Error()))
 	}
 
-	store := state.NewStore(dynamodb.NewFromConfig(awsCfg), cfg.TableName, time.Duration(cfg.RecordRetentionSeconds)*time.Second, nil)
+	db := dynamodb.NewFromConfig(awsCfg)
+	store := state.NewStore(db, cfg.TableName, time.Duration(cfg.RecordRetentionSeconds)*time.Second, nil)
 	sender := queue.NewSender(sqs.NewFromConfig(awsCfg), cfg.QueueURL, cfg.QueueDelaySeconds)
-	h := webhook.New(secret, store, sender, labels.NewMatcher(cfg),
+	opts := []webhook.Option{
 		webhook.WithLogger(log), webhook.WithAllowedOwners(cfg.GitHub.AllowedOwners), webhook.WithNamePrefix(cfg.NamePrefix),
-		webhook.WithMetrics(metrics.New(os.Stdout, "webhook")))
-	lambda.Start(h.Handle)
+		webhook.WithWaiters(func(ctx context.Context) (bool, error) {
+			return state.AnyWaiting(ctx, db, cfg.TableName, cfg.ProfileNames())
+		}, sender),
+		webhook.WithSecretRefresh(func(ctx context.Context) ([]byte, error) {
+			return secrets.Refresh(ctx, cfg.GitHub.WebhookSecretARN)
+		}, secretRefreshEvery),
+		webhook.WithMetrics(metrics.New(os.Stdout, "webhook")),
+	}
+	if prev := cfg.GitHub.PreviousWebhookSecretARN; prev != "" {
+		opts = append(opts, webhook.WithPreviousSecret(func(ctx context.Context) ([]byte, error) { return secrets.Get(ctx, prev) }))
+	}
+	lambda.Start(webhook.New(secret, store, sender, labels.NewMatcher(cfg), opts...).Handle)
 }

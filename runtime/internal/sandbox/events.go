@@ -65,6 +65,7 @@ type jobTrack struct {
 	ranOnAlive   bool
 	ranOnRunners map[string]bool // every runner an in_progress webhook named
 	deliveries   int
+	queuedFailed time.Time // when a queued delivery first failed at our endpoint
 	duplicates   int
 	retries      int
 	skipped      bool
@@ -206,6 +207,9 @@ func (t *tracker) onWebhookAnswer(d *delivery, status int, body []byte) {
 	j := t.job(d.jobID)
 	if status < 200 || status > 299 {
 		reason := "webhook answered " + strconv.Itoa(status) + " to " + d.action
+		if d.action == "queued" && j.queuedFailed.IsZero() && j.queued.IsZero() {
+			j.queuedFailed = d.at
+		}
 		j.failures = append(j.failures, reason)
 		t.emit(Event{JobID: d.jobID, Event: EvFailed, Reason: reason})
 		return

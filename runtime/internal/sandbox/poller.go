@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
+	"github.com/jit-runners/jit-runners/runtime/functions"
 	"github.com/jit-runners/jit-runners/runtime/queue"
 )
 
@@ -213,6 +214,54 @@ func (s *Sandbox) runScheduler(ctx context.Context) {
 		case <-t.C:
 			if _, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn("scheduled sweep failed", slog.String("error", err.Error()))
+			}
+		}
+	}
+}
+
+// stateChange sends scaledown an "EC2 Instance State-change Notification",
+// as the stack's EventBridge rule does when a managed instance terminates
+// (it frees the instance's runner slot and wakes waiting jobs at once). It
+// runs in the background; a failure is logged, as EventBridge retries and
+// the next sweep converges.
+func (s *Sandbox) stateChange(id string) {
+	ev, _ := json.Marshal(map[string]any{
+		"version": "0", "source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification",
+		"time": time.Now().UTC().Format(time.RFC3339), "region": s.region,
+		"detail": map[string]string{"instance-id": id, "state": "terminated"},
+	})
+	s.goBackground(func(ctx context.Context) {
+		out, err := s.lambdas[FuncScaledown].invoke(ctx, ev)
+		if err == nil && isFunctionError(out) {
+			err = fmt.Errorf("scaledown failed: %s", truncate(string(out), 300))
+		}
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("state-change event failed", slog.String("instance_id", id), slog.String("error", err.Error()))
+		}
+	})
+}
+
+// RedeliveryEvent is the redelivery schedule's payload.
+var RedeliveryEvent = []byte(functions.RedeliveryEvent)
+
+// runRedelivery invokes scaledown's recovery of failed deliveries every
+// Options.RedeliveryInterval, as the stack's second schedule does.
+func (s *Sandbox) runRedelivery(ctx context.Context) {
+	t := time.NewTicker(s.opts.RedeliveryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			out, err := s.lambdas[FuncScaledown].invoke(ctx, RedeliveryEvent)
+			if err == nil && isFunctionError(out) {
+				err = fmt.Errorf("scaledown failed: %s", truncate(string(out), 300))
+			}
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("redelivery run failed", slog.String("error", err.Error()))
+			} else if err == nil {
+				s.log.Debug("redelivery run done", slog.String("report", string(out)))
 			}
 		}
 	}

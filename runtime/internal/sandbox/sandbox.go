@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -32,6 +33,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/jit-runners/jit-runners/runtime/bootstrap"
 	"github.com/jit-runners/jit-runners/runtime/config"
@@ -44,8 +46,11 @@ import (
 const (
 	DefaultListen        = "127.0.0.1:8080"
 	DefaultSweepInterval = 5 * time.Minute
-	DefaultJobDuration   = 2 * time.Second
-	DefaultLoadTimeout   = 10 * time.Minute
+	// DefaultRedeliveryInterval is how often the recovery of failed
+	// deliveries runs, as the stack's schedule.
+	DefaultRedeliveryInterval = time.Minute
+	DefaultJobDuration        = 2 * time.Second
+	DefaultLoadTimeout        = 10 * time.Minute
 	// dispatchDelay is how long the fake GitHub collects idle runners and
 	// queued jobs before assigning them (at random among the eligible
 	// runners), so that runners coming online together swap jobs.
@@ -82,6 +87,15 @@ type Options struct {
 	ConfigOverlay []byte
 	// SweepInterval is how often scaledown runs (default 5m).
 	SweepInterval time.Duration
+	// RedeliveryInterval is how often failed webhook deliveries are
+	// recovered from the App's delivery log (default 1m; the configuration's
+	// redelivery.enabled: false turns it off).
+	RedeliveryInterval time.Duration
+	// DeliveryFaultRate is the share of queued deliveries the webhook
+	// endpoint (API Gateway's stand-in) refuses before the Lambda sees them,
+	// half with 429 (throttled) and half with 500. GitHub never retries
+	// them: only the recovery from the delivery log brings them back.
+	DeliveryFaultRate float64
 	// JobDuration is how long a simulated job runs (default 2s).
 	JobDuration time.Duration
 	// IdleTimeout is how long a runner waits for a job before its instance
@@ -122,6 +136,9 @@ func (o *Options) defaults() {
 	}
 	if o.SweepInterval <= 0 {
 		o.SweepInterval = DefaultSweepInterval
+	}
+	if o.RedeliveryInterval <= 0 {
+		o.RedeliveryInterval = DefaultRedeliveryInterval
 	}
 	if o.JobDuration <= 0 {
 		o.JobDuration = DefaultJobDuration
@@ -190,6 +207,9 @@ type Sandbox struct {
 	secrets       *secretSet
 	ready         Ready
 
+	faultMu  sync.Mutex
+	faultRNG *mrand.Rand // Options.DeliveryFaultRate's choices
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -205,7 +225,8 @@ func Start(ctx context.Context, opts Options) (s *Sandbox, err error) {
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	s = &Sandbox{opts: opts, log: opts.Logger, ctx: runCtx, cancel: cancel, lambdas: map[string]*function{}, secrets: newSecretSet()}
+	s = &Sandbox{opts: opts, log: opts.Logger, ctx: runCtx, cancel: cancel, lambdas: map[string]*function{}, secrets: newSecretSet(),
+		faultRNG: mrand.New(mrand.NewPCG(opts.Seed, opts.Seed^0x2545f4914f6cdd1d))}
 	defer func() {
 		if err != nil {
 			_ = s.Close()
@@ -306,6 +327,35 @@ func (s *Sandbox) GitHubFake() *ghfake.Server { return s.fake }
 // (without fault injection).
 func (s *Sandbox) AWSConfig() aws.Config { return s.awsCfg }
 
+// RotateWebhookSecret rotates the webhook secret as an operator would in
+// place: a new value in Secrets Manager, and the App (the fake) signing
+// with it from now on. The webhook's warm containers still hold the old one.
+func (s *Sandbox) RotateWebhookSecret(ctx context.Context) error {
+	if s.fake == nil {
+		return errors.New("sandbox: rotating the secret needs the built-in GitHub fake")
+	}
+	b := make([]byte, 20)
+	if _, err := rand.Read(b); err != nil {
+		return err
+	}
+	secret := hex.EncodeToString(b)
+	s.secrets.add(secret)
+	if _, err := secretsmanager.NewFromConfig(s.awsCfg).PutSecretValue(ctx, &secretsmanager.PutSecretValueInput{
+		SecretId: aws.String(s.res.webhookSecretARN), SecretString: aws.String(secret),
+	}); err != nil {
+		return fmt.Errorf("rotate the webhook secret: %w", err)
+	}
+	s.fake.SetWebhook(s.webhookURL, []byte(secret))
+	return nil
+}
+
+// DeadLetterQueueURL is the scale-up queue's dead-letter queue.
+func (s *Sandbox) DeadLetterQueueURL() string { return s.res.queue.DLQURL }
+
+// AWSCalls counts the AWS requests the Lambdas made so far (through the
+// fault proxy), by operation.
+func (s *Sandbox) AWSCalls() FaultStats { return s.proxy.stats() }
+
 // Secrets returns every secret value the sandbox knows of (App key, webhook
 // secret, JIT configs the simulated runners read), for leak checks.
 func (s *Sandbox) Secrets() []string { return s.secrets.list() }
@@ -369,10 +419,14 @@ func (s *Sandbox) startServer() {
 // (with the built-in fake) the simulated runners.
 func (s *Sandbox) startBackground() {
 	s.watcher = newInstanceWatcher(s)
+	s.watcher.onGone = s.stateChange
 	if s.fake != nil {
 		s.agents = newAgents(s)
 		s.watcher.onNew = s.agents.start
-		s.watcher.onGone = s.agents.gone
+		s.watcher.onGone = func(id string) {
+			s.agents.gone(id)
+			s.stateChange(id)
+		}
 		if s.opts.FaultRate > 0 {
 			s.fake.SetFaultRate(s.opts.FaultRate, 502)
 		}
@@ -385,6 +439,9 @@ func (s *Sandbox) startBackground() {
 	s.goBackground(s.poller.run)
 	s.goBackground(s.watcher.run)
 	s.goBackground(s.runScheduler)
+	if s.cfg.Redelivery.On() {
+		s.goBackground(s.runRedelivery)
+	}
 }
 
 func (s *Sandbox) goBackground(fn func(context.Context)) {

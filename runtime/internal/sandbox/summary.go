@@ -56,9 +56,15 @@ type Summary struct {
 	AWSCallsPerJob       float64     `json:"awsCallsPerJob"`
 	WebhookToLaunch      Percentiles `json:"webhookToLaunchSeconds"`
 	WebhookToInProgress  Percentiles `json:"webhookToInProgressSeconds"`
-	LaunchesPerSecond    float64     `json:"launchesPerSecond"`
-	InstancesRunning     int         `json:"instancesRunning"`
-	RunnersRegistered    int         `json:"runnersRegistered"`
+	// QueuedDeliveriesFailed counts the jobs whose queued delivery failed
+	// at our endpoint before any succeeded (GitHub never retries them);
+	// Recovery is how long those took from that failure to their enqueue
+	// (through the delivery log's redelivery).
+	QueuedDeliveriesFailed int         `json:"queuedDeliveriesFailed"`
+	Recovery               Percentiles `json:"recoverySeconds"`
+	LaunchesPerSecond      float64     `json:"launchesPerSecond"`
+	InstancesRunning       int         `json:"instancesRunning"`
+	RunnersRegistered      int         `json:"runnersRegistered"`
 	// Swaps counts the jobs that ran on a runner launched for another job
 	// (GitHub's choice, the normal case under load).
 	Swaps int `json:"swaps"`
@@ -83,7 +89,7 @@ func (s *Summary) OK() bool {
 
 func (s *Sandbox) summarize(ctx context.Context, ids []int64, start time.Time) *Summary {
 	sum := &Summary{Jobs: len(ids)}
-	var toLaunch, toStart []time.Duration
+	var toLaunch, toStart, recovery []time.Duration
 	var firstReceived, lastLaunch time.Time
 	for _, j := range s.tracker.snapshot(ids) {
 		sum.Deliveries += j.deliveries
@@ -126,9 +132,16 @@ func (s *Sandbox) summarize(ctx context.Context, ids []int64, start time.Time) *
 		if !j.inProgress.IsZero() {
 			toStart = append(toStart, j.inProgress.Sub(j.received))
 		}
+		if !j.queuedFailed.IsZero() {
+			sum.QueuedDeliveriesFailed++
+			if !j.queued.IsZero() {
+				recovery = append(recovery, j.queued.Sub(j.queuedFailed))
+			}
+		}
 	}
 	sum.WebhookToLaunch = NewPercentiles(toLaunch)
 	sum.WebhookToInProgress = NewPercentiles(toStart)
+	sum.Recovery = NewPercentiles(recovery)
 	if span := lastLaunch.Sub(firstReceived).Seconds(); span > 0 && len(toLaunch) > 1 {
 		sum.LaunchesPerSecond = float64(len(toLaunch)) / span
 	}
@@ -170,6 +183,9 @@ func (s *Summary) Print(w io.Writer) {
 		s.AWS.Requests, s.AWSCallsPerJob, s.AWS.Injected500, s.AWS.SpotRequests, s.AWS.InjectedSpot)
 	row("webhook -> launch", "%s", lat(s.WebhookToLaunch))
 	row("webhook -> in_progress", "%s", lat(s.WebhookToInProgress))
+	if s.QueuedDeliveriesFailed > 0 {
+		row("queued deliveries failed", "%d, recovered %d: %s", s.QueuedDeliveriesFailed, s.Recovery.N, lat(s.Recovery))
+	}
 	row("launches per second", "%.2f", s.LaunchesPerSecond)
 	row("instances still running", "%d", s.InstancesRunning)
 	row("runners still registered", "%d", s.RunnersRegistered)

@@ -54,6 +54,17 @@ func (s *Sandbox) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	d := s.tracker.parseDelivery(r.Header.Get("X-GitHub-Event"), body, received)
 	if d != nil {
 		s.tracker.onDelivery(d)
+		if status := s.deliveryFault(d); status != 0 {
+			// Refused before the Lambda: throttled by the stage, or an
+			// error of the gateway itself. GitHub records it as failed.
+			s.tracker.onWebhookAnswer(d, status, nil)
+			msg := "Too Many Requests"
+			if status == http.StatusInternalServerError {
+				msg = "Internal Server Error"
+			}
+			writeGatewayError(w, status, msg)
+			return
+		}
 	}
 
 	ev := gatewayEvent(r, body, received)
@@ -103,6 +114,23 @@ func (s *Sandbox) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(resp.StatusCode)
 	_, _ = w.Write(respBody)
+}
+
+// deliveryFault decides whether the endpoint refuses a queued delivery
+// (Options.DeliveryFaultRate): 429 or 500, else 0.
+func (s *Sandbox) deliveryFault(d *delivery) int {
+	if s.opts.DeliveryFaultRate <= 0 || d.action != "queued" {
+		return 0
+	}
+	s.faultMu.Lock()
+	defer s.faultMu.Unlock()
+	if s.faultRNG.Float64() >= s.opts.DeliveryFaultRate {
+		return 0
+	}
+	if s.faultRNG.IntN(2) == 0 {
+		return http.StatusTooManyRequests
+	}
+	return http.StatusInternalServerError
 }
 
 // gatewayEvent converts an HTTP request into API Gateway's payload 2.0:

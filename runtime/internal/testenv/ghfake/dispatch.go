@@ -127,6 +127,7 @@ func (s *Server) dispatchOnce() {
 		rn := idle[i]
 		idle[i] = nil
 		s.startLocked(j, rn, now)
+		s.assignLog = append(s.assignLog, j.ID)
 		done = append(done, assignment{job: j.clone(), runner: rn.ID})
 	}
 	s.mu.Unlock()
@@ -209,6 +210,14 @@ func (s *Server) BusyLostJobs() []int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.lostJobs)
+}
+
+// Assignments lists the jobs the dispatcher started, in the order it
+// started them.
+func (s *Server) Assignments() []int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.assignLog)
 }
 
 // BusyDeleteRefusals counts the deletions of busy runners the fake refused

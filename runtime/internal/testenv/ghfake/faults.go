@@ -62,6 +62,29 @@ func (s *Server) SetFaultRate(p float64, status int, routes ...string) {
 	s.faultRoutes = slices.Clone(routes)
 }
 
+// RateLimitFor answers every request matching routes with GitHub's
+// secondary rate limit (403, Retry-After: the seconds left) for d, as GitHub
+// does once an App exceeded its limit on an endpoint. RateLimited counts the
+// requests it refused.
+func (s *Server) RateLimitFor(d time.Duration, routes ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.limitWindows = append(s.limitWindows, limitWindow{until: s.now().Add(d), routes: slices.Clone(routes)})
+}
+
+// RateLimited returns how many requests RateLimitFor refused.
+func (s *Server) RateLimited() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rateLimited
+}
+
+// limitWindow is a RateLimitFor window.
+type limitWindow struct {
+	until  time.Time
+	routes []string
+}
+
 // SetLatency delays every request by d before it is served (0 turns it off).
 // A request whose client gives up is abandoned.
 func (s *Server) SetLatency(d time.Duration) {
@@ -70,12 +93,13 @@ func (s *Server) SetLatency(d time.Duration) {
 	s.latency = d
 }
 
-// ClearFaults drops queued fault rules and turns off the fault rate and
-// latency.
+// ClearFaults drops queued fault rules and rate-limit windows and turns off
+// the fault rate and latency.
 func (s *Server) ClearFaults() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.faultRules = nil
+	s.limitWindows = nil
 	s.faultRate = 0
 	s.latency = 0
 }
@@ -107,6 +131,15 @@ func routeMatches(filters []string, name string) bool {
 func (s *Server) takeFault(name string) (fault, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := s.now()
+	for _, w := range s.limitWindows {
+		if now.Before(w.until) && routeMatches(w.routes, name) {
+			s.rateLimited++
+			s.injectedFaults++
+			left := int(w.until.Sub(now)/time.Second) + 1
+			return fault{status: http.StatusForbidden, retryAfter: left}, true
+		}
+	}
 	for i, f := range s.faultRules {
 		if !routeMatches(f.routes, name) {
 			continue

@@ -51,6 +51,9 @@ const (
 	RouteGetJob           = "GET /repos/{owner}/{repo}/actions/jobs/{job_id}"
 	RouteRerunJob         = "POST /repos/{owner}/{repo}/actions/jobs/{job_id}/rerun"
 	RouteRepoInstallation = "GET /repos/{owner}/{repo}/installation"
+	RouteListDeliveries   = "GET /app/hook/deliveries"
+	RouteGetDelivery      = "GET /app/hook/deliveries/{delivery_id}"
+	RouteRedeliver        = "POST /app/hook/deliveries/{delivery_id}/attempts"
 	// RouteUnknown names every request that matches no route; it gets 404.
 	RouteUnknown = "unknown"
 )
@@ -189,6 +192,7 @@ type Server struct {
 	labelIDs     map[string]int64
 	// assignment (StartDispatch)
 	dispatching  bool
+	assignLog    []int64
 	assigned     map[int64]chan Job // by runner id, for WaitAssignment
 	busyLost     int
 	lostJobs     []int64
@@ -199,6 +203,7 @@ type Server struct {
 	deliveries     []Delivery
 	nextDeliveryID int64
 	jobHooks       map[int64]*sync.Mutex // orders each job's deliveries
+	redeliveries   int
 	// jobs
 	jobs      map[int64]*Job
 	nextJobID int64
@@ -208,6 +213,8 @@ type Server struct {
 	totalCalls     int
 	injectedFaults int
 	faultRules     []*faultRule
+	limitWindows   []limitWindow
+	rateLimited    int
 	faultRate      float64
 	faultStatus    int
 	faultRoutes    []string
@@ -394,6 +401,9 @@ func (s *Server) buildRoutes() []route {
 		mk(RouteGetJob, authInstallation, "owner", s.handleGetJob),
 		mk(RouteRerunJob, authInstallation, "owner", s.handleRerunJob),
 		mk(RouteRepoInstallation, authApp, "", s.handleRepoInstallation),
+		mk(RouteListDeliveries, authApp, "", s.handleListDeliveries),
+		mk(RouteGetDelivery, authApp, "", s.handleGetDelivery),
+		mk(RouteRedeliver, authApp, "", s.handleRedeliver),
 	}
 }
 

@@ -281,6 +281,11 @@ func (s *sweep) ownRunner(j *state.Job) (rn githubapp.Runner, found, known bool)
 // runtime, or younger than the boot timeout with no finished job on it.
 // Most records are quiet; the rest are read again whole.
 func (s *sweep) quiet(j *state.Job) bool {
+	if j.Waiting && j.InstanceID == "" && j.StatusRank < 2 && s.now.Sub(j.WaitSince) < gitHubQueueLimit {
+		// Waiting in the table: a wake launches it; reading it every sweep
+		// would cost a read per waiting job.
+		return true
+	}
 	if j.InstanceID == "" || j.Phase == state.PhaseLost || !j.InterruptedAt.IsZero() {
 		return false
 	}

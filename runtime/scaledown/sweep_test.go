@@ -363,3 +363,37 @@ func TestRule5RunnerWithoutInstance(t *testing.T) {
 		t.Fatal("a runner no instance will use was kept")
 	}
 }
+
+// A job waiting in the table for a slot costs the sweep nothing: it is not
+// read, not re-queued (its wake launches it), however long it waits while
+// GitHub keeps it queued; one waiting past GitHub's 24-hour limit is settled.
+func TestWaitingJobsCostTheSweepNothing(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	var waiting []int64
+	for range 3 {
+		id := h.queued()
+		if got, err := h.p.Store.Claim(context.Background(), id, "inv", "default", time.Minute); err != nil || got != state.Claimed {
+			t.Fatalf("claim: %v %v", got, err)
+		}
+		if err := h.p.Store.Wait(context.Background(), id, "inv", "default", "0 of maxRunners 0", h.p.Clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+		waiting = append(waiting, id)
+	}
+	h.p.Clock.Advance(secs(h.p.Config.ScaleDown.QueuedTimeoutSeconds) * 4)
+	rep := h.sweep()
+	if rep.Examined != 0 || rep.Requeued != 0 || rep.Waiting != 3 {
+		t.Fatalf("report %+v; want 3 waiting jobs, none read or re-queued", rep)
+	}
+	if msgs := h.messages(); len(msgs) != 1 || !msgs[0].Wake {
+		t.Fatalf("messages %+v; want the sweep's one wake", msgs)
+	}
+	h.p.Clock.Advance(25 * time.Hour)
+	h.sweep()
+	for _, id := range waiting {
+		if got := h.job(id); got.Live || got.Waiting {
+			t.Fatalf("job %d waiting past GitHub's 24 hours: %+v; want it settled", id, got)
+		}
+	}
+}

@@ -79,7 +79,7 @@ func LiveJobs(ctx context.Context, api SweepAPI, table string) (jobs []*Job, pag
 var sweepAttributes = []string{
 	AttrPK, attrJobID, attrStatus, attrStatusRank, attrRepository, attrOwner, attrInstallationID,
 	attrRunnerName, attrRunnerJob, attrInstanceRunnerName, attrLaunchedAt, attrInstanceID,
-	attrInterruptedAt, attrInstanceInterruptedAt, attrPhase, attrCompletedAt, AttrUpdatedAt,
+	attrInterruptedAt, attrInstanceInterruptedAt, attrPhase, attrCompletedAt, AttrUpdatedAt, AttrWait, AttrWaitSince,
 }
 
 // Requeue resets a job for a new launch after its launch was lost (never

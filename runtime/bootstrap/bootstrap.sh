@@ -57,9 +57,10 @@ on_err() {
 	log "${phase}: command failed with status $1 at line $2: $3"
 }
 
-# finish runs on every exit: it stops what is still running and terminates
-# the instance (terminate-instances first, shutdown as the fallback; the
-# launch template's shutdown behaviour is terminate).
+# finish runs on every exit: it stops what is still running and shuts the
+# instance down, which terminates it (the launch template's shutdown
+# behaviour is terminate). The role may not terminate instances: job code
+# runs with its credentials.
 # shellcheck disable=SC2317 # reached through the EXIT trap, which shellcheck 0.9 does not follow
 finish() {
 	local rc=$?
@@ -70,10 +71,6 @@ finish() {
 	[[ -z $runner_pid ]] || kill -TERM "$runner_pid" 2>/dev/null
 	rm -rf "$DOWNLOAD_DIR"
 	log "exit: status ${rc}: ${exit_reason:-"failed during ${phase}"}; terminating"
-	if [[ -n $instance_id && -n $region ]]; then
-		timeout -k 5 60 aws ec2 terminate-instances --region "$region" --instance-ids "$instance_id" >/dev/null ||
-			log "exit: terminate-instances failed; shutting down"
-	fi
 	shutdown -h now || log "exit: shutdown failed"
 	exit "$rc"
 }

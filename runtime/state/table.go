@@ -74,9 +74,13 @@ type Table struct {
 	Keys         []Key
 	Indexes      []Index
 	TTLAttribute string
-	// PointInTimeRecovery and on-demand billing are what the stack sets;
-	// emulators ignore them.
+	// PointInTimeRecovery, DeletionProtection and on-demand billing are
+	// what the stack sets; emulators ignore them.
 	PointInTimeRecovery bool
+	// DeletionProtection refuses DeleteTable (also from `pulumi destroy`)
+	// until it is turned off: the jobs table is the only record of which
+	// job was served by which instance.
+	DeletionProtection bool
 }
 
 // JobsTable is the shape of the job-records table.
@@ -98,6 +102,7 @@ var JobsTable = Table{
 	},
 	TTLAttribute:        AttrExpiresAt,
 	PointInTimeRecovery: true,
+	DeletionProtection:  true,
 }
 
 // CreateTableInput returns the SDK request that creates t under name, with

@@ -148,8 +148,10 @@ type RunnerOptions struct {
 	// AllowSSHEgress lifts the default block on outbound TCP port 22 (git
 	// over SSH from jobs needs it).
 	AllowSSHEgress bool
-	// SSMSessionManager attaches AmazonSSMManagedInstanceCore to the runner
-	// role so operators can open Session Manager shells.
+	// SSMSessionManager lets operators open Session Manager shells on
+	// runners: the runner role gets the agent's minimal policy (register,
+	// open channels), not AmazonSSMManagedInstanceCore, whose parameter
+	// reads would reach job code.
 	SSMSessionManager bool
 	// DownloadBaseURL is a mirror of the runner releases (default GitHub's).
 	DownloadBaseURL string

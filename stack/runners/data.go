@@ -87,7 +87,8 @@ func (d *deployment) secret(suffix, description string, value, arn pulumi.String
 }
 
 // table creates a DynamoDB table of shape t: on-demand, encrypted with the
-// AWS-managed key, TTL and point-in-time recovery as t says.
+// AWS-managed key, TTL, point-in-time recovery and deletion protection as t
+// says.
 func (d *deployment) table(suffix string, t state.Table) (*dynamodb.Table, error) {
 	names := make([]string, 0, len(t.Attributes))
 	for n := range t.Attributes {
@@ -106,6 +107,9 @@ func (d *deployment) table(suffix string, t state.Table) (*dynamodb.Table, error
 		PointInTimeRecovery:  dynamodb.TablePointInTimeRecoveryArgs{Enabled: pulumi.Bool(t.PointInTimeRecovery)},
 		ServerSideEncryption: dynamodb.TableServerSideEncryptionArgs{Enabled: pulumi.Bool(true)},
 		Tags:                 d.tags(),
+	}
+	if t.DeletionProtection {
+		args.DeletionProtectionEnabled = pulumi.Bool(true)
 	}
 	if rng != "" {
 		args.RangeKey = pulumi.String(rng)

@@ -62,8 +62,15 @@ func (d *deployment) scaleupPolicy(r resolved, logGroupARN string) PolicyDocumen
 
 	return policy(
 		logStatement(logGroupARN),
-		allow("LaunchTaggedInstances", launchActions,
+		// Instances and volumes only with our tag, and (the RunInstances
+		// that CreateFleet makes for us included) only from our launch
+		// template: ec2:LaunchTemplate is in RunInstances' context, not in
+		// CreateFleet's, hence two statements.
+		allow("FleetTaggedInstances", []string{"ec2:CreateFleet"},
 			[]string{d.ec2ARN("instance/*"), d.ec2ARN("volume/*")}, managedRequest),
+		allow("RunTaggedInstancesFromOurTemplate", []string{"ec2:RunInstances"},
+			[]string{d.ec2ARN("instance/*"), d.ec2ARN("volume/*")}, managedRequest,
+			cond("ArnEquals", "ec2:LaunchTemplate", r.templateARN)),
 		// The fleet, the spot request and the network interface are created
 		// by the same call but not tagged by it (the launcher tags instances
 		// and volumes only), so a tag condition would deny every launch. The
@@ -87,7 +94,7 @@ func (d *deployment) scaleupPolicy(r resolved, logGroupARN string) PolicyDocumen
 				"arn:" + d.partition + ":iam::" + d.account + ":role/aws-service-role/ec2fleet.amazonaws.com/AWSServiceRoleForEC2Fleet",
 			},
 			cond("StringEquals", "iam:AWSServiceName", []string{"spot.amazonaws.com", "ec2fleet.amazonaws.com"})),
-		allow("ClaimAndRecordJobs", []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}, []string{r.jobsARN}),
+		allow("ClaimAndRecordJobs", []string{"dynamodb:GetItem", "dynamodb:UpdateItem"}, []string{r.jobsARN}),
 		allow("CountSlots", []string{"dynamodb:Query"},
 			[]string{r.jobsARN, indexARN(r.jobsARN, state.LiveIndex), indexARN(r.jobsARN, state.SlotIndex),
 				indexARN(r.jobsARN, state.WaitIndex)}),

@@ -54,7 +54,6 @@ func TestPolicies(t *testing.T) {
 							t.Errorf("%s: %s granted on every resource", where, a)
 						}
 					}
-				case r == runners.SelfInstanceARN:
 				case strings.HasPrefix(r, "arn:aws:ec2:eu-west-1::image/ami-"), r == "arn:aws:ec2:eu-west-1::snapshot/*":
 					// AMIs and their snapshots may be owned by another
 					// account (Amazon's, for stock AMIs).
@@ -70,7 +69,7 @@ func TestPolicies(t *testing.T) {
 	}
 
 	runner := policyDoc(t, one(t, m, "aws:iam/rolePolicy:RolePolicy", "ci-runner"), "policy")
-	if got := actions(runner); !reflect.DeepEqual(got, []string{"dynamodb:DeleteItem", "ec2:TerminateInstances"}) {
+	if got := actions(runner); !reflect.DeepEqual(got, []string{"dynamodb:DeleteItem"}) {
 		t.Errorf("the runner role may %v", got)
 	}
 	take := statement(t, runner, "TakeOwnJITConfig")
@@ -80,12 +79,8 @@ func TestPolicies(t *testing.T) {
 	if got := take.Condition["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"]; !reflect.DeepEqual(got, []any{"${ec2:SourceInstanceARN}"}) {
 		t.Errorf("JIT hand-over keys %v, want only the caller's instance ARN", got)
 	}
-	self := statement(t, runner, "TerminateSelf")
-	if !reflect.DeepEqual(self.Resource, []string{"${ec2:SourceInstanceARN}"}) {
-		t.Errorf("a runner may terminate %v, want only itself", self.Resource)
-	}
-	if self.Condition["StringEquals"]["aws:ResourceTag/jitr:managed-by"] != "jitr" {
-		t.Errorf("self-termination not limited to managed instances: %v", self.Condition)
+	if len(ofType(m, "aws:iam/rolePolicyAttachment:RolePolicyAttachment")) != 0 {
+		t.Error("a managed policy is attached although Session Manager is off")
 	}
 
 	scaleup := policyDoc(t, one(t, m, "aws:iam/rolePolicy:RolePolicy", "ci-scaleup"), "policy")
@@ -104,12 +99,29 @@ func TestPolicies(t *testing.T) {
 			t.Errorf("%s: terminates instances it does not manage", s.Sid)
 		}
 	}
+	// Every RunInstances grant on instances or volumes, the one CreateFleet
+	// makes included, requires our launch template.
+	lt := arn("aws:ec2/launchTemplate:LaunchTemplate", "ci-runner", "arn")
+	runs := 0
+	for _, s := range scaleup.Statement {
+		if !slices.Contains(s.Action, "ec2:RunInstances") || !slices.ContainsFunc(s.Resource, func(r string) bool {
+			return strings.HasSuffix(r, ":instance/*") || strings.HasSuffix(r, ":volume/*")
+		}) {
+			continue
+		}
+		runs++
+		if got := s.Condition["ArnEquals"]["ec2:LaunchTemplate"]; got != lt {
+			t.Errorf("%s: RunInstances with launch template %v, want only %s", s.Sid, got, lt)
+		}
+	}
+	if runs == 0 {
+		t.Error("no statement lets scaleup run instances")
+	}
 	pass := statement(t, scaleup, "PassRunnerRole")
 	if !reflect.DeepEqual(pass.Resource, []string{runnerRole}) || pass.Condition["StringEquals"]["iam:PassedToService"] != "ec2.amazonaws.com" {
 		t.Errorf("PassRole %+v", pass)
 	}
 	uses := statement(t, scaleup, "LaunchFromThisDeployment").Resource
-	lt := arn("aws:ec2/launchTemplate:LaunchTemplate", "ci-runner", "arn")
 	sg := arn("aws:ec2/securityGroup:SecurityGroup", "ci-runner", "arn")
 	for _, want := range []string{lt, sg, "arn:aws:ec2:eu-west-1::image/ami-0123456789abcdef0", "arn:aws:ec2:eu-west-1::image/ami-0fedcba9876543210"} {
 		if !slices.Contains(uses, want) {
@@ -212,4 +224,25 @@ func actions(d runners.PolicyDocument) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// TestSessionManagerPolicy: Session Manager gets the agent's minimal policy,
+// never a managed policy that lets job code read SSM parameters.
+func TestSessionManagerPolicy(t *testing.T) {
+	t.Parallel()
+	a := sampleArgs(t)
+	a.Runner.SSMSessionManager = true
+	m := deploy(t, a)
+	if n := len(ofType(m, "aws:iam/rolePolicyAttachment:RolePolicyAttachment")); n != 0 {
+		t.Errorf("%d managed policies attached to a role", n)
+	}
+	doc := policyDoc(t, one(t, m, "aws:iam/rolePolicy:RolePolicy", "ci-runner-ssm"), "policy")
+	want := []string{"ssm:UpdateInstanceInformation", "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
+		"ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel"}
+	if got := actions(doc); !reflect.DeepEqual(got, want) {
+		t.Errorf("Session Manager policy may %v\nwant %v", got, want)
+	}
+	if got := statement(t, doc, "RegisterWithSessionManager").Resource; !reflect.DeepEqual(got, []string{"arn:aws:ec2:eu-west-1:" + account + ":instance/*"}) {
+		t.Errorf("instance registration on %v", got)
+	}
 }

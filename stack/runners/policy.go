@@ -68,10 +68,11 @@ func (d PolicyDocument) JSON() (string, error) {
 // unresourcedActions are the actions this stack grants on Resource "*"
 // because they do not support resource-level permissions (the Service
 // Authorization Reference lists no resource type for them).
-var unresourcedActions = []string{
+var unresourcedActions = append([]string{
+	"ec2:DescribeImages",
 	"ec2:DescribeInstances",
 	"ec2:DescribeSubnets",
-}
+}, sessionChannelActions...)
 
 // UnresourcedActions returns the actions granted on Resource "*", sorted.
 func UnresourcedActions() []string {

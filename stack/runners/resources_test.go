@@ -64,6 +64,9 @@ func TestTables(t *testing.T) {
 		if at(t, in, "pointInTimeRecovery", "enabled") != shape.PointInTimeRecovery {
 			t.Errorf("%s: PITR %v, want %v", name, in["pointInTimeRecovery"], shape.PointInTimeRecovery)
 		}
+		if got := in["deletionProtectionEnabled"] == true; got != shape.DeletionProtection {
+			t.Errorf("%s: deletion protection %v, want %v", name, in["deletionProtectionEnabled"], shape.DeletionProtection)
+		}
 		if in["hashKey"] != shape.Keys[0].Name {
 			t.Errorf("%s: hash key %v", name, in["hashKey"])
 		}
@@ -88,8 +91,8 @@ func TestTables(t *testing.T) {
 			t.Errorf("%s: indexes %v, want %v", name, gsis, want)
 		}
 	}
-	if !state.JobsTable.PointInTimeRecovery {
-		t.Error("the jobs table shape lost point-in-time recovery")
+	if !state.JobsTable.PointInTimeRecovery || !state.JobsTable.DeletionProtection {
+		t.Error("the jobs table shape lost point-in-time recovery or deletion protection")
 	}
 }
 

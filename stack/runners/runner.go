@@ -78,9 +78,8 @@ func (d *deployment) runnerResources() error {
 		return err
 	}
 	if a.Runner.SSMSessionManager {
-		if _, err := iam.NewRolePolicyAttachment(d.ctx, d.n("runner-ssm"), &iam.RolePolicyAttachmentArgs{
-			Role:      r.role.Name,
-			PolicyArn: pulumi.String("arn:" + d.partition + ":iam::aws:policy/AmazonSSMManagedInstanceCore"),
+		if _, err := iam.NewRolePolicy(d.ctx, d.n("runner-ssm"), &iam.RolePolicyArgs{
+			Role: r.role.ID(), Policy: pulumi.String(mustJSON(d.sessionManagerPolicy())),
 		}, d.opts()...); err != nil {
 			return err
 		}
@@ -164,16 +163,49 @@ func enabled(on bool) string {
 
 // SelfInstanceARN is the IAM policy variable that resolves to the ARN of the
 // instance whose role credentials sign the request (see docs/security.md).
+// IAM accepts it in condition values only: a Resource must be an ARN.
 const SelfInstanceARN = "${ec2:SourceInstanceARN}"
 
 // runnerPolicy is the runner role's only policy: take its own JIT config
 // (the JIT table's key, jitstore.AttrInstanceARN, is the instance ARN, so
-// dynamodb:LeadingKeys must equal the caller's), terminate itself.
+// dynamodb:LeadingKeys must equal the caller's).
+//
+// The role cannot terminate anything, not even its own instance: IAM has no
+// valid way to say "only the caller's instance" in a Resource, and job code
+// runs with these credentials. The bootstrap ends with shutdown -h now,
+// which terminates the instance because the launch template sets
+// InstanceInitiatedShutdownBehavior=terminate (launchspec.Runner), and
+// scaledown terminates whatever is left of an instance whose runner is gone.
 func (d *deployment) runnerPolicy(jitTableARN string) PolicyDocument {
 	return policy(
 		allow("TakeOwnJITConfig", []string{"dynamodb:DeleteItem"}, []string{jitTableARN},
 			cond("ForAllValues:StringEquals", "dynamodb:LeadingKeys", []string{SelfInstanceARN})),
-		allow("TerminateSelf", []string{"ec2:TerminateInstances"}, []string{SelfInstanceARN},
-			cond("StringEquals", "aws:ResourceTag/"+managedByTag, d.args.NamePrefix)),
 	)
+}
+
+// sessionManagerPolicy is what the SSM agent needs for Session Manager
+// shells and nothing more: register the instance and open the session
+// channels. AmazonSSMManagedInstanceCore would also grant ssm:GetParameter(s)
+// on every parameter in the region to the job code running on the runner.
+func (d *deployment) sessionManagerPolicy() PolicyDocument {
+	return policy(
+		allow("RegisterWithSessionManager", []string{"ssm:UpdateInstanceInformation"}, []string{d.ec2ARN("instance/*")}),
+		allow("OpenSessionChannels", sessionChannelActions, []string{"*"}),
+	)
+}
+
+// sessionChannelActions are the Session Manager channel actions; they
+// support no resource-level permissions.
+var sessionChannelActions = []string{
+	"ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
+	"ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel",
+}
+
+// mustJSON encodes a policy built from constants and configuration.
+func mustJSON(doc PolicyDocument) string {
+	s, err := doc.JSON()
+	if err != nil {
+		panic(err)
+	}
+	return s
 }

@@ -70,7 +70,7 @@ func TestInventory(t *testing.T) {
 			"aws:ec2/eip:Eip": 1, "aws:ec2/natGateway:NatGateway": 1,
 		})},
 		{"alarm e-mail and Session Manager", func(a *runners.RunnersArgs) { a.AlarmEmail = "ops@example.com"; a.Runner.SSMSessionManager = true }, with(map[string]int{
-			"aws:sns/topic:Topic": 1, "aws:sns/topicSubscription:TopicSubscription": 1, "aws:iam/rolePolicyAttachment:RolePolicyAttachment": 1,
+			"aws:sns/topic:Topic": 1, "aws:sns/topicSubscription:TopicSubscription": 1, "aws:iam/rolePolicy:RolePolicy": 1,
 		})},
 	}
 	for _, tt := range tests {

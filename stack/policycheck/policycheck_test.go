@@ -1,0 +1,181 @@
+package policycheck_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/jit-runners/jit-runners/stack/plan"
+	"github.com/jit-runners/jit-runners/stack/policycheck"
+	"github.com/jit-runners/jit-runners/stack/program"
+	"github.com/jit-runners/jit-runners/stack/runners"
+)
+
+// tools returns cfn-lint and the IAM reference that `make tools` installs.
+func tools(t *testing.T) (string, *policycheck.Reference) {
+	t.Helper()
+	cfnLint, err := exec.LookPath("cfn-lint")
+	if err != nil {
+		t.Fatal("cfn-lint is not installed (run `make tools`)")
+	}
+	dir := os.Getenv("JITR_IAM_REFERENCE")
+	if dir == "" {
+		t.Fatal("JITR_IAM_REFERENCE is not set (run the tests with `make test`, which installs the reference)")
+	}
+	ref, err := policycheck.LoadReference(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfnLint, ref
+}
+
+// check runs both checks and returns every finding.
+func check(t *testing.T, docs []policycheck.Document) []policycheck.Finding {
+	t.Helper()
+	cfnLint, ref := tools(t)
+	findings, err := policycheck.Lint(context.Background(), cfnLint, docs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := ref.CheckConditionKeys(docs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(findings, keys...)
+}
+
+// planDocuments runs the program on the sample stack configuration (the
+// one `make plan` uses) and returns the policy documents of its plan.
+func planDocuments(t *testing.T) []policycheck.Document {
+	t.Helper()
+	dir := t.TempDir()
+	o := program.Options{Builder: runners.BuilderFunc(func(_ context.Context, importPath string) (runners.Archive, error) {
+		z, err := runners.ZipBootstrap([]byte(importPath))
+		if err != nil {
+			return runners.Archive{}, err
+		}
+		return runners.WriteArchive(dir, z)
+	})}
+	cfg, secret, err := plan.StackConfig("../../Pulumi.yaml", "../testdata/plan.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := plan.NewMocks()
+	if err := plan.Run(program.New(o), m, plan.WithConfig(cfg, secret)); err != nil {
+		t.Fatal(err)
+	}
+	docs, err := policycheck.Documents(plan.Entries(m.Resources()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return docs
+}
+
+// TestPlanPolicies: every policy document of the plan passes cfn-lint and
+// the condition-key check.
+func TestPlanPolicies(t *testing.T) {
+	docs := planDocuments(t)
+	kinds := map[policycheck.Kind]int{}
+	names := map[string]bool{}
+	for _, d := range docs {
+		kinds[d.Kind]++
+		names[d.Name()] = true
+	}
+	// Five roles (runner, three functions, scheduler) with one trust
+	// policy each; their inline policies, and Session Manager's.
+	if kinds[policycheck.Trust] != 5 || kinds[policycheck.Identity] != 6 {
+		t.Errorf("plan has %v policy documents: %v", kinds, names)
+	}
+	if !names["jitr-runner-ssm.policy"] {
+		t.Errorf("the Session Manager policy is not in the plan: %v", names)
+	}
+	for _, f := range check(t, docs) {
+		if f.Blocking {
+			t.Errorf("%s", f)
+		} else {
+			t.Logf("not blocking: %s", f)
+		}
+	}
+}
+
+func doc(t *testing.T, kind policycheck.Kind, name string, statements ...map[string]any) policycheck.Document {
+	t.Helper()
+	b, err := json.Marshal(map[string]any{"Version": "2012-10-17", "Statement": statements})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return policycheck.Document{Owner: name, Type: "aws:iam/rolePolicy:RolePolicy", Property: "policy", Kind: kind, Policy: b}
+}
+
+// TestBrokenPoliciesAreRefused feeds the checks one valid statement and one
+// of each defect; each defect must give a blocking finding on its
+// statement, and the valid statement none.
+func TestBrokenPoliciesAreRefused(t *testing.T) {
+	instances := "arn:aws:ec2:eu-west-1:123456789012:instance/*"
+	docs := []policycheck.Document{
+		doc(t, policycheck.Identity, "broken",
+			map[string]any{"Sid": "Valid", "Effect": "Allow", "Action": []string{"ec2:TerminateInstances"}, "Resource": []string{instances},
+				"Condition": map[string]any{"StringEquals": map[string]any{"aws:ResourceTag/jitr:managed-by": "jitr"}}},
+			map[string]any{"Sid": "BareVariableResource", "Effect": "Allow", "Action": []string{"ec2:TerminateInstances"},
+				"Resource": []string{"${ec2:SourceInstanceARN}"}},
+			map[string]any{"Sid": "UnknownAction", "Effect": "Allow", "Action": []string{"ec2:TerminateInstance"}, "Resource": []string{instances}},
+			map[string]any{"Sid": "UnknownServiceKey", "Effect": "Allow", "Action": []string{"ec2:TerminateInstances"}, "Resource": []string{instances},
+				"Condition": map[string]any{"StringEquals": map[string]any{"ec2:ManagedBy": "jitr"}}},
+			map[string]any{"Sid": "KeyOfAnotherAction", "Effect": "Allow", "Action": []string{"ec2:TerminateInstances"}, "Resource": []string{instances},
+				"Condition": map[string]any{"ForAllValues:StringEquals": map[string]any{"dynamodb:LeadingKeys": []string{"x"}}}},
+			map[string]any{"Sid": "UnknownGlobalKey", "Effect": "Allow", "Action": []string{"sqs:SendMessage"},
+				"Resource":  []string{"arn:aws:sqs:eu-west-1:123456789012:q"},
+				"Condition": map[string]any{"StringEquals": map[string]any{"aws:SourceAcount": "123456789012"}}},
+		),
+		doc(t, policycheck.Trust, "trust", map[string]any{"Effect": "Allow", "Principal": map[string]any{"Service": []string{"lambda.amazonaws.com"}},
+			"Action": []string{"sts:AssumeRole"}, "Condition": map[string]any{"StringEquals": map[string]any{"aws:SourceAccount": "123456789012"}}}),
+	}
+	findings := check(t, docs)
+	got := map[string][]string{}
+	for _, f := range findings {
+		t.Logf("%s", f)
+		if f.Blocking {
+			got[f.Document+"/"+f.Statement] = append(got[f.Document+"/"+f.Statement], f.Rule)
+		}
+	}
+	want := map[string]string{
+		"broken.policy/BareVariableResource": "E3510",
+		"broken.policy/UnknownAction":        "W3037",
+		"broken.policy/UnknownServiceKey":    policycheck.ConditionKeyRule,
+		"broken.policy/KeyOfAnotherAction":   policycheck.ConditionKeyRule,
+		"broken.policy/UnknownGlobalKey":     policycheck.ConditionKeyRule,
+	}
+	for where, rule := range want {
+		if !strings.Contains(strings.Join(got[where], " "), rule) {
+			t.Errorf("%s: blocking findings %v, want %s", where, got[where], rule)
+		}
+	}
+	for where := range got {
+		if _, ok := want[where]; !ok {
+			t.Errorf("%s: blocking findings %v on a valid statement", where, got[where])
+		}
+	}
+}
+
+// TestDocumentsRefusesWhatItCannotCheck: a policy that is unknown at plan
+// time, or held by an input policycheck does not know, is an error rather
+// than a document skipped.
+func TestDocumentsRefusesWhatItCannotCheck(t *testing.T) {
+	policy := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sqs:SendMessage","Resource":"*"}]}`
+	for _, e := range []plan.Entry{
+		{Type: "aws:iam/rolePolicy:RolePolicy", Name: "p", Inputs: map[string]any{"policy": "[unknown]"}},
+		{Type: "aws:iam/rolePolicy:RolePolicy", Name: "p", Inputs: map[string]any{"policy": "{not json"}},
+		{Type: "aws:s3/bucketPolicy:BucketPolicy", Name: "b", Inputs: map[string]any{"policy": policy}},
+	} {
+		if docs, err := policycheck.Documents([]plan.Entry{e}); err == nil {
+			t.Errorf("%s %v: no error, documents %v", e.Type, e.Inputs, docs)
+		}
+	}
+	docs, err := policycheck.Documents([]plan.Entry{{Type: "aws:sqs/queuePolicy:QueuePolicy", Name: "q", Inputs: map[string]any{"policy": policy, "queueUrl": "u"}}})
+	if err != nil || len(docs) != 1 || docs[0].Kind != policycheck.Resource {
+		t.Errorf("queue policy: %v, %v", docs, err)
+	}
+}

@@ -146,16 +146,8 @@ func newNetwork(t *testing.T) *network {
 	client := ec2.NewFromConfig(testenv.AWSForTest(t).Config)
 	name := testenv.UniqueName(t)
 
-	// An image of our own: listing moto's stock images takes seconds.
-	image, err := client.RegisterImage(ctx, &ec2.RegisterImageInput{
-		Name:           aws.String(name),
-		Architecture:   types.ArchitectureValuesX8664,
-		RootDeviceName: aws.String("/dev/xvda"),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &network{client: client, image: aws.ToString(image.ImageId), zones: []string{"us-east-1a", "us-east-1b"}}
+	// An AMI moto knows by its id, with Amazon Linux's root device.
+	n := &network{client: client, image: testenv.ImageX64.ID, zones: []string{"us-east-1a", "us-east-1b"}}
 
 	vpc, err := client.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: aws.String("10.20.0.0/16")})
 	if err != nil {

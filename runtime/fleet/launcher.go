@@ -18,6 +18,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/jit-runners/jit-runners/runtime/launchspec"
 )
 
 // Capacity types, as CreateFleet spells them.
@@ -59,12 +61,14 @@ type Request struct {
 	SubnetIDs        []string
 	LaunchTemplateID string // used at version $Latest
 	Spot             bool   // spot first, on-demand on capacity errors; false = on-demand only
-	// VolumeGiB, when > 0, sets an encrypted gp3 root volume of that size on
-	// every override (deleted on termination); 0 keeps the launch template's.
+	// VolumeGiB is the root volume's size (launchspec.Runner.VolumeGiB when
+	// 0): every override maps the root volume, encrypted, of the launch
+	// spec's type, deleted on termination.
 	VolumeGiB int
-	// RootDevice is the AMI's root device name for that mapping;
-	// DefaultRootDevice when empty. A name that is not the AMI's root device
-	// would add a second volume instead of sizing the root one.
+	// RootDevice is the AMI's root device name for that mapping; when
+	// empty, Launch asks EC2 (DescribeImages, once per AMI). A name that is
+	// not the AMI's root device would add a second volume instead of sizing
+	// the root one.
 	RootDevice string
 	// Tags go on the instance and its volumes at launch.
 	Tags map[string]string
@@ -126,6 +130,9 @@ type Launcher struct {
 
 	zonesMu sync.Mutex
 	zones   map[string]string // subnet id -> Availability Zone
+
+	imagesMu    sync.Mutex
+	rootDevices map[string]string // AMI id -> root device name (AMIs are immutable)
 }
 
 // New returns a Launcher that calls api.
@@ -184,6 +191,11 @@ func (l *Launcher) Launch(ctx context.Context, req Request) (Result, error) {
 	zones, err := l.subnetZones(ctx, req.SubnetIDs)
 	if err != nil {
 		return Result{}, err
+	}
+	if req.RootDevice == "" {
+		if req.RootDevice, err = l.rootDevice(ctx, req.ImageID); err != nil {
+			return Result{}, err
+		}
 	}
 	offerings := make([]offering, 0, len(req.InstanceTypes)*len(req.SubnetIDs))
 	for _, it := range req.InstanceTypes {
@@ -382,8 +394,8 @@ func fleetInput(req Request, capacityType string, offerings []offering) *ec2.Cre
 				DeviceName: aws.String(req.RootDevice),
 				Ebs: &types.FleetEbsBlockDeviceRequest{
 					VolumeSize:          aws.Int32(int32(req.VolumeGiB)),
-					VolumeType:          types.VolumeTypeGp3,
-					Encrypted:           aws.Bool(true),
+					VolumeType:          types.VolumeType(launchspec.Runner.VolumeType),
+					Encrypted:           aws.Bool(launchspec.Runner.Encrypted),
 					DeleteOnTermination: aws.Bool(true),
 				},
 			}}
@@ -449,10 +461,44 @@ func normalize(req Request) (Request, error) {
 	case req.VolumeGiB < 0 || req.VolumeGiB > maxVolumeGiB:
 		return req, fmt.Errorf("%w: volume size %d GiB", ErrInvalidRequest, req.VolumeGiB)
 	}
-	if req.RootDevice == "" {
-		req.RootDevice = DefaultRootDevice
+	if req.VolumeGiB == 0 {
+		req.VolumeGiB = launchspec.Runner.VolumeGiB
 	}
 	return req, nil
+}
+
+// rootDevice returns the root device name of image (DefaultRootDevice for
+// the launch template's own image), asking EC2 once per AMI: a custom AMI's
+// root device may be /dev/sda1 (Ubuntu), and a mapping for any other name
+// would add a second volume and leave the root one at the AMI's size.
+func (l *Launcher) rootDevice(ctx context.Context, imageID string) (string, error) {
+	if imageID == "" {
+		return DefaultRootDevice, nil
+	}
+	l.imagesMu.Lock()
+	defer l.imagesMu.Unlock()
+	if name, ok := l.rootDevices[imageID]; ok {
+		return name, nil
+	}
+	out, err := l.api.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{imageID}})
+	if err != nil {
+		return "", fmt.Errorf("describe image %s: %w", imageID, err)
+	}
+	for _, img := range out.Images {
+		if aws.ToString(img.ImageId) != imageID {
+			continue
+		}
+		name := aws.ToString(img.RootDeviceName)
+		if name == "" {
+			return "", fmt.Errorf("%w: image %s has no root device name", ErrInvalidRequest, imageID)
+		}
+		if l.rootDevices == nil {
+			l.rootDevices = map[string]string{}
+		}
+		l.rootDevices[imageID] = name
+		return name, nil
+	}
+	return "", fmt.Errorf("%w: image %s not found (deregistered, or not shared with this account)", ErrInvalidRequest, imageID)
 }
 
 func dedupe(in []string) []string {

@@ -21,9 +21,11 @@ type Template struct {
 	MetadataHopLimit int
 	// ShutdownBehavior "terminate": a runner that shuts itself down is gone.
 	ShutdownBehavior string
-	// RootDevice, VolumeType, VolumeGiB and Encrypted describe the root
-	// volume (the profile's volumeGiB overrides the size at launch).
-	RootDevice string
+	// VolumeType, VolumeGiB and Encrypted describe the root volume. The
+	// launcher maps it at launch under the AMI's own root device name (the
+	// template has no mapping: a fixed name would add a second volume on an
+	// AMI whose root device is another); a profile's volumeGiB replaces
+	// VolumeGiB.
 	VolumeType string
 	VolumeGiB  int
 	Encrypted  bool
@@ -37,7 +39,6 @@ var Runner = Template{
 	MetadataHTTPTokens: "required",
 	MetadataHopLimit:   2,
 	ShutdownBehavior:   "terminate",
-	RootDevice:         "/dev/xvda",
 	VolumeType:         "gp3",
 	VolumeGiB:          30,
 	Encrypted:          true,
@@ -64,15 +65,6 @@ func (t Template) CreateInput(p Params) *ec2.CreateLaunchTemplateInput {
 			HttpEndpoint:            types.LaunchTemplateInstanceMetadataEndpointStateEnabled,
 			InstanceMetadataTags:    tagsState(t.InstanceMetadataTags),
 		},
-		BlockDeviceMappings: []types.LaunchTemplateBlockDeviceMappingRequest{{
-			DeviceName: aws.String(t.RootDevice),
-			Ebs: &types.LaunchTemplateEbsBlockDeviceRequest{
-				VolumeSize:          aws.Int32(int32(t.VolumeGiB)),
-				VolumeType:          types.VolumeType(t.VolumeType),
-				Encrypted:           aws.Bool(t.Encrypted),
-				DeleteOnTermination: aws.Bool(true),
-			},
-		}},
 	}
 	if p.InstanceProfileARN != "" {
 		data.IamInstanceProfile = &types.LaunchTemplateIamInstanceProfileSpecificationRequest{Arn: aws.String(p.InstanceProfileARN)}

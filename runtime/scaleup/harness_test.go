@@ -130,7 +130,7 @@ func newHarness(t testing.TB, scope string, opts ...harnessOption) *harness {
 	d := testenv.NewDeployment(t, "unused", func(c *config.Config) {
 		c.NamePrefix = prefix
 		c.GitHub.Scope = scope
-		c.Profiles["gpu"] = config.Profile{InstanceTypes: []string{"g5.xlarge"}, ImageID: "ami-0123456789abcdef1", Arch: "x64", VolumeGiB: 100}
+		c.Profiles["gpu"] = config.Profile{InstanceTypes: []string{"g5.xlarge"}, ImageID: testenv.ImageUbuntu.ID, Arch: "x64", VolumeGiB: 100}
 		for _, o := range opts {
 			o(c)
 		}

@@ -84,6 +84,8 @@ func (d *deployment) scaleupPolicy(r resolved, logGroupARN string) PolicyDocumen
 			cond("StringEquals", "ec2:CreateAction", []string{"CreateFleet", "RunInstances"}), managedRequest),
 		allow("TerminateManagedInstances", []string{"ec2:TerminateInstances"}, []string{d.ec2ARN("instance/*")}, managedResource),
 		allow("DescribeSubnets", []string{"ec2:DescribeSubnets"}, []string{"*"}),
+		// The root device name of each profile's AMI (once per AMI).
+		allow("DescribeImages", []string{"ec2:DescribeImages"}, []string{"*"}),
 		allow("PassRunnerRole", []string{"iam:PassRole"}, []string{r.runnerRoleARN},
 			cond("StringEquals", "iam:PassedToService", "ec2.amazonaws.com")),
 		// EC2 creates its spot and fleet service-linked roles on first use

@@ -147,7 +147,7 @@ func TestPolicies(t *testing.T) {
 		"ci-webhook": {"dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents",
 			"secretsmanager:GetSecretValue", "sqs:SendMessage"},
 		"ci-scaleup": {"dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem",
-			"ec2:CreateFleet", "ec2:CreateTags", "ec2:DescribeSubnets", "ec2:RunInstances", "ec2:TerminateInstances",
+			"ec2:CreateFleet", "ec2:CreateTags", "ec2:DescribeImages", "ec2:DescribeSubnets", "ec2:RunInstances", "ec2:TerminateInstances",
 			"iam:CreateServiceLinkedRole", "iam:PassRole", "logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue",
 			"sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:SendMessage"},
 		"ci-scaledown": {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "ec2:DescribeInstances", "ec2:TerminateInstances",

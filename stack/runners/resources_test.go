@@ -112,9 +112,10 @@ func TestLaunchTemplate(t *testing.T) {
 		{"IMDSv2", at(t, lt, "metadataOptions", "httpTokens"), "required"},
 		{"hop limit", at(t, lt, "metadataOptions", "httpPutResponseHopLimit"), float64(1)},
 		{"shutdown", lt["instanceInitiatedShutdownBehavior"], "terminate"},
-		{"root device", at(t, lt, "blockDeviceMappings", 0, "deviceName"), spec.RootDevice},
-		{"volume type", at(t, lt, "blockDeviceMappings", 0, "ebs", "volumeType"), "gp3"},
-		{"encrypted", at(t, lt, "blockDeviceMappings", 0, "ebs", "encrypted"), "true"},
+		// No root mapping in the template: the launcher maps the root
+		// volume under the AMI's own root device name.
+		{"block device mappings", lt["blockDeviceMappings"], nil},
+		{"volume spec", spec.VolumeType + "/" + fmt.Sprint(spec.Encrypted), "gp3/true"},
 		{"instance profile", at(t, lt, "iamInstanceProfile", "arn"), at(t, outputs(one(t, m, "aws:iam/instanceProfile:InstanceProfile", "ci-runner")), "arn")},
 		{"public IP (new VPC, no NAT)", at(t, lt, "networkInterfaces", 0, "associatePublicIpAddress"), "true"},
 		{"security group", at(t, lt, "networkInterfaces", 0, "securityGroups", 0), one(t, m, "aws:ec2/securityGroup:SecurityGroup", "ci-runner").ID},

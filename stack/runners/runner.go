@@ -2,7 +2,6 @@ package runners
 
 import (
 	"encoding/base64"
-	"strconv"
 
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/ec2"
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/iam"
@@ -126,15 +125,6 @@ func (d *deployment) runnerResources() error {
 			HttpPutResponseHopLimit: pulumi.Int(a.Runner.MetadataHopLimit),
 			InstanceMetadataTags:    pulumi.String(enabled(spec.InstanceMetadataTags)),
 		},
-		BlockDeviceMappings: ec2.LaunchTemplateBlockDeviceMappingArray{ec2.LaunchTemplateBlockDeviceMappingArgs{
-			DeviceName: pulumi.String(spec.RootDevice),
-			Ebs: ec2.LaunchTemplateBlockDeviceMappingEbsArgs{
-				VolumeSize:          pulumi.Int(spec.VolumeGiB),
-				VolumeType:          pulumi.String(spec.VolumeType),
-				Encrypted:           pulumi.String(strconv.FormatBool(spec.Encrypted)),
-				DeleteOnTermination: pulumi.String("true"),
-			},
-		}},
 		IamInstanceProfile:   ec2.LaunchTemplateIamInstanceProfileArgs{Arn: r.instanceProfile.Arn},
 		UpdateDefaultVersion: pulumi.Bool(true),
 		Tags:                 d.tags(),

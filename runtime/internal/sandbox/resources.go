@@ -33,12 +33,14 @@ const (
 	InstallationID int64 = 4242
 	Owner                = "octo-org"
 	Repo                 = "app"
-	// ImageID is the runner AMI id in the generated profile (moto does not
-	// check AMI ids).
-	ImageID = "ami-0123456789abcdef0"
 	// ConfigFile is the effective configuration, written into the log dir.
 	ConfigFile = "jitr-config.json"
 )
+
+// ImageID is the runner AMI id in the generated profile: an AMI the moto
+// server knows (testenv.Images), so that scaleup's DescribeImages finds its
+// root device as it would on AWS.
+var ImageID = testenv.ImageX64.ID
 
 // JobLabels are the runs-on labels of generated jobs: the default profile.
 var JobLabels = []string{"self-hosted", "linux", "x64"}

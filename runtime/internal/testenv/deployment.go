@@ -44,7 +44,7 @@ func NewDeployment(tb testing.TB, webhookSecret string, opts ...DeploymentOption
 		Launch:         config.Launch{LaunchTemplateID: "lt-0123456789abcdef0", SubnetIDs: []string{"subnet-0123456789abcdef0"}},
 		DefaultProfile: "default",
 		Profiles: map[string]config.Profile{
-			"default": {InstanceTypes: []string{config.DefaultInstanceType}, ImageID: "ami-0123456789abcdef0", Arch: config.ArchX64, VolumeGiB: 30},
+			"default": {InstanceTypes: []string{config.DefaultInstanceType}, ImageID: ImageX64.ID, Arch: config.ArchX64, VolumeGiB: 30},
 		},
 	}
 	for _, o := range opts {

@@ -38,6 +38,7 @@ type Moto struct {
 	done    chan struct{}
 	logPath string
 	script  string
+	images  string
 }
 
 // StartMoto starts moto_server on a free 127.0.0.1 port and waits until it
@@ -59,18 +60,25 @@ func StartMoto(ctx context.Context, logDir string) (*Moto, error) {
 	if err != nil {
 		return nil, err
 	}
+	images, err := writeImages()
+	if err != nil {
+		_ = os.Remove(script)
+		return nil, err
+	}
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
 		port, err := FreePort()
 		if err != nil {
 			return nil, err
 		}
-		m, err := startMotoOn(ctx, path, script, port, logDir)
+		m, err := startMotoOn(ctx, path, script, images, port, logDir)
 		if err == nil {
 			return m, nil
 		}
 		lastErr = err
 	}
+	_ = os.Remove(script)
+	_ = os.Remove(images)
 	return nil, lastErr
 }
 
@@ -86,10 +94,11 @@ func writeLauncher() (string, error) {
 	return f.Name(), nil
 }
 
-func startMotoOn(ctx context.Context, python, script string, port int, logDir string) (*Moto, error) {
+func startMotoOn(ctx context.Context, python, script, images string, port int, logDir string) (*Moto, error) {
 	cmd := exec.Command(python, script, "-H", "127.0.0.1", "-p", strconv.Itoa(port))
+	cmd.Env = append(os.Environ(), "MOTO_AMIS_PATH="+images)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	m := &Moto{URL: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd, done: make(chan struct{}), script: script}
+	m := &Moto{URL: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd, done: make(chan struct{}), script: script, images: images}
 	if logDir != "" {
 		m.logPath = filepath.Join(logDir, "moto.log")
 		f, err := os.OpenFile(m.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -132,7 +141,7 @@ func (m *Moto) Close() error {
 	if m == nil || m.cmd.Process == nil {
 		return nil
 	}
-	defer func() { _ = os.Remove(m.script) }()
+	defer func() { _ = os.Remove(m.script); _ = os.Remove(m.images) }()
 	select {
 	case <-m.done:
 		return nil

@@ -145,9 +145,12 @@ ami.validate: ami.tools ## packer fmt check + full packer validate, both archite
 	    -var subnet_id=subnet-0123456789abcdef0 -var extra_script=packer/scripts/60-no-extra.sh packer/; \
 	done
 
-ami.check: ami.validate ## ami.validate + shellcheck of the AMI scripts + actionlint of the workflows.
-	shellcheck -x packer/*.sh packer/scripts/*.sh
+ami.check: ami.validate ## ami.validate + shellcheck of the AMI scripts + actionlint of the workflows, actions pinned by commit.
+	shellcheck -x packer/*.sh packer/scripts/*.sh stack/policycheck/*.sh
 	actionlint
+	@# A tag can be moved to other code; a commit SHA cannot.
+	@if grep -nE 'uses: *[^ ]+@' .github/workflows/*.yml | grep -vE 'uses: *[^ ]+@[0-9a-f]{40}( |$$)'; then \
+	  echo "the actions above are not pinned by a full commit SHA" >&2; exit 1; fi
 
 ami.build: ami.tools ## Build the AMI: public and copied to ami_regions unless the variables say otherwise.
 	packer build $(AMI_BUILDFLAGS) packer/

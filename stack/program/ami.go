@@ -15,9 +15,12 @@ import (
 	"github.com/jit-runners/jit-runners/stack/runners"
 )
 
-// ownerRE matches what ami.owners takes: an account id or one of EC2's
-// owner aliases.
-var ownerRE = regexp.MustCompile(`^([0-9]{12}|self|amazon|aws-marketplace)$`)
+// ownerRE matches what ami.owners takes: an account id, or the owner aliases
+// self and amazon. Not aws-marketplace: any seller can publish a marketplace
+// AMI under any name, and the lookup takes the most recent match by name, so
+// a look-alike published later would become the runners' AMI (AMI name
+// squatting).
+var ownerRE = regexp.MustCompile(`^([0-9]{12}|self|amazon)$`)
 
 // checkAMI checks the ami.* keys against the mode: each key applies to one
 // mode only, so a key set for another mode is a mistake worth reporting.
@@ -35,8 +38,12 @@ func (c *Config) checkAMI(mode string, add func(key, format string, args ...any)
 			"there is no official publisher: pulumi config set --path '%s[0]' 123456789012", AMIPrebaked, Key("ami.owners"))
 	}
 	for i, o := range a.Owners {
-		if !ownerRE.MatchString(string(o)) {
-			add(fmt.Sprintf("ami.owners[%d]", i), "must be an AWS account id (12 digits) or an owner alias (self, amazon, aws-marketplace), got %q", o)
+		switch {
+		case string(o) == "aws-marketplace":
+			add(fmt.Sprintf("ami.owners[%d]", i), "must not be aws-marketplace: anyone can publish a marketplace AMI under a look-alike name, "+
+				"and the newest match by name would run your jobs; name the publisher's account id instead")
+		case !ownerRE.MatchString(string(o)):
+			add(fmt.Sprintf("ami.owners[%d]", i), "must be an AWS account id (12 digits) or an owner alias (self, amazon), got %q", o)
 		}
 	}
 	if a.JITRunnersVersion != "" {

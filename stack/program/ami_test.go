@@ -131,6 +131,20 @@ func TestAMIModePrebaked(t *testing.T) {
 		t.Errorf("AMI lookups %+v", got)
 	}
 
+	// A marketplace owner is refused with the reason, and nothing is looked up.
+	bad := map[string]string{}
+	for k, v := range cfg {
+		bad[k] = v
+	}
+	bad["jit-runners:ami"] = `{"mode": "prebaked", "owners": ["123456789012", "aws-marketplace"]}`
+	m = plan.NewMocks()
+	if err := runWith(t, m, program.Options{}, bad); err == nil || !strings.Contains(err.Error(), "jit-runners:ami.owners[1]: must not be aws-marketplace") {
+		t.Errorf("aws-marketplace owner: error %v", err)
+	}
+	if got := amiLookups(m); len(got) != 0 {
+		t.Errorf("AMI lookups %+v with a refused owner", got)
+	}
+
 	// None published: the error says what was looked for and which keys to check.
 	m = plan.NewMocks()
 	m.Images = map[string]string{"jit-runner-*-runner2.333.0-*-x86_64": ""}

@@ -38,18 +38,25 @@ const (
 	ScaleDownDecisions   = "ScaleDownDecisions" // dims: Rule, Action
 )
 
+// Deployment is the dimension every datum carries: the deployment's
+// namePrefix, so that two deployments in one account and region keep their
+// figures, alarms and dashboards apart.
+const Deployment = "Deployment"
+
 // Recorder writes EMF lines to w. The zero value discards.
 type Recorder struct {
-	mu  sync.Mutex
-	w   io.Writer
-	now func() time.Time
-	fn  string
+	mu         sync.Mutex
+	w          io.Writer
+	now        func() time.Time
+	fn         string
+	deployment string
 }
 
-// New returns a recorder writing to w; function is added as the
-// "Function" property (not a dimension) for log queries.
-func New(w io.Writer, function string) *Recorder {
-	return &Recorder{w: w, now: time.Now, fn: function}
+// New returns a recorder writing to w for the deployment named deployment
+// (its namePrefix, the Deployment dimension of every datum); function is
+// added as the "Function" property (not a dimension) for log queries.
+func New(w io.Writer, function, deployment string) *Recorder {
+	return &Recorder{w: w, now: time.Now, fn: function, deployment: deployment}
 }
 
 // Put records one datum of metric name with unit and the given dimensions.
@@ -57,11 +64,18 @@ func (r *Recorder) Put(name string, value float64, unit string, dims map[string]
 	if r == nil || r.w == nil {
 		return
 	}
-	keys := make([]string, 0, len(dims))
-	doc := make(map[string]any, len(dims)+3)
+	keys := make([]string, 0, len(dims)+1)
+	doc := make(map[string]any, len(dims)+4)
 	for k, v := range dims {
+		if k == Deployment {
+			continue
+		}
 		keys = append(keys, k)
 		doc[k] = v
+	}
+	if r.deployment != "" {
+		keys = append(keys, Deployment)
+		doc[Deployment] = r.deployment
 	}
 	slices.Sort(keys)
 	doc[name] = value

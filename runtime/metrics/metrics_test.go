@@ -3,6 +3,7 @@ package metrics_test
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/jit-runners/jit-runners/runtime/metrics"
@@ -10,7 +11,7 @@ import (
 
 func TestPutWritesEMF(t *testing.T) {
 	var buf bytes.Buffer
-	r := metrics.New(&buf, "scaleup")
+	r := metrics.New(&buf, "scaleup", "ci")
 	r.Put(metrics.Launches, 1, metrics.Count, map[string]string{"Profile": "gpu", "CapacityType": "spot"})
 	var doc struct {
 		AWS struct {
@@ -22,6 +23,7 @@ func TestPutWritesEMF(t *testing.T) {
 			}
 		} `json:"_aws"`
 		Launches     float64
+		Deployment   string
 		Profile      string
 		CapacityType string
 		Function     string
@@ -31,11 +33,11 @@ func TestPutWritesEMF(t *testing.T) {
 	}
 	m := doc.AWS.CloudWatchMetrics
 	if len(m) != 1 || m[0].Namespace != "jit-runners" || len(m[0].Dimensions) != 1 ||
-		len(m[0].Dimensions[0]) != 2 || m[0].Dimensions[0][0] != "CapacityType" || m[0].Metrics[0].Name != "Launches" ||
+		strings.Join(m[0].Dimensions[0], ",") != "CapacityType,Deployment,Profile" || m[0].Metrics[0].Name != "Launches" ||
 		m[0].Metrics[0].Unit != "Count" || doc.AWS.Timestamp == 0 {
 		t.Fatalf("EMF metadata = %+v", doc.AWS)
 	}
-	if doc.Launches != 1 || doc.Profile != "gpu" || doc.CapacityType != "spot" || doc.Function != "scaleup" {
+	if doc.Launches != 1 || doc.Profile != "gpu" || doc.CapacityType != "spot" || doc.Function != "scaleup" || doc.Deployment != "ci" {
 		t.Fatalf("EMF values = %+v", doc)
 	}
 }
@@ -43,4 +45,28 @@ func TestPutWritesEMF(t *testing.T) {
 func TestNilRecorderDiscards(t *testing.T) {
 	var r *metrics.Recorder
 	r.Inc(metrics.Launches, nil) // must not panic
+}
+
+// TestDeploymentCannotBeOverridden: a caller's dims cannot move a datum to
+// another deployment, and a datum with no dims still carries its own.
+func TestDeploymentCannotBeOverridden(t *testing.T) {
+	var buf bytes.Buffer
+	r := metrics.New(&buf, "webhook", "ci")
+	r.Put(metrics.QueueToStartSeconds, 3, metrics.Seconds, map[string]string{metrics.Deployment: "other"})
+	r.Put(metrics.WaitingJobs, 0, metrics.Count, nil)
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var doc struct {
+			Deployment string
+			AWS        struct {
+				CloudWatchMetrics []struct{ Dimensions [][]string }
+			} `json:"_aws"`
+		}
+		if err := json.Unmarshal([]byte(line), &doc); err != nil {
+			t.Fatal(err)
+		}
+		if doc.Deployment != "ci" || len(doc.AWS.CloudWatchMetrics) != 1 ||
+			strings.Join(doc.AWS.CloudWatchMetrics[0].Dimensions[0], ",") != metrics.Deployment {
+			t.Errorf("datum %s: want only the Deployment dimension, ci", line)
+		}
+	}
 }

@@ -479,7 +479,7 @@ func TestLogsCarryNoBodyOrSecret(t *testing.T) {
 func TestQueueToStartMetric(t *testing.T) {
 	t.Parallel()
 	var out syncBuffer
-	in := newIntegration(t, webhook.WithMetrics(metrics.New(&out, "webhook")))
+	in := newIntegration(t, webhook.WithMetrics(metrics.New(&out, "webhook", "jitr")))
 	body := jobPayload(t, "in_progress", 900)
 	body = bytes.Replace(body, []byte(`"started_at":"2021-06-15T19:22:27Z"`), []byte(`"started_at":"2021-06-15T19:22:58Z"`), 1)
 	in.deliver(t, body, "s1")

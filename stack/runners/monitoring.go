@@ -62,7 +62,8 @@ func (d *deployment) monitoring() error {
 				Id: pulumi.String("errors"),
 				// Metrics Insights: LaunchErrors carries a Code dimension,
 				// and an alarm cannot use SEARCH over it.
-				Expression: pulumi.String(fmt.Sprintf(`SELECT SUM(%s) FROM "%s"`, metrics.LaunchErrors, metrics.Namespace)),
+				Expression: pulumi.String(fmt.Sprintf(`SELECT SUM(%s) FROM "%s" WHERE %s = '%s'`,
+					metrics.LaunchErrors, metrics.Namespace, metrics.Deployment, d.args.NamePrefix)),
 				Period:     pulumi.Int(alarmPeriod),
 				ReturnData: pulumi.Bool(true),
 			}},
@@ -113,7 +114,7 @@ func (d *deployment) monitoring() error {
 	body := pulumi.All(d.data.queue.Name, d.data.dlq.Name, api.ID(),
 		d.lambdas.functions[Webhook].Name, d.lambdas.functions[Scaleup].Name, d.lambdas.functions[Scaledown].Name,
 	).ApplyT(func(v []any) (string, error) {
-		return dashboardBody(d.region, v[0].(string), v[1].(string), string(v[2].(pulumi.ID)),
+		return dashboardBody(d.region, d.args.NamePrefix, v[0].(string), v[1].(string), string(v[2].(pulumi.ID)),
 			[]string{v[3].(string), v[4].(string), v[5].(string)})
 	}).(pulumi.StringOutput)
 	dash, err := cloudwatch.NewDashboard(d.ctx, d.n("dashboard"), &cloudwatch.DashboardArgs{
@@ -127,11 +128,14 @@ func (d *deployment) monitoring() error {
 }
 
 // dashboardBody returns the dashboard: the queue, launches and their
-// latency, errors, and the Lambdas' health.
-func dashboardBody(region, queueName, dlqName, apiID string, functions []string) (string, error) {
+// latency, errors, and the Lambdas' health. Our metrics are this
+// deployment's only (the Deployment dimension).
+func dashboardBody(region, deployment, queueName, dlqName, apiID string, functions []string) (string, error) {
 	ns := metrics.Namespace
+	dep := metrics.Deployment
 	search := func(dims, metric, stat string) map[string]any {
-		return map[string]any{"expression": fmt.Sprintf(`SEARCH('{%s%s} MetricName="%s"', '%s', 300)`, ns, dims, metric, stat)}
+		return map[string]any{"expression": fmt.Sprintf(`SEARCH('{%s,%s%s} %s="%s" MetricName="%s"', '%s', 300)`,
+			ns, dep, dims, dep, deployment, metric, stat)}
 	}
 	widget := func(x, y int, title string, series []any, extra map[string]any) map[string]any {
 		props := map[string]any{"title": title, "region": region, "view": "timeSeries", "stat": "Sum", "period": 300, "metrics": series}
@@ -162,8 +166,8 @@ func dashboardBody(region, queueName, dlqName, apiID string, functions []string)
 			search(",Profile", metrics.QueueToLaunchSeconds, "p50"), search(",Profile", metrics.QueueToLaunchSeconds, "p90"),
 		}, nil),
 		widget(12, 12, "Queue to job start (s, p50 and p90)", []any{
-			[]any{ns, metrics.QueueToStartSeconds, map[string]any{"stat": "p50"}},
-			[]any{ns, metrics.QueueToStartSeconds, map[string]any{"stat": "p90"}},
+			[]any{ns, metrics.QueueToStartSeconds, dep, deployment, map[string]any{"stat": "p50"}},
+			[]any{ns, metrics.QueueToStartSeconds, dep, deployment, map[string]any{"stat": "p90"}},
 		}, nil),
 		widget(0, 18, "Launch errors by code, skipped jobs", []any{
 			search(",Code", metrics.LaunchErrors, "Sum"), search(",Reason", metrics.JobsSkipped, "Sum"),
@@ -177,7 +181,7 @@ func dashboardBody(region, queueName, dlqName, apiID string, functions []string)
 			[]any{"AWS/ApiGateway", "5xx", "ApiId", apiID, "Stage", "$default"},
 		}, nil),
 		widget(12, 30, "GitHub rate limit remaining", []any{
-			[]any{ns, metrics.GitHubRateRemaining, map[string]any{"stat": "Minimum"}},
+			[]any{ns, metrics.GitHubRateRemaining, dep, deployment, map[string]any{"stat": "Minimum"}},
 		}, nil),
 	}
 	b, err := json.Marshal(map[string]any{"widgets": widgets})

@@ -297,8 +297,20 @@ func TestMonitoring(t *testing.T) {
 			t.Errorf("%s alarm %v", code, a)
 		}
 	}
-	if a := alarms["ci-launch-errors"]; !strings.Contains(at(t, a, "metricQueries", 0, "expression").(string), `SUM(LaunchErrors) FROM "jit-runners"`) {
-		t.Errorf("launch error alarm %v", a)
+	if a := alarms["ci-launch-errors"]; at(t, a, "metricQueries", 0, "expression") != `SELECT SUM(LaunchErrors) FROM "jit-runners" WHERE Deployment = 'jitr'` {
+		t.Errorf("launch error alarm %v: not this deployment's errors only", a)
+	}
+	// Every one of our metrics on the dashboard is this deployment's.
+	for _, w := range parsed["widgets"].([]any) {
+		for _, series := range at(t, w, "properties", "metrics").([]any) {
+			text, _ := json.Marshal(series)
+			if !strings.Contains(string(text), "jit-runners") {
+				continue
+			}
+			if !strings.Contains(string(text), `Deployment`) || !strings.Contains(string(text), `jitr`) {
+				t.Errorf("dashboard series %s is not confined to deployment jitr", text)
+			}
+		}
 	}
 }
 

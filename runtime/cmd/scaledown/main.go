@@ -38,7 +38,7 @@ func run() error {
 		return err
 	}
 	log := logging.New(os.Stdout, cfg.LogLevel, "scaledown")
-	m := metrics.New(os.Stdout, "scaledown")
+	m := metrics.New(os.Stdout, "scaledown", cfg.NamePrefix)
 	awsCfg, err := config.LoadAWS(ctx)
 	if err != nil {
 		return err

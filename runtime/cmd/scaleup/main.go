@@ -45,7 +45,7 @@ func run() error {
 		return &config.KeyError{Key: "launch.jitConfigTableName", Reason: "is required by scaleup"}
 	}
 	log := logging.New(os.Stdout, cfg.LogLevel, "scaleup")
-	m := metrics.New(os.Stdout, "scaleup")
+	m := metrics.New(os.Stdout, "scaleup", cfg.NamePrefix)
 	awsCfg, err := config.LoadAWS(ctx)
 	if err != nil {
 		return err

@@ -56,7 +56,7 @@ func main() {
 		webhook.WithSecretRefresh(func(ctx context.Context) ([]byte, error) {
 			return secrets.Refresh(ctx, cfg.GitHub.WebhookSecretARN)
 		}, secretRefreshEvery),
-		webhook.WithMetrics(metrics.New(os.Stdout, "webhook")),
+		webhook.WithMetrics(metrics.New(os.Stdout, "webhook", cfg.NamePrefix)),
 	}
 	if prev := cfg.GitHub.PreviousWebhookSecretARN; prev != "" {
 		opts = append(opts, webhook.WithPreviousSecret(func(ctx context.Context) ([]byte, error) { return secrets.Get(ctx, prev) }))

@@ -170,6 +170,23 @@ func TestEndToEnd(t *testing.T) {
 	if sum.Retries == 0 {
 		t.Errorf("no SQS redelivery happened; want some (processed records are left undeleted at the fault rate)")
 	}
+	// Every AWS request the Lambdas made is attributed to the function that
+	// signed it (the per-function record the IAM sufficiency check reads),
+	// and each function made some.
+	var attributed int64
+	for _, fn := range []string{"webhook", "scaleup", "scaledown"} {
+		if len(sum.AWS.ByFunction[fn]) == 0 {
+			t.Errorf("no AWS calls recorded for %s: %v", fn, sum.AWS.ByFunction)
+		}
+	}
+	for _, ops := range sum.AWS.ByFunction {
+		for _, n := range ops {
+			attributed += n
+		}
+	}
+	if attributed != sum.AWS.Requests {
+		t.Errorf("%d of %d AWS requests attributed to a function", attributed, sum.AWS.Requests)
+	}
 	if sum.AWS.Injected500 == 0 || sum.GitHubInjectedFaults == 0 {
 		t.Errorf("no faults injected: AWS %+v, GitHub %d", sum.AWS, sum.GitHubInjectedFaults)
 	}

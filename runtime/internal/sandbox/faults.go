@@ -39,9 +39,10 @@ type faultProxy struct {
 	proxy *httputil.ReverseProxy
 	log   *slog.Logger
 
-	mu  sync.Mutex
-	rng *mrand.Rand
-	ops map[string]int64 // requests per operation, e.g. "dynamodb.PutItem"
+	mu    sync.Mutex
+	rng   *mrand.Rand
+	ops   map[string]int64            // requests per operation, e.g. "dynamodb.PutItem"
+	fnOps map[string]map[string]int64 // per function, then operation
 
 	requests     atomic.Int64
 	injected500  atomic.Int64
@@ -54,10 +55,14 @@ type FaultStats struct {
 	Requests    int64 `json:"requests"`
 	Injected500 int64 `json:"injected500"`
 	// Operations counts the requests per operation ("dynamodb.PutItem").
-	Operations    map[string]int64 `json:"operations,omitempty"`
-	SpotRequests  int64            `json:"spotRequests"`
-	InjectedSpot  int64            `json:"injectedSpotCapacityErrors"`
-	InjectedTotal int64            `json:"injectedTotal"`
+	Operations map[string]int64 `json:"operations,omitempty"`
+	// ByFunction counts them per Lambda ("scaleup") and operation: each
+	// function signs with its own access key id (functionKeyID), the record
+	// the IAM sufficiency check reads.
+	ByFunction    map[string]map[string]int64 `json:"byFunction,omitempty"`
+	SpotRequests  int64                       `json:"spotRequests"`
+	InjectedSpot  int64                       `json:"injectedSpotCapacityErrors"`
+	InjectedTotal int64                       `json:"injectedTotal"`
 }
 
 func startFaultProxy(target string, rate float64, seed uint64, log *slog.Logger) (*faultProxy, error) {
@@ -111,6 +116,13 @@ func (p *faultProxy) stats() FaultStats {
 	for k, v := range p.ops {
 		st.Operations[k] = v
 	}
+	st.ByFunction = make(map[string]map[string]int64, len(p.fnOps))
+	for fn, ops := range p.fnOps {
+		st.ByFunction[fn] = make(map[string]int64, len(ops))
+		for k, v := range ops {
+			st.ByFunction[fn][k] = v
+		}
+	}
 	p.mu.Unlock()
 	return st
 }
@@ -120,7 +132,7 @@ func (st FaultStats) sub(before FaultStats) FaultStats {
 	d := FaultStats{
 		Requests: st.Requests - before.Requests, Injected500: st.Injected500 - before.Injected500,
 		SpotRequests: st.SpotRequests - before.SpotRequests, InjectedSpot: st.InjectedSpot - before.InjectedSpot,
-		Operations: map[string]int64{},
+		Operations: map[string]int64{}, ByFunction: map[string]map[string]int64{},
 	}
 	d.InjectedTotal = d.Injected500 + d.InjectedSpot
 	for k, v := range st.Operations {
@@ -128,13 +140,54 @@ func (st FaultStats) sub(before FaultStats) FaultStats {
 			d.Operations[k] = n
 		}
 	}
+	for fn, ops := range st.ByFunction {
+		for k, v := range ops {
+			if n := v - before.ByFunction[fn][k]; n > 0 {
+				if d.ByFunction[fn] == nil {
+					d.ByFunction[fn] = map[string]int64{}
+				}
+				d.ByFunction[fn][k] = n
+			}
+		}
+	}
 	return d
 }
 
-func (p *faultProxy) count(op string) {
+func (p *faultProxy) count(fn, op string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.ops[op]++
+	if fn == "" {
+		return
+	}
+	if p.fnOps == nil {
+		p.fnOps = map[string]map[string]int64{}
+	}
+	if p.fnOps[fn] == nil {
+		p.fnOps[fn] = map[string]int64{}
+	}
+	p.fnOps[fn][op]++
+}
+
+// functionKeyPrefix starts the access key id each Lambda signs with against
+// moto (which accepts any): functionKeyPrefix + the function's name.
+const functionKeyPrefix = "JITRSANDBOX"
+
+// functionKeyID is the access key id of function fn.
+func functionKeyID(fn string) string { return functionKeyPrefix + strings.ToUpper(fn) }
+
+// caller names the function that signed r, "" for anyone else.
+func caller(r *http.Request) string {
+	auth := r.Header.Get("Authorization")
+	i := strings.Index(auth, "Credential=")
+	if i < 0 {
+		return ""
+	}
+	key, _, _ := strings.Cut(auth[i+len("Credential="):], "/")
+	if !strings.HasPrefix(key, functionKeyPrefix) {
+		return ""
+	}
+	return strings.ToLower(strings.TrimPrefix(key, functionKeyPrefix))
 }
 
 func (p *faultProxy) chance() bool {
@@ -179,7 +232,7 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		op += form.Get("Action")
 	}
-	p.count(op)
+	p.count(caller(r), op)
 	if p.rate > 0 && !lastAttempt(r) && p.chance() {
 		p.injected500.Add(1)
 		writeInternalError(w, r)

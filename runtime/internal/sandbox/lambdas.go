@@ -98,7 +98,7 @@ func (s *Sandbox) startLambdas(ctx context.Context, bins map[string]string) erro
 			"AWS_ENDPOINT_URL=" + s.proxy.url,
 			"AWS_REGION=" + s.region,
 			"AWS_DEFAULT_REGION=" + s.region,
-			"AWS_ACCESS_KEY_ID=" + id,
+			"AWS_ACCESS_KEY_ID=" + s.functionKey(id, spec.name),
 			"AWS_SECRET_ACCESS_KEY=" + secret,
 			"AWS_EC2_METADATA_DISABLED=true",
 			"AWS_CONFIG_FILE=" + os.DevNull,

@@ -85,6 +85,16 @@ func (s *Sandbox) awsCredentials() (id, secret, token string) {
 	return "test", "test", ""
 }
 
+// functionKey is the access key id function fn signs with: against moto
+// its own (functionKeyID), so the fault proxy can tell the callers apart;
+// otherwise the configured one.
+func (s *Sandbox) functionKey(id, fn string) string {
+	if id == "test" {
+		return functionKeyID(fn)
+	}
+	return id
+}
+
 // resourceParams are the names the resources get.
 type resourceParams struct {
 	base          string // resource name stem

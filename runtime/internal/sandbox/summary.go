@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -181,6 +182,20 @@ func (s *Summary) Print(w io.Writer) {
 	row("github calls", "%d (%.2f per job; injected faults %d)", s.GitHubCalls, s.GitHubCallsPerJob, s.GitHubInjectedFaults)
 	row("aws calls (lambdas)", "%d (%.1f per job; injected 500s %d; spot requests %d, spot capacity errors %d)",
 		s.AWS.Requests, s.AWSCallsPerJob, s.AWS.Injected500, s.AWS.SpotRequests, s.AWS.InjectedSpot)
+	for _, fn := range sortedKeys(s.AWS.ByFunction) {
+		ops := s.AWS.ByFunction[fn]
+		var total int64
+		for _, n := range ops {
+			total += n
+		}
+		names := sortedKeys(ops)
+		sort.SliceStable(names, func(i, j int) bool { return ops[names[i]] > ops[names[j]] })
+		var parts []string
+		for _, op := range names {
+			parts = append(parts, fmt.Sprintf("%s %.2f", op, float64(ops[op])/float64(max(s.Jobs, 1))))
+		}
+		row("  aws calls per job: "+fn, "%.1f (%s)", float64(total)/float64(max(s.Jobs, 1)), strings.Join(parts, ", "))
+	}
 	row("webhook -> launch", "%s", lat(s.WebhookToLaunch))
 	row("webhook -> in_progress", "%s", lat(s.WebhookToInProgress))
 	if s.QueuedDeliveriesFailed > 0 {
@@ -219,4 +234,14 @@ func lostList(ids []int64) string {
 	}
 	b.WriteString(")")
 	return b.String()
+}
+
+// sortedKeys returns m's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

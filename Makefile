@@ -73,11 +73,16 @@ lint: ## gofmt, go vet, golangci-lint (shellcheck runs in the tests and ami.chec
 	golangci-lint run --config .github/golangci.yml ./...
 
 .PHONY: test
+# The sandbox's end-to-end test records every AWS call of each Lambda here;
+# stack/policycheck checks the record against the plan's policies.
+AWS_CALLS := $(CURDIR)/out/aws-calls.json
+
 test: tools lint ## Every test (starts moto, the GitHub fake and the Lambda emulator itself).
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/stack')
+	@rm -f $(AWS_CALLS)
+	JITR_AWS_CALLS_OUT=$(AWS_CALLS) $(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/stack')
 	@# The stack's tests compile the pulumi-aws SDK: without -race, which would
 	@# multiply its build time and memory (about 3.5 GB cold without it).
-	$(GO) test -count=1 ./stack/...
+	JITR_AWS_CALLS=$(AWS_CALLS) $(GO) test -count=1 ./stack/...
 
 .PHONY: fuzz
 fuzz: ## Fuzz the webhook handler for FUZZTIME (default 2m); new corpus entries land in the cache.

@@ -140,6 +140,7 @@ func Blocking(findings []Finding) []Finding {
 // string or a list.
 type statement struct {
 	Sid       string                    `json:"Sid"`
+	Effect    string                    `json:"Effect"`
 	Action    any                       `json:"Action"`
 	Condition map[string]map[string]any `json:"Condition"`
 }

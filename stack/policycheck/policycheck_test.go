@@ -179,3 +179,89 @@ func TestDocumentsRefusesWhatItCannotCheck(t *testing.T) {
 		t.Errorf("queue policy: %v, %v", docs, err)
 	}
 }
+
+// notInEveryRun are the granted actions that the sandbox's end-to-end run
+// need not show, with why; docs/security.md lists the same.
+var notInEveryRun = map[string]map[string]string{
+	"webhook": {
+		"logs:CreateLogStream": "the Lambda runtime writes the function's logs with its role (the sandbox's emulator writes files)",
+		"logs:PutLogEvents":    "the Lambda runtime writes the function's logs with its role",
+	},
+	"scaleup": {
+		"logs:CreateLogStream":        "the Lambda runtime writes the function's logs with its role",
+		"logs:PutLogEvents":           "the Lambda runtime writes the function's logs with its role",
+		"sqs:ReceiveMessage":          "the SQS event source mapping polls the queue with the function's role (the sandbox polls for it)",
+		"sqs:DeleteMessage":           "the event source mapping deletes what the function served",
+		"sqs:GetQueueAttributes":      "the event source mapping reads the queue's attributes",
+		"sqs:ChangeMessageVisibility": "a message deferred for a rate limit or a wait; a run without either defers none",
+		"sqs:SendMessage":             "wakes waiting jobs; only a run that fills a profile's slots waits (TestSaturation, make e2e)",
+		"ec2:TerminateInstances":      "undoes a launch whose JIT hand-over failed (scaleup's undo tests)",
+		"dynamodb:DeleteItem":         "removes the JIT item of an undone launch",
+	},
+	"scaledown": {
+		"logs:CreateLogStream":          "the Lambda runtime writes the function's logs with its role",
+		"logs:PutLogEvents":             "the Lambda runtime writes the function's logs with its role",
+		"ec2:TerminateInstances":        "terminates instances whose runner never came or is gone; healthy runners shut their own down (scaledown's tests)",
+		"sqs:SendMessage":               "re-queues the job of an instance that died before serving it (rule 6)",
+		"secretsmanager:GetSecretValue": "the App key, read at the first GitHub call of a process; a run whose sweeps never ask GitHub reads none",
+	},
+}
+
+// TestSufficiency: every AWS call each Lambda made in the sandbox's
+// end-to-end run (the record make test has it write) is granted by that
+// function's policy in the plan, and every granted action is used by some
+// call or listed in notInEveryRun with the reason.
+func TestSufficiency(t *testing.T) {
+	path := os.Getenv("JITR_AWS_CALLS")
+	if path == "" {
+		t.Skip("no AWS call record: `make test` runs the sandbox end-to-end test, which writes it, before this one")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("the AWS call record: %v (the sandbox end-to-end test writes it under make test)", err)
+	}
+	var calls policycheck.Calls
+	if err := json.Unmarshal(b, &calls); err != nil {
+		t.Fatal(err)
+	}
+	for _, fn := range []string{"webhook", "scaleup", "scaledown"} {
+		if len(calls[fn]) == 0 {
+			t.Fatalf("the record has no calls of %s: %s", fn, b)
+		}
+	}
+	rows, err := policycheck.Sufficiency(planDocuments(t),
+		map[string]string{"webhook": "jitr-webhook", "scaleup": "jitr-scaleup", "scaledown": "jitr-scaledown"},
+		calls, notInEveryRun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("sufficiency (record %s):\n%s", path, policycheck.Table(rows))
+	for _, r := range rows {
+		t.Logf("%s needs %v; explained %d", r.Function, r.Needed, len(r.Explained))
+		if len(r.Denied) > 0 {
+			t.Errorf("%s: calls the policy does not allow: %v", r.Function, r.Denied)
+		}
+		if len(r.Unused) > 0 {
+			t.Errorf("%s: granted, unused and unexplained: %v", r.Function, r.Unused)
+		}
+	}
+}
+
+// TestSufficiencyFindsGaps: a call without a grant and a grant without a
+// call are both reported.
+func TestSufficiencyFindsGaps(t *testing.T) {
+	d := doc(t, policycheck.Identity, "fn-role",
+		map[string]any{"Effect": "Allow", "Action": []string{"sqs:SendMessage", "ec2:CreateFleet", "ec2:RunInstances", "ec2:DescribeImages"}, "Resource": "*"})
+	rows, err := policycheck.Sufficiency([]policycheck.Document{d}, map[string]string{"fn": "fn-role"},
+		policycheck.Calls{"fn": {"sqs.SendMessage": 3, "ec2.CreateFleet": 1, "dynamodb.PutItem": 1, "sts.GetCallerIdentity": 1}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || strings.Join(rows[0].Denied, ",") != "dynamodb:PutItem" || strings.Join(rows[0].Unused, ",") != "ec2:DescribeImages" {
+		t.Errorf("rows %+v: want PutItem denied, DescribeImages unused (RunInstances is implied by CreateFleet)", rows)
+	}
+	if _, err := policycheck.Sufficiency([]policycheck.Document{d}, map[string]string{"fn": "fn-role"},
+		policycheck.Calls{"other": {"sqs.SendMessage": 1}}, nil); err == nil {
+		t.Error("calls of a function without a policy were accepted")
+	}
+}

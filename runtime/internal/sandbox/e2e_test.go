@@ -187,6 +187,20 @@ func TestEndToEnd(t *testing.T) {
 	if attributed != sum.AWS.Requests {
 		t.Errorf("%d of %d AWS requests attributed to a function", attributed, sum.AWS.Requests)
 	}
+	// make test hands the record to the IAM sufficiency check
+	// (stack/policycheck), which compares it with the plan's policies.
+	if out := os.Getenv("JITR_AWS_CALLS_OUT"); out != "" {
+		b, err := json.MarshalIndent(sum.AWS.ByFunction, "", " ")
+		if err == nil {
+			err = os.MkdirAll(filepath.Dir(out), 0o755)
+		}
+		if err == nil {
+			err = os.WriteFile(out, b, 0o644)
+		}
+		if err != nil {
+			t.Errorf("write the AWS call record: %v", err)
+		}
+	}
 	if sum.AWS.Injected500 == 0 || sum.GitHubInjectedFaults == 0 {
 		t.Errorf("no faults injected: AWS %+v, GitHub %d", sum.AWS, sum.GitHubInjectedFaults)
 	}

@@ -142,6 +142,7 @@ type statement struct {
 	Sid       string                    `json:"Sid"`
 	Effect    string                    `json:"Effect"`
 	Action    any                       `json:"Action"`
+	Resource  any                       `json:"Resource"`
 	Condition map[string]map[string]any `json:"Condition"`
 }
 
@@ -173,6 +174,22 @@ func (s statement) actions() []string {
 	case []any:
 		out := make([]string, 0, len(a))
 		for _, v := range a {
+			if str, ok := v.(string); ok {
+				out = append(out, str)
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+func (s statement) resources() []string {
+	switch r := s.Resource.(type) {
+	case string:
+		return []string{r}
+	case []any:
+		out := make([]string, 0, len(r))
+		for _, v := range r {
 			if str, ok := v.(string); ok {
 				out = append(out, str)
 			}

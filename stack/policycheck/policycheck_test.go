@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"sort"
 	"strings"
 	"testing"
 
@@ -51,6 +52,16 @@ func check(t *testing.T, docs []policycheck.Document) []policycheck.Finding {
 // one `make plan` uses) and returns the policy documents of its plan.
 func planDocuments(t *testing.T) []policycheck.Document {
 	t.Helper()
+	docs, err := policycheck.Documents(plan.Entries(planResources(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return docs
+}
+
+// planResources runs the program on the sample stack configuration.
+func planResources(t *testing.T) []plan.Resource {
+	t.Helper()
 	dir := t.TempDir()
 	o := program.Options{Builder: runners.BuilderFunc(func(_ context.Context, importPath string) (runners.Archive, error) {
 		z, err := runners.ZipBootstrap([]byte(importPath))
@@ -67,11 +78,37 @@ func planDocuments(t *testing.T) []policycheck.Document {
 	if err := plan.Run(program.New(o), m, plan.WithConfig(cfg, secret)); err != nil {
 		t.Fatal(err)
 	}
-	docs, err := policycheck.Documents(plan.Entries(m.Resources()))
-	if err != nil {
-		t.Fatal(err)
+	return m.Resources()
+}
+
+// resourceClasses names the plan's tables, queues and secrets as the
+// sandbox's record does (sandbox resources.classes), by ARN.
+func resourceClasses(t *testing.T, resources []plan.Resource) func(string) string {
+	t.Helper()
+	names := map[string]string{
+		"aws:dynamodb/table:Table jitr-jobs": "jobs-table", "aws:dynamodb/table:Table jitr-jit": "jit-table",
+		"aws:sqs/queue:Queue jitr-queue": "queue", "aws:sqs/queue:Queue jitr-dlq": "dead-letter-queue",
+		"aws:secretsmanager/secret:Secret jitr-app-key": "app-key", "aws:secretsmanager/secret:Secret jitr-webhook-secret": "webhook-secret",
 	}
-	return docs
+	arns := map[string]string{}
+	for _, r := range resources {
+		if c, ok := names[r.Type+" "+r.Name]; ok {
+			arn, _ := plan.Plain(r.Outputs)["arn"].(string)
+			arns[arn] = c
+		}
+	}
+	if len(arns) != len(names) {
+		t.Fatalf("found %d of the %d classed resources in the plan: %v", len(arns), len(names), arns)
+	}
+	return func(arn string) string {
+		if c, ok := arns[arn]; ok {
+			return c
+		}
+		if table, index, ok := strings.Cut(arn, "/index/"); ok && arns[table] != "" {
+			return arns[table] + "/index/" + index
+		}
+		return ""
+	}
 }
 
 // TestPlanPolicies: every policy document of the plan passes cfn-lint and
@@ -220,20 +257,43 @@ func TestSufficiency(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the AWS call record: %v (the sandbox end-to-end test writes it under make test)", err)
 	}
-	var calls policycheck.Calls
-	if err := json.Unmarshal(b, &calls); err != nil {
+	var record struct {
+		Operations policycheck.Calls `json:"operations"`
+		Resources  policycheck.Calls `json:"resources"`
+	}
+	if err := json.Unmarshal(b, &record); err != nil {
 		t.Fatal(err)
 	}
+	calls := record.Operations
 	for _, fn := range []string{"webhook", "scaleup", "scaledown"} {
 		if len(calls[fn]) == 0 {
 			t.Fatalf("the record has no calls of %s: %s", fn, b)
 		}
 	}
-	rows, err := policycheck.Sufficiency(planDocuments(t),
-		map[string]string{"webhook": "jitr-webhook", "scaleup": "jitr-scaleup", "scaledown": "jitr-scaledown"},
-		calls, notInEveryRun)
+	resources := planResources(t)
+	docs, err := policycheck.Documents(plan.Entries(resources))
 	if err != nil {
 		t.Fatal(err)
+	}
+	roles := map[string]string{"webhook": "jitr-webhook", "scaleup": "jitr-scaleup", "scaledown": "jitr-scaledown"}
+	rows, err := policycheck.Sufficiency(docs, roles, calls, notInEveryRun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The resource side: each call on a table, index, queue or secret is
+	// granted on that very resource.
+	if len(record.Resources["scaleup"]) == 0 {
+		t.Fatalf("the record has no resources: %s", b)
+	}
+	gaps, err := policycheck.ResourceGaps(docs, roles, record.Resources, resourceClasses(t, resources))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for fn, g := range gaps {
+		t.Errorf("%s: calls not granted on their resource: %v", fn, g)
+	}
+	for fn, calls := range record.Resources {
+		t.Logf("%s resources: %v", fn, sortedCalls(calls))
 	}
 	t.Logf("sufficiency (record %s):\n%s", path, policycheck.Table(rows))
 	for _, r := range rows {
@@ -245,6 +305,15 @@ func TestSufficiency(t *testing.T) {
 			t.Errorf("%s: granted, unused and unexplained: %v", r.Function, r.Unused)
 		}
 	}
+}
+
+func sortedCalls(m map[string]int64) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // TestSufficiencyFindsGaps: a call without a grant and a grant without a
@@ -263,5 +332,33 @@ func TestSufficiencyFindsGaps(t *testing.T) {
 	if _, err := policycheck.Sufficiency([]policycheck.Document{d}, map[string]string{"fn": "fn-role"},
 		policycheck.Calls{"other": {"sqs.SendMessage": 1}}, nil); err == nil {
 		t.Error("calls of a function without a policy were accepted")
+	}
+
+	// The resource side: PutItem granted on the JIT table only; a PutItem
+	// on the jobs table is a gap, one on the JIT table and a Query on an
+	// index granted by ARN are not.
+	jobs, jit := "arn:aws:dynamodb:eu-west-1:123456789012:table/jobs", "arn:aws:dynamodb:eu-west-1:123456789012:table/jit"
+	r := doc(t, policycheck.Identity, "fn-role",
+		map[string]any{"Effect": "Allow", "Action": []string{"dynamodb:PutItem"}, "Resource": []string{jit}},
+		map[string]any{"Effect": "Allow", "Action": []string{"dynamodb:Query"}, "Resource": []string{jobs + "/index/wait-index"}})
+	classOf := func(arn string) string {
+		switch arn {
+		case jobs:
+			return "jobs-table"
+		case jit:
+			return "jit-table"
+		case jobs + "/index/wait-index":
+			return "jobs-table/index/wait-index"
+		}
+		return ""
+	}
+	gaps, err := policycheck.ResourceGaps([]policycheck.Document{r}, map[string]string{"fn": "fn-role"},
+		policycheck.Calls{"fn": {"dynamodb.PutItem jobs-table": 1, "dynamodb.PutItem jit-table": 1, "dynamodb.Query jobs-table/index/wait-index": 1,
+			"dynamodb.Query jobs-table/index/slot-index": 1}}, classOf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(gaps["fn"], "; "); got != "dynamodb:PutItem on jobs-table; dynamodb:Query on jobs-table/index/slot-index" {
+		t.Errorf("resource gaps %q", got)
 	}
 }

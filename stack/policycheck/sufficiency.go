@@ -138,3 +138,57 @@ func Table(rows []Row) string {
 	}
 	return b.String()
 }
+
+// ResourceGaps checks the resource side of a record: resources maps each
+// function to "service.Operation class" counts, where class names one of
+// the deployment's resources ("jobs-table", "jobs-table/index/wait-index",
+// "queue", "app-key"); classOf names the resource an ARN of the plan
+// denotes ("" for none of those). It returns, per function, the calls that
+// no Allow statement of its policy grants on that resource (or on "*").
+func ResourceGaps(docs []Document, policy map[string]string, resources Calls, classOf func(arn string) string) (map[string][]string, error) {
+	gaps := map[string][]string{}
+	for _, fn := range sortedKeys(resources) {
+		owner, ok := policy[fn]
+		if !ok {
+			return nil, fmt.Errorf("resources recorded for %s, which has no policy to check them against", fn)
+		}
+		var list []statement
+		for _, d := range docs {
+			if d.Kind == Identity && d.Owner == owner {
+				sts, err := statements(d.Policy)
+				if err != nil {
+					return nil, err
+				}
+				list = append(list, sts...)
+			}
+		}
+		for _, call := range sortedKeys(resources[fn]) {
+			op, class, ok := strings.Cut(call, " ")
+			if !ok || class == "" {
+				return nil, fmt.Errorf("%s: record entry %q is not \"service.Operation resource\"", fn, call)
+			}
+			action, err := Action(op)
+			if err != nil {
+				return nil, err
+			}
+			if !grantsOn(list, action, class, classOf) {
+				gaps[fn] = append(gaps[fn], action+" on "+class)
+			}
+		}
+	}
+	return gaps, nil
+}
+
+func grantsOn(list []statement, action, class string, classOf func(string) string) bool {
+	for _, s := range list {
+		if s.Effect != "Allow" || !slices.ContainsFunc(s.actions(), func(a string) bool { return strings.EqualFold(a, action) }) {
+			continue
+		}
+		for _, r := range s.resources() {
+			if r == "*" || classOf(r) == class {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -187,10 +187,20 @@ func TestEndToEnd(t *testing.T) {
 	if attributed != sum.AWS.Requests {
 		t.Errorf("%d of %d AWS requests attributed to a function", attributed, sum.AWS.Requests)
 	}
+	for fn, calls := range sum.AWS.ByResource {
+		for call := range calls {
+			if strings.Contains(call, " unknown:") {
+				t.Errorf("%s called %s: not one of the deployment's resources", fn, call)
+			}
+		}
+	}
+	if len(sum.AWS.ByResource["scaleup"]) == 0 {
+		t.Errorf("no resources recorded for scaleup: %v", sum.AWS.ByResource)
+	}
 	// make test hands the record to the IAM sufficiency check
 	// (stack/policycheck), which compares it with the plan's policies.
 	if out := os.Getenv("JITR_AWS_CALLS_OUT"); out != "" {
-		b, err := json.MarshalIndent(sum.AWS.ByFunction, "", " ")
+		b, err := json.MarshalIndent(map[string]any{"operations": sum.AWS.ByFunction, "resources": sum.AWS.ByResource}, "", " ")
 		if err == nil {
 			err = os.MkdirAll(filepath.Dir(out), 0o755)
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -43,6 +44,10 @@ type faultProxy struct {
 	rng   *mrand.Rand
 	ops   map[string]int64            // requests per operation, e.g. "dynamodb.PutItem"
 	fnOps map[string]map[string]int64 // per function, then operation
+	fnRes map[string]map[string]int64 // per function, then "operation resource"
+	// classes names the deployment's resources by table name, queue URL
+	// and secret ARN (setResources); nil records no resources.
+	classes map[string]string
 
 	requests     atomic.Int64
 	injected500  atomic.Int64
@@ -59,7 +64,13 @@ type FaultStats struct {
 	// ByFunction counts them per Lambda ("scaleup") and operation: each
 	// function signs with its own access key id (functionKeyID), the record
 	// the IAM sufficiency check reads.
-	ByFunction    map[string]map[string]int64 `json:"byFunction,omitempty"`
+	ByFunction map[string]map[string]int64 `json:"byFunction,omitempty"`
+	// ByResource counts them per function and "operation resource", where
+	// resource names the deployment's table (and index), queue or secret
+	// the request names ("dynamodb.Query jobs-table/index/wait-index"):
+	// the resource side of the IAM sufficiency check. EC2 requests are not
+	// in it.
+	ByResource    map[string]map[string]int64 `json:"byResource,omitempty"`
 	SpotRequests  int64                       `json:"spotRequests"`
 	InjectedSpot  int64                       `json:"injectedSpotCapacityErrors"`
 	InjectedTotal int64                       `json:"injectedTotal"`
@@ -116,13 +127,8 @@ func (p *faultProxy) stats() FaultStats {
 	for k, v := range p.ops {
 		st.Operations[k] = v
 	}
-	st.ByFunction = make(map[string]map[string]int64, len(p.fnOps))
-	for fn, ops := range p.fnOps {
-		st.ByFunction[fn] = make(map[string]int64, len(ops))
-		for k, v := range ops {
-			st.ByFunction[fn][k] = v
-		}
-	}
+	st.ByFunction = copyCounts(p.fnOps)
+	st.ByResource = copyCounts(p.fnRes)
 	p.mu.Unlock()
 	return st
 }
@@ -132,7 +138,8 @@ func (st FaultStats) sub(before FaultStats) FaultStats {
 	d := FaultStats{
 		Requests: st.Requests - before.Requests, Injected500: st.Injected500 - before.Injected500,
 		SpotRequests: st.SpotRequests - before.SpotRequests, InjectedSpot: st.InjectedSpot - before.InjectedSpot,
-		Operations: map[string]int64{}, ByFunction: map[string]map[string]int64{},
+		Operations: map[string]int64{}, ByFunction: subCounts(st.ByFunction, before.ByFunction),
+		ByResource: subCounts(st.ByResource, before.ByResource),
 	}
 	d.InjectedTotal = d.Injected500 + d.InjectedSpot
 	for k, v := range st.Operations {
@@ -140,33 +147,98 @@ func (st FaultStats) sub(before FaultStats) FaultStats {
 			d.Operations[k] = n
 		}
 	}
-	for fn, ops := range st.ByFunction {
-		for k, v := range ops {
-			if n := v - before.ByFunction[fn][k]; n > 0 {
-				if d.ByFunction[fn] == nil {
-					d.ByFunction[fn] = map[string]int64{}
-				}
-				d.ByFunction[fn][k] = n
-			}
-		}
-	}
 	return d
 }
 
-func (p *faultProxy) count(fn, op string) {
+func copyCounts(m map[string]map[string]int64) map[string]map[string]int64 {
+	out := make(map[string]map[string]int64, len(m))
+	for fn, ops := range m {
+		out[fn] = make(map[string]int64, len(ops))
+		for k, v := range ops {
+			out[fn][k] = v
+		}
+	}
+	return out
+}
+
+func subCounts(now, before map[string]map[string]int64) map[string]map[string]int64 {
+	out := map[string]map[string]int64{}
+	for fn, ops := range now {
+		for k, v := range ops {
+			if n := v - before[fn][k]; n > 0 {
+				if out[fn] == nil {
+					out[fn] = map[string]int64{}
+				}
+				out[fn][k] = n
+			}
+		}
+	}
+	return out
+}
+
+func increment(m *map[string]map[string]int64, fn, key string) {
+	if *m == nil {
+		*m = map[string]map[string]int64{}
+	}
+	if (*m)[fn] == nil {
+		(*m)[fn] = map[string]int64{}
+	}
+	(*m)[fn][key]++
+}
+
+// setResources names the deployment's resources for the record.
+func (p *faultProxy) setResources(classes map[string]string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.classes = classes
+}
+
+func (p *faultProxy) count(fn, op string, target jsonTarget) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.ops[op]++
 	if fn == "" {
 		return
 	}
-	if p.fnOps == nil {
-		p.fnOps = map[string]map[string]int64{}
+	increment(&p.fnOps, fn, op)
+	if res := target.class(p.classes); res != "" {
+		increment(&p.fnRes, fn, op+" "+res)
 	}
-	if p.fnOps[fn] == nil {
-		p.fnOps[fn] = map[string]int64{}
+}
+
+// jsonTarget is what a JSON-protocol request (DynamoDB, SQS, Secrets
+// Manager) names as its resource.
+type jsonTarget struct {
+	TableName string `json:"TableName"`
+	IndexName string `json:"IndexName"`
+	QueueURL  string `json:"QueueUrl"`
+	SecretID  string `json:"SecretId"`
+}
+
+// class names the target among classes; "unknown:<name>" for a resource
+// that is not the deployment's, "" when the request names none.
+func (t jsonTarget) class(classes map[string]string) string {
+	if classes == nil {
+		return ""
 	}
-	p.fnOps[fn][op]++
+	name := t.TableName
+	if name == "" {
+		name = t.QueueURL
+	}
+	if name == "" {
+		name = t.SecretID
+	}
+	if name == "" {
+		return ""
+	}
+	c, ok := classes[name]
+	if !ok {
+		return "unknown:" + name
+	}
+	if t.IndexName != "" {
+		c += "/index/" + t.IndexName
+	}
+	return c
 }
 
 // functionKeyPrefix starts the access key id each Lambda signs with against
@@ -227,12 +299,22 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		form, _ = url.ParseQuery(string(body))
 	}
 	op := service(r) + "."
-	if target := r.Header.Get("X-Amz-Target"); target != "" {
-		op += target[strings.LastIndexByte(target, '.')+1:]
+	var target jsonTarget
+	if t := r.Header.Get("X-Amz-Target"); t != "" {
+		op += t[strings.LastIndexByte(t, '.')+1:]
+		body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+		_ = r.Body.Close()
+		if err != nil {
+			http.Error(w, "read body", http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		_ = json.Unmarshal(body, &target)
 	} else {
 		op += form.Get("Action")
 	}
-	p.count(caller(r), op)
+	p.count(caller(r), op, target)
 	if p.rate > 0 && !lastAttempt(r) && p.chance() {
 		p.injected500.Add(1)
 		writeInternalError(w, r)

@@ -113,6 +113,17 @@ type resources struct {
 	webhookSecretARN string
 }
 
+// classes names the resources in the terms of the stack's plan, keyed by
+// what a request names them by (table name, queue URL, secret ARN), for
+// the per-resource call record.
+func (r *resources) classes() map[string]string {
+	return map[string]string{
+		r.jobsTable: "jobs-table", r.jitTable: "jit-table",
+		r.queue.URL: "queue", r.queue.DLQURL: "dead-letter-queue",
+		r.appKeyARN: "app-key", r.webhookSecretARN: "webhook-secret",
+	}
+}
+
 // resourceParams takes the name prefix and runner version from the overlay
 // when it sets them, since they are baked into the launch template's
 // user-data. Against an endpoint the sandbox did not start, names get a

@@ -84,6 +84,30 @@ test: tools lint ## Every test (starts moto, the GitHub fake and the Lambda emul
 	@# multiply its build time and memory (about 3.5 GB cold without it).
 	JITR_AWS_CALLS=$(AWS_CALLS) $(GO) test -count=1 ./stack/...
 
+# govulncheck with the Go vulnerability database built offline: the
+# database's source (golang.org/x/vulndb, OSV files) comes through the Go
+# module proxy, and its own indexdb command lays it out as govulncheck reads
+# it, so no call to vuln.go.dev is needed. Bump VULNDB_VERSION for newer
+# advisories.
+GOVULNCHECK_VERSION := v1.1.4
+VULNDB_VERSION      := v0.0.0-20261105234957-e22db6528018
+VULNDB              := $(TOOLS)/vulndb/$(VULNDB_VERSION)
+
+$(TOOLS_BIN)/govulncheck:
+	GOBIN=$(TOOLS_BIN) $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION)
+
+$(TOOLS_BIN)/indexdb:
+	GOBIN=$(TOOLS_BIN) $(GO) install golang.org/x/vulndb/cmd/indexdb@$(VULNDB_VERSION)
+
+$(VULNDB)/index/db.json: $(TOOLS_BIN)/indexdb
+	@src=$$($(GO) mod download -json golang.org/x/vulndb@$(VULNDB_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
+	  test -d "$$src/data/osv" || { echo "golang.org/x/vulndb@$(VULNDB_VERSION) has no data/osv" >&2; exit 1; }; \
+	  rm -rf $(VULNDB) && $(TOOLS_BIN)/indexdb -vulns "$$src/data/osv" -out $(VULNDB)
+
+.PHONY: vulncheck
+vulncheck: $(TOOLS_BIN)/govulncheck $(VULNDB)/index/db.json ## govulncheck against the vulnerability database as of VULNDB_VERSION (offline).
+	govulncheck -db file://$(VULNDB) ./...
+
 .PHONY: fuzz
 fuzz: ## Fuzz the webhook handler for FUZZTIME (default 2m); new corpus entries land in the cache.
 	$(GO) test ./runtime/webhook/ -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME)

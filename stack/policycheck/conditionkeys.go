@@ -4,10 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -160,8 +161,8 @@ func (r *Reference) CheckConditionKeys(docs []Document) ([]Finding, error) {
 				}
 				available = append(available, keys...)
 			}
-			for _, op := range sortedKeys(s.Condition) {
-				for _, key := range sortedKeys(s.Condition[op]) {
+			for _, op := range slices.Sorted(maps.Keys(s.Condition)) {
+				for _, key := range slices.Sorted(maps.Keys(s.Condition[op])) {
 					if msg := r.checkKey(key, available, unknown, s.actions()); msg != "" {
 						findings = append(findings, Finding{
 							Document: d.Name(), Statement: where, Rule: ConditionKeyRule, Level: "Error",
@@ -197,13 +198,4 @@ func (r *Reference) checkKey(key string, available []string, anyAction bool, act
 		return ""
 	}
 	return fmt.Sprintf("not a condition key of %s", strings.Join(actions, ", "))
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

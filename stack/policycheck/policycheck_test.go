@@ -3,9 +3,10 @@ package policycheck_test
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"os"
 	"os/exec"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 
@@ -293,7 +294,7 @@ func TestSufficiency(t *testing.T) {
 		t.Errorf("%s: calls not granted on their resource: %v", fn, g)
 	}
 	for fn, calls := range record.Resources {
-		t.Logf("%s resources: %v", fn, sortedCalls(calls))
+		t.Logf("%s resources: %v", fn, slices.Sorted(maps.Keys(calls)))
 	}
 	t.Logf("sufficiency (record %s):\n%s", path, policycheck.Table(rows))
 	for _, r := range rows {
@@ -305,15 +306,6 @@ func TestSufficiency(t *testing.T) {
 			t.Errorf("%s: granted, unused and unexplained: %v", r.Function, r.Unused)
 		}
 	}
-}
-
-func sortedCalls(m map[string]int64) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // TestSufficiencyFindsGaps: a call without a grant and a grant without a

@@ -2,6 +2,7 @@ package policycheck
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -53,7 +54,7 @@ func Action(op string) (string, error) {
 // show, with why.
 func Sufficiency(docs []Document, policy map[string]string, calls Calls, reasons map[string]map[string]string) ([]Row, error) {
 	var rows []Row
-	for _, fn := range sortedKeys(policy) {
+	for _, fn := range slices.Sorted(maps.Keys(policy)) {
 		granted := map[string]string{} // lower case -> as written
 		found := false
 		for _, d := range docs {
@@ -99,7 +100,7 @@ func Sufficiency(docs []Document, policy map[string]string, calls Calls, reasons
 		}
 		sort.Strings(row.Needed)
 		sort.Strings(row.Denied)
-		for _, lower := range sortedKeys(granted) {
+		for _, lower := range slices.Sorted(maps.Keys(granted)) {
 			a := granted[lower]
 			if used[lower] {
 				continue
@@ -134,7 +135,7 @@ func Table(rows []Row) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-10s %6s  %-8s %-7s %-9s %s\n", "function", "calls", "actions", "denied", "explained", "unused")
 	for _, r := range rows {
-		fmt.Fprintf(&b, "%-10s %6d  %-8d %-7d %-9d %d\n", r.Function, r.Calls, len(slices.Compact(r.Needed)), len(r.Denied), len(r.Explained), len(r.Unused))
+		fmt.Fprintf(&b, "%-10s %6d  %-8d %-7d %-9d %d\n", r.Function, r.Calls, len(r.Needed), len(r.Denied), len(r.Explained), len(r.Unused))
 	}
 	return b.String()
 }
@@ -147,7 +148,7 @@ func Table(rows []Row) string {
 // no Allow statement of its policy grants on that resource (or on "*").
 func ResourceGaps(docs []Document, policy map[string]string, resources Calls, classOf func(arn string) string) (map[string][]string, error) {
 	gaps := map[string][]string{}
-	for _, fn := range sortedKeys(resources) {
+	for _, fn := range slices.Sorted(maps.Keys(resources)) {
 		owner, ok := policy[fn]
 		if !ok {
 			return nil, fmt.Errorf("resources recorded for %s, which has no policy to check them against", fn)
@@ -162,7 +163,7 @@ func ResourceGaps(docs []Document, policy map[string]string, resources Calls, cl
 				list = append(list, sts...)
 			}
 		}
-		for _, call := range sortedKeys(resources[fn]) {
+		for _, call := range slices.Sorted(maps.Keys(resources[fn])) {
 			op, class, ok := strings.Cut(call, " ")
 			if !ok || class == "" {
 				return nil, fmt.Errorf("%s: record entry %q is not \"service.Operation resource\"", fn, call)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/apigatewayv2"
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/cloudwatch"
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/sns"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
@@ -72,32 +73,11 @@ func (d *deployment) monitoring() error {
 			ComparisonOperator: pulumi.String("GreaterThanOrEqualToThreshold"),
 			TreatMissingData:   pulumi.String("notBreaching"),
 		}},
-		{"webhook-4xx", &cloudwatch.MetricAlarmArgs{
-			AlarmDescription: pulumi.String("The webhook stage answered 4xx: 429 when throttled (raise api.throttlingRateLimit / throttlingBurstLimit), " +
-				"401 for a signature that matched no secret (a rotation half done, or requests not from GitHub). GitHub does not retry them; " +
-				"the redelivery schedule brings GitHub's back."),
-			Namespace:          pulumi.String("AWS/ApiGateway"),
-			MetricName:         pulumi.String("4xx"),
-			Dimensions:         pulumi.StringMap{"ApiId": api.ID(), "Stage": pulumi.String("$default")},
-			Statistic:          pulumi.String("Sum"),
-			Period:             pulumi.Int(alarmPeriod),
-			EvaluationPeriods:  pulumi.Int(1),
-			Threshold:          pulumi.Float64(0),
-			ComparisonOperator: pulumi.String("GreaterThanThreshold"),
-			TreatMissingData:   pulumi.String("notBreaching"),
-		}},
-		{"webhook-5xx", &cloudwatch.MetricAlarmArgs{
-			AlarmDescription:   pulumi.String("The webhook answered GitHub with 5xx: those deliveries failed (the redelivery schedule brings them back; see its log)."),
-			Namespace:          pulumi.String("AWS/ApiGateway"),
-			MetricName:         pulumi.String("5xx"),
-			Dimensions:         pulumi.StringMap{"ApiId": api.ID(), "Stage": pulumi.String("$default")},
-			Statistic:          pulumi.String("Sum"),
-			Period:             pulumi.Int(alarmPeriod),
-			EvaluationPeriods:  pulumi.Int(1),
-			Threshold:          pulumi.Float64(0),
-			ComparisonOperator: pulumi.String("GreaterThanThreshold"),
-			TreatMissingData:   pulumi.String("notBreaching"),
-		}},
+		{"webhook-4xx", stageAlarm(api, "4xx", "The webhook stage answered 4xx: 429 when throttled (raise api.throttlingRateLimit / throttlingBurstLimit), "+
+			"401 for a signature that matched no secret (a rotation half done, or requests not from GitHub). GitHub does not retry them; "+
+			"the redelivery schedule brings GitHub's back.")},
+		{"webhook-5xx", stageAlarm(api, "5xx",
+			"The webhook answered GitHub with 5xx: those deliveries failed (the redelivery schedule brings them back; see its log).")},
 	}
 	for _, a := range alarms {
 		a.args.Tags = d.tags()
@@ -186,4 +166,21 @@ func dashboardBody(region, deployment, queueName, dlqName, apiID string, functio
 	}
 	b, err := json.Marshal(map[string]any{"widgets": widgets})
 	return string(b), err
+}
+
+// stageAlarm fires when the webhook stage answers any response of class
+// code ("4xx", "5xx") in a period.
+func stageAlarm(api *apigatewayv2.Api, code, description string) *cloudwatch.MetricAlarmArgs {
+	return &cloudwatch.MetricAlarmArgs{
+		AlarmDescription:   pulumi.String(description),
+		Namespace:          pulumi.String("AWS/ApiGateway"),
+		MetricName:         pulumi.String(code),
+		Dimensions:         pulumi.StringMap{"ApiId": api.ID(), "Stage": pulumi.String("$default")},
+		Statistic:          pulumi.String("Sum"),
+		Period:             pulumi.Int(alarmPeriod),
+		EvaluationPeriods:  pulumi.Int(1),
+		Threshold:          pulumi.Float64(0),
+		ComparisonOperator: pulumi.String("GreaterThanThreshold"),
+		TreatMissingData:   pulumi.String("notBreaching"),
+	}
 }

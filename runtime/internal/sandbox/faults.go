@@ -284,32 +284,38 @@ func lastAttempt(r *http.Request) bool {
 	return a >= n
 }
 
+// rereadBody reads r's body (up to 4 MiB) and puts it back for the proxy;
+// on a read error it answers 400 and returns false.
+func rereadBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+	_ = r.Body.Close()
+	if err != nil {
+		http.Error(w, "read body", http.StatusBadRequest)
+		return nil, false
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	return body, true
+}
+
 func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.requests.Add(1)
 	var form url.Values
 	if r.Method == http.MethodPost && strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
-		body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
-		_ = r.Body.Close()
-		if err != nil {
-			http.Error(w, "read body", http.StatusBadRequest)
+		body, ok := rereadBody(w, r)
+		if !ok {
 			return
 		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		r.ContentLength = int64(len(body))
 		form, _ = url.ParseQuery(string(body))
 	}
 	op := service(r) + "."
 	var target jsonTarget
 	if t := r.Header.Get("X-Amz-Target"); t != "" {
 		op += t[strings.LastIndexByte(t, '.')+1:]
-		body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
-		_ = r.Body.Close()
-		if err != nil {
-			http.Error(w, "read body", http.StatusBadRequest)
+		body, ok := rereadBody(w, r)
+		if !ok {
 			return
 		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		r.ContentLength = int64(len(body))
 		_ = json.Unmarshal(body, &target)
 	} else {
 		op += form.Get("Action")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -182,13 +183,13 @@ func (s *Summary) Print(w io.Writer) {
 	row("github calls", "%d (%.2f per job; injected faults %d)", s.GitHubCalls, s.GitHubCallsPerJob, s.GitHubInjectedFaults)
 	row("aws calls (lambdas)", "%d (%.1f per job; injected 500s %d; spot requests %d, spot capacity errors %d)",
 		s.AWS.Requests, s.AWSCallsPerJob, s.AWS.Injected500, s.AWS.SpotRequests, s.AWS.InjectedSpot)
-	for _, fn := range sortedKeys(s.AWS.ByFunction) {
+	for _, fn := range slices.Sorted(maps.Keys(s.AWS.ByFunction)) {
 		ops := s.AWS.ByFunction[fn]
 		var total int64
 		for _, n := range ops {
 			total += n
 		}
-		names := sortedKeys(ops)
+		names := slices.Sorted(maps.Keys(ops))
 		sort.SliceStable(names, func(i, j int) bool { return ops[names[i]] > ops[names[j]] })
 		var parts []string
 		for _, op := range names {
@@ -234,14 +235,4 @@ func lostList(ids []int64) string {
 	}
 	b.WriteString(")")
 	return b.String()
-}
-
-// sortedKeys returns m's keys in order.
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -138,6 +138,15 @@ func (s *Server) deliverAsync(id int64, action string) {
 		return
 	}
 	order.Lock() // taken here, in call order; released by the delivery
+	s.inBackground(func(ctx context.Context) {
+		defer order.Unlock()
+		s.DeliverJob(ctx, id, action)
+	})
+}
+
+// inBackground runs deliver in its own goroutine, counted as a delivery in
+// flight, with a context that Close cancels.
+func (s *Server) inBackground(deliver func(ctx context.Context)) {
 	s.bg.Add(1)
 	s.inflight.Add(1)
 	go func() {
@@ -152,8 +161,7 @@ func (s *Server) deliverAsync(id int64, action string) {
 			case <-ctx.Done():
 			}
 		}()
-		defer order.Unlock()
-		s.DeliverJob(ctx, id, action)
+		deliver(ctx)
 	}()
 }
 
@@ -297,23 +305,10 @@ func (s *Server) handleRedeliver(w http.ResponseWriter, _ *http.Request, p param
 		return
 	}
 	d.Redelivery, d.StatusCode, d.Status, d.Duration = true, 0, "", 0
-	s.bg.Add(1)
-	s.inflight.Add(1)
-	go func() {
-		defer s.bg.Done()
-		defer s.inflight.Done()
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			select {
-			case <-s.done:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
+	s.inBackground(func(ctx context.Context) {
 		if url != "" {
 			s.send(ctx, d, url, secret)
 		}
-	}()
+	})
 	writeJSON(w, http.StatusAccepted, struct{}{})
 }

@@ -11,6 +11,11 @@ TOOLS_BIN   := $(TOOLS)/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 # Reproducible builds: no VCS stamping, no build id, no local paths.
 export GOFLAGS := -buildvcs=false
+# The Go release go.mod names (toolchain line): the go command fetches it
+# through the module proxy when the installed one is older, even where the
+# environment says GOTOOLCHAIN=local. 1.26.11 fixes standard-library
+# advisories that `make vulncheck` reports for 1.26.8 to 1.26.10.
+export GOTOOLCHAIN := $(shell sed -n 's/^toolchain //p' go.mod)
 
 RIE_VERSION           := v0.0.0-20261030222936-bef5c4ba774d
 GOLANGCI_LINT_VERSION := v2.15.0
@@ -66,7 +71,7 @@ build: ## Cross-compile the Lambdas for linux/arm64 into bin/<fn>/bootstrap (rep
 	done
 
 .PHONY: lint
-lint: ## gofmt, go vet, golangci-lint (shellcheck runs in the tests and ami.check).
+lint: vulncheck ## gofmt, go vet, golangci-lint, govulncheck (shellcheck runs in the tests and ami.check).
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...

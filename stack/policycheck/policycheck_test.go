@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jit-runners/jit-runners/runtime/config"
 	"github.com/jit-runners/jit-runners/stack/plan"
 	"github.com/jit-runners/jit-runners/stack/policycheck"
 	"github.com/jit-runners/jit-runners/stack/program"
@@ -236,6 +237,7 @@ var notInEveryRun = map[string]map[string]string{
 		"ec2:TerminateInstances":      "undoes a launch whose JIT hand-over failed (scaleup's undo tests)",
 		"dynamodb:DeleteItem":         "removes the JIT item of an undone launch",
 	},
+	"runner": {}, // its one action, dynamodb:DeleteItem, is the bootstrap's hand-over
 	"scaledown": {
 		"logs:CreateLogStream":          "the Lambda runtime writes the function's logs with its role",
 		"logs:PutLogEvents":             "the Lambda runtime writes the function's logs with its role",
@@ -243,6 +245,35 @@ var notInEveryRun = map[string]map[string]string{
 		"sqs:SendMessage":               "re-queues the job of an instance that died before serving it (rule 6)",
 		"secretsmanager:GetSecretValue": "the App key, read at the first GitHub call of a process; a run whose sweeps never ask GitHub reads none",
 	},
+}
+
+// contextSetByAWS are the actions CreateFleet is also authorised for whose
+// conditioned keys no request carries: AWS sets them.
+var contextSetByAWS = map[string]string{
+	"iam:PassRole":                "iam:PassedToService is ec2.amazonaws.com when EC2 passes the launch template's instance profile",
+	"iam:CreateServiceLinkedRole": "iam:AWSServiceName is the service whose role EC2 creates on an account's first spot or fleet launch",
+}
+
+// conditionClasses classes the values the plan's conditions name as the
+// sandbox's recorder classes those of a request (sandbox conditions.go):
+// the deployment's name prefix, launch template and subnets, and the
+// caller's own instance.
+func conditionClasses(t *testing.T, resources []plan.Resource) func(string) string {
+	t.Helper()
+	classes := map[string]string{config.DefaultNamePrefix: "name-prefix", runners.SelfInstanceARN: "own-instance"}
+	for _, r := range resources {
+		arn, _ := plan.Plain(r.Outputs)["arn"].(string)
+		switch r.Type {
+		case "aws:ec2/launchTemplate:LaunchTemplate":
+			classes[arn] = "launch-template"
+		case "aws:ec2/subnet:Subnet":
+			classes[arn] = "subnet"
+		}
+	}
+	if !slices.Contains(slices.Collect(maps.Values(classes)), "launch-template") || !slices.Contains(slices.Collect(maps.Values(classes)), "subnet") {
+		t.Fatalf("the plan has no launch template or no subnet ARN: %v", classes)
+	}
+	return func(v string) string { return classes[v] }
 }
 
 // TestSufficiency: every AWS call each Lambda made in the sandbox's
@@ -261,12 +292,13 @@ func TestSufficiency(t *testing.T) {
 	var record struct {
 		Operations policycheck.Calls `json:"operations"`
 		Resources  policycheck.Calls `json:"resources"`
+		Conditions policycheck.Calls `json:"conditions"`
 	}
 	if err := json.Unmarshal(b, &record); err != nil {
 		t.Fatal(err)
 	}
 	calls := record.Operations
-	for _, fn := range []string{"webhook", "scaleup", "scaledown"} {
+	for _, fn := range []string{"webhook", "scaleup", "scaledown", "runner"} {
 		if len(calls[fn]) == 0 {
 			t.Fatalf("the record has no calls of %s: %s", fn, b)
 		}
@@ -276,7 +308,7 @@ func TestSufficiency(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	roles := map[string]string{"webhook": "jitr-webhook", "scaleup": "jitr-scaleup", "scaledown": "jitr-scaledown"}
+	roles := map[string]string{"webhook": "jitr-webhook", "scaleup": "jitr-scaleup", "scaledown": "jitr-scaledown", "runner": "jitr-runner"}
 	rows, err := policycheck.Sufficiency(docs, roles, calls, notInEveryRun)
 	if err != nil {
 		t.Fatal(err)
@@ -295,6 +327,35 @@ func TestSufficiency(t *testing.T) {
 	}
 	for fn, calls := range record.Resources {
 		t.Logf("%s resources: %v", fn, slices.Sorted(maps.Keys(calls)))
+	}
+	// The condition side: every condition of a statement whose action the
+	// recorder saw is met by every recorded call; a statement it never saw
+	// is one whose action the run need not show, or whose context AWS
+	// alone sets.
+	checks, err := policycheck.Conditions(docs, roles, record.Conditions, conditionClasses(t, resources))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range checks {
+		t.Logf("%s conditions met: %v", c.Function, c.Met)
+		for _, g := range c.Gaps {
+			t.Errorf("%s: condition not met: %s", c.Function, g)
+		}
+		for _, u := range c.Unseen {
+			_, action, _ := strings.Cut(u, " ")
+			if _, ok := notInEveryRun[c.Function][action]; ok {
+				continue
+			}
+			if _, ok := contextSetByAWS[action]; ok {
+				continue
+			}
+			t.Errorf("%s: conditioned statement %s: the record has no call of that action and no reason is given", c.Function, u)
+		}
+	}
+	for _, fn := range []string{"scaleup", "runner"} {
+		if i := slices.IndexFunc(checks, func(c policycheck.ConditionCheck) bool { return c.Function == fn }); i < 0 || len(checks[i].Met) == 0 {
+			t.Errorf("no condition of %s was checked against the record: %s", fn, b)
+		}
 	}
 	t.Logf("sufficiency (record %s):\n%s", path, policycheck.Table(rows))
 	for _, r := range rows {
@@ -352,5 +413,53 @@ func TestSufficiencyFindsGaps(t *testing.T) {
 	}
 	if got := strings.Join(gaps["fn"], "; "); got != "dynamodb:PutItem on jobs-table; dynamodb:Query on jobs-table/index/slot-index" {
 		t.Errorf("resource gaps %q", got)
+	}
+}
+
+// TestConditionsFindGaps: a call whose value fails a condition, a key the
+// record lacks and an operator not evaluated are gaps; a statement whose
+// action was never seen is unseen.
+func TestConditionsFindGaps(t *testing.T) {
+	tmpl := "arn:aws:ec2:eu-west-1:123456789012:launch-template/lt-1"
+	d := doc(t, policycheck.Identity, "fn-role",
+		map[string]any{"Sid": "Run", "Effect": "Allow", "Action": []string{"ec2:RunInstances"}, "Resource": "*",
+			"Condition": map[string]any{"ArnEquals": map[string]any{"ec2:LaunchTemplate": tmpl}, "StringEquals": map[string]any{"aws:RequestTag/jitr:managed-by": "jitr"}}},
+		map[string]any{"Sid": "Tag", "Effect": "Allow", "Action": []string{"ec2:CreateTags"}, "Resource": "*",
+			"Condition": map[string]any{"StringLike": map[string]any{"ec2:CreateAction": "Create*"}}},
+		map[string]any{"Sid": "Stop", "Effect": "Allow", "Action": []string{"ec2:TerminateInstances"}, "Resource": "*",
+			"Condition": map[string]any{"StringEquals": map[string]any{"aws:ResourceTag/jitr:managed-by": "jitr"}}})
+	classOf := func(v string) string {
+		return map[string]string{tmpl: "launch-template", "jitr": "name-prefix"}[v]
+	}
+	roles := map[string]string{"fn": "fn-role"}
+	good := policycheck.Calls{"fn": {"ec2:RunInstances": 2, "ec2:RunInstances ec2:LaunchTemplate=launch-template": 2,
+		"ec2:RunInstances aws:RequestTag/jitr:managed-by=name-prefix": 2}}
+	checks, err := policycheck.Conditions([]policycheck.Document{d}, roles, good, classOf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := checks[0]
+	if len(c.Gaps) != 0 || len(c.Met) != 2 || strings.Join(c.Unseen, ",") != "Stop ec2:TerminateInstances,Tag ec2:CreateTags" {
+		t.Errorf("a met record: %+v", c)
+	}
+
+	bad := policycheck.Calls{"fn": {"ec2:RunInstances": 2, "ec2:RunInstances ec2:LaunchTemplate=launch-template": 1,
+		"ec2:RunInstances ec2:LaunchTemplate=other:lt-9": 1, "ec2:CreateTags": 1, "ec2:CreateTags ec2:CreateAction=CreateFleet": 1}}
+	checks, err = policycheck.Conditions([]policycheck.Document{d}, roles, bad, classOf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(checks[0].Gaps, "\n")
+	for _, want := range []string{
+		"Run ec2:RunInstances ec2:LaunchTemplate: 1 calls carried other:lt-9",
+		"Run ec2:RunInstances aws:RequestTag/jitr:managed-by: the record has no value",
+		"Tag ec2:CreateTags ec2:CreateAction: operator StringLike is not evaluated",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("gaps %q: want %q", got, want)
+		}
+	}
+	if _, err := policycheck.Conditions([]policycheck.Document{d}, roles, policycheck.Calls{"other": {"ec2:RunInstances": 1}}, classOf); err == nil {
+		t.Error("facts of a function without a policy were accepted")
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
@@ -27,7 +29,6 @@ import (
 // (ghfake.Server.BusyRunnersLost), and the end-to-end tests require none.
 type agents struct {
 	s    *Sandbox
-	jit  *jitstore.Store
 	ec2  *ec2.Client
 	wait time.Duration // how long an instance waits for its JIT config
 
@@ -38,7 +39,6 @@ type agents struct {
 func newAgents(s *Sandbox) *agents {
 	a := &agents{
 		s:       s,
-		jit:     jitstore.New(dynamodb.NewFromConfig(s.awsCfg), s.cfg.Launch.JITConfigTableName, nil),
 		ec2:     ec2.NewFromConfig(s.awsCfg),
 		wait:    bootstrap.DefaultJITWait,
 		running: map[string]context.CancelFunc{},
@@ -151,11 +151,28 @@ func (a *agents) offline(log *slog.Logger, runnerID int64) {
 // first retries come sooner.
 var jitRetryDelays = []time.Duration{100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 3 * time.Second, 5 * time.Second}
 
+// jitStore is the JIT table as the instance's bootstrap reaches it: against
+// moto through the proxy, signed as the runner role with a session token
+// that names the instance (instance-profile credentials carry
+// ec2:SourceInstanceARN), so the record holds the bootstrap's call and
+// the key it names; otherwise with the sandbox's own credentials.
+func (a *agents) jitStore(arn string) *jitstore.Store {
+	db := dynamodb.NewFromConfig(a.s.awsCfg)
+	if id, _, _ := a.s.awsCredentials(); id == "test" {
+		db = dynamodb.NewFromConfig(a.s.awsCfg, func(o *dynamodb.Options) {
+			o.BaseEndpoint = aws.String(a.s.proxy.url)
+			o.Credentials = credentials.NewStaticCredentialsProvider(functionKeyID("runner"), "test", sessionTokenPrefix+arn)
+		})
+	}
+	return jitstore.New(db, a.s.cfg.Launch.JITConfigTableName, nil)
+}
+
 // takeJIT retries Take while the entry is absent, as the bootstrap does.
 func (a *agents) takeJIT(ctx context.Context, arn string) (string, error) {
+	store := a.jitStore(arn)
 	deadline := time.Now().Add(a.wait)
 	for attempt := 0; ; attempt++ {
-		v, err := a.jit.Take(ctx, arn)
+		v, err := store.Take(ctx, arn)
 		switch {
 		case err == nil:
 			return v, nil

@@ -174,10 +174,23 @@ func TestEndToEnd(t *testing.T) {
 	// signed it (the per-function record the IAM sufficiency check reads),
 	// and each function made some.
 	var attributed int64
-	for _, fn := range []string{"webhook", "scaleup", "scaledown"} {
+	for _, fn := range []string{"webhook", "scaleup", "scaledown", "runner"} {
 		if len(sum.AWS.ByFunction[fn]) == 0 {
 			t.Errorf("no AWS calls recorded for %s: %v", fn, sum.AWS.ByFunction)
 		}
+	}
+	// Each instance's bootstrap named its own key (dynamodb:LeadingKeys is
+	// its ARN), and each launch carried our tag, template and subnets.
+	for fact, n := range sum.AWS.ByCondition["runner"] {
+		if strings.Contains(fact, "LeadingKeys=") && !strings.HasSuffix(fact, "=own-instance") {
+			t.Errorf("runner: %d calls with %s", n, fact)
+		}
+	}
+	if sum.AWS.ByCondition["runner"]["dynamodb:DeleteItem dynamodb:LeadingKeys=own-instance"] == 0 {
+		t.Errorf("no bootstrap hand-over recorded: %v", sum.AWS.ByCondition)
+	}
+	if sum.AWS.ByCondition["scaleup"]["ec2:RunInstances ec2:LaunchTemplate=launch-template"] == 0 {
+		t.Errorf("no launch recorded with its template: %v", sum.AWS.ByCondition["scaleup"])
 	}
 	for _, ops := range sum.AWS.ByFunction {
 		for _, n := range ops {
@@ -200,7 +213,7 @@ func TestEndToEnd(t *testing.T) {
 	// make test hands the record to the IAM sufficiency check
 	// (stack/policycheck), which compares it with the plan's policies.
 	if out := os.Getenv("JITR_AWS_CALLS_OUT"); out != "" {
-		b, err := json.MarshalIndent(map[string]any{"operations": sum.AWS.ByFunction, "resources": sum.AWS.ByResource}, "", " ")
+		b, err := json.MarshalIndent(map[string]any{"operations": sum.AWS.ByFunction, "resources": sum.AWS.ByResource, "conditions": sum.AWS.ByCondition}, "", " ")
 		if err == nil {
 			err = os.MkdirAll(filepath.Dir(out), 0o755)
 		}

@@ -45,9 +45,12 @@ type faultProxy struct {
 	ops   map[string]int64            // requests per operation, e.g. "dynamodb.PutItem"
 	fnOps map[string]map[string]int64 // per function, then operation
 	fnRes map[string]map[string]int64 // per function, then "operation resource"
+	fnCon map[string]map[string]int64 // per function, then condition fact (conditions.go)
 	// classes names the deployment's resources by table name, queue URL
 	// and secret ARN (setResources); nil records no resources.
 	classes map[string]string
+	// cond classes the values IAM conditions look at; nil records none.
+	cond *conditionContext
 
 	requests     atomic.Int64
 	injected500  atomic.Int64
@@ -70,7 +73,11 @@ type FaultStats struct {
 	// the request names ("dynamodb.Query jobs-table/index/wait-index"):
 	// the resource side of the IAM sufficiency check. EC2 requests are not
 	// in it.
-	ByResource    map[string]map[string]int64 `json:"byResource,omitempty"`
+	ByResource map[string]map[string]int64 `json:"byResource,omitempty"`
+	// ByCondition counts, per function, the values each call carried for
+	// the condition keys of our policies (conditions.go): the condition
+	// side of the check, which moto cannot make.
+	ByCondition   map[string]map[string]int64 `json:"byCondition,omitempty"`
 	SpotRequests  int64                       `json:"spotRequests"`
 	InjectedSpot  int64                       `json:"injectedSpotCapacityErrors"`
 	InjectedTotal int64                       `json:"injectedTotal"`
@@ -129,6 +136,7 @@ func (p *faultProxy) stats() FaultStats {
 	}
 	st.ByFunction = copyCounts(p.fnOps)
 	st.ByResource = copyCounts(p.fnRes)
+	st.ByCondition = copyCounts(p.fnCon)
 	p.mu.Unlock()
 	return st
 }
@@ -139,7 +147,7 @@ func (st FaultStats) sub(before FaultStats) FaultStats {
 		Requests: st.Requests - before.Requests, Injected500: st.Injected500 - before.Injected500,
 		SpotRequests: st.SpotRequests - before.SpotRequests, InjectedSpot: st.InjectedSpot - before.InjectedSpot,
 		Operations: map[string]int64{}, ByFunction: subCounts(st.ByFunction, before.ByFunction),
-		ByResource: subCounts(st.ByResource, before.ByResource),
+		ByResource: subCounts(st.ByResource, before.ByResource), ByCondition: subCounts(st.ByCondition, before.ByCondition),
 	}
 	d.InjectedTotal = d.Injected500 + d.InjectedSpot
 	for k, v := range st.Operations {
@@ -186,14 +194,16 @@ func increment(m *map[string]map[string]int64, fn, key string) {
 	(*m)[fn][key]++
 }
 
-// setResources names the deployment's resources for the record.
-func (p *faultProxy) setResources(classes map[string]string) {
+// setResources names the deployment's resources for the record, and what
+// the condition recorder needs.
+func (p *faultProxy) setResources(classes map[string]string, cond *conditionContext) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.classes = classes
+	p.cond = cond
 }
 
-func (p *faultProxy) count(fn, op string, target jsonTarget) {
+func (p *faultProxy) count(fn, op string, target jsonTarget, facts []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.ops[op]++
@@ -204,6 +214,15 @@ func (p *faultProxy) count(fn, op string, target jsonTarget) {
 	if res := target.class(p.classes); res != "" {
 		increment(&p.fnRes, fn, op+" "+res)
 	}
+	for _, f := range facts {
+		increment(&p.fnCon, fn, f)
+	}
+}
+
+func (p *faultProxy) conditions() *conditionContext {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cond
 }
 
 // jsonTarget is what a JSON-protocol request (DynamoDB, SQS, Secrets
@@ -310,17 +329,23 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	op := service(r) + "."
 	var target jsonTarget
+	var body []byte
 	if t := r.Header.Get("X-Amz-Target"); t != "" {
 		op += t[strings.LastIndexByte(t, '.')+1:]
-		body, ok := rereadBody(w, r)
-		if !ok {
+		var ok bool
+		if body, ok = rereadBody(w, r); !ok {
 			return
 		}
 		_ = json.Unmarshal(body, &target)
 	} else {
 		op += form.Get("Action")
 	}
-	p.count(caller(r), op, target)
+	fn := caller(r)
+	var facts []string
+	if fn != "" {
+		facts = p.conditions().conditionFacts(r, op, form, body)
+	}
+	p.count(fn, op, target, facts)
 	if p.rate > 0 && !lastAttempt(r) && p.chance() {
 		p.injected500.Add(1)
 		writeInternalError(w, r)

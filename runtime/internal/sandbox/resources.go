@@ -124,6 +124,20 @@ func (r *resources) classes() map[string]string {
 	}
 }
 
+// conditionClasses names the values the IAM conditions of our policies
+// compare with: the deployment's name prefix (the jitr:managed-by tag),
+// its launch template and subnets.
+func (r *resources) conditionClasses(namePrefix string) map[string]string {
+	c := map[string]string{namePrefix: "name-prefix"}
+	if r.network != nil {
+		c[r.network.LaunchTemplateID] = "launch-template"
+		for _, s := range r.network.SubnetIDs {
+			c[s] = "subnet"
+		}
+	}
+	return c
+}
+
 // resourceParams takes the name prefix and runner version from the overlay
 // when it sets them, since they are baked into the launch template's
 // user-data. Against an endpoint the sandbox did not start, names get a

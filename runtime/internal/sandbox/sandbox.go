@@ -294,7 +294,9 @@ func Start(ctx context.Context, opts Options) (s *Sandbox, err error) {
 	if s.proxy, err = startFaultProxy(s.awsURL, opts.FaultRate, opts.Seed, s.log); err != nil {
 		return s, err
 	}
-	s.proxy.setResources(s.res.classes())
+	s.proxy.setResources(s.res.classes(), &conditionContext{
+		classes: s.res.conditionClasses(s.cfg.NamePrefix), managedBy: s.managedBy,
+	})
 	if err := s.startLambdas(ctx, bins); err != nil {
 		return s, err
 	}

@@ -1,0 +1,138 @@
+package policycheck
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// ConditionCheck is the condition side of one function's sufficiency: the
+// conditions of its Allow statements evaluated against the values the
+// recorded calls carried (the sandbox's recorder, which reads them from
+// each request as AWS puts them in the request context).
+type ConditionCheck struct {
+	Function string
+	// Met are "Sid action key" whose every recorded value satisfies the
+	// condition.
+	Met []string
+	// Gaps are conditions a recorded call fails, or whose key the record
+	// does not show for an action it saw: each would be a denial on AWS.
+	Gaps []string
+	// Unseen are "Sid action" of conditioned statements whose action the
+	// recorder never saw a context for.
+	Unseen []string
+}
+
+// Conditions evaluates each conditioned Allow statement of each function's
+// policy against facts: per function, "action" (the recorder saw a call
+// authorised for it) and "action key=class" (one value the call carried
+// for the key, classed as the recorder classes them). classOf classes a
+// value written in a policy the same way ("" leaves it literal). The
+// operators our policies use are evaluated: StringEquals, ArnEquals and
+// ForAllValues:StringEquals (each value of a multivalued key); any other
+// is a gap, so a new operator cannot pass unchecked.
+func Conditions(docs []Document, policy map[string]string, facts Calls, classOf func(string) string) ([]ConditionCheck, error) {
+	for fn := range facts {
+		if _, ok := policy[fn]; !ok {
+			return nil, fmt.Errorf("condition facts recorded for %s, which has no policy to check them against", fn)
+		}
+	}
+	var out []ConditionCheck
+	for _, fn := range slices.Sorted(maps.Keys(policy)) {
+		check := ConditionCheck{Function: fn}
+		found := false
+		for _, d := range docs {
+			if d.Kind != Identity || d.Owner != policy[fn] {
+				continue
+			}
+			found = true
+			list, err := statements(d.Policy)
+			if err != nil {
+				return nil, err
+			}
+			for _, s := range list {
+				if s.Effect != "Allow" || len(s.Condition) == 0 {
+					continue
+				}
+				for _, a := range s.actions() {
+					if facts[fn][a] == 0 {
+						check.Unseen = append(check.Unseen, s.Sid+" "+a)
+						continue
+					}
+					met, gaps := evaluate(s, a, facts[fn], classOf)
+					check.Met = append(check.Met, met...)
+					check.Gaps = append(check.Gaps, gaps...)
+				}
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("function %s: no identity policy owned by %s in the plan", fn, policy[fn])
+		}
+		sort.Strings(check.Met)
+		sort.Strings(check.Gaps)
+		sort.Strings(check.Unseen)
+		out = append(out, check)
+	}
+	return out, nil
+}
+
+// evaluate checks statement s's conditions for action a.
+func evaluate(s statement, a string, facts map[string]int64, classOf func(string) string) (met, gaps []string) {
+	for _, op := range slices.Sorted(maps.Keys(s.Condition)) {
+		for _, key := range slices.Sorted(maps.Keys(s.Condition[op])) {
+			name := s.Sid + " " + a + " " + key
+			switch op {
+			case "StringEquals", "ArnEquals", "ForAllValues:StringEquals":
+			default:
+				gaps = append(gaps, name+": operator "+op+" is not evaluated")
+				continue
+			}
+			want := map[string]bool{}
+			for _, v := range values(s.Condition[op][key]) {
+				if c := classOf(v); c != "" {
+					v = c
+				}
+				want[v] = true
+			}
+			prefix := a + " " + key + "="
+			seen, failed := 0, false
+			for _, f := range slices.Sorted(maps.Keys(facts)) {
+				class, ok := strings.CutPrefix(f, prefix)
+				if !ok {
+					continue
+				}
+				seen++
+				if !want[class] {
+					failed = true
+					gaps = append(gaps, fmt.Sprintf("%s: %d calls carried %s, the condition wants %v", name, facts[f], class, slices.Sorted(maps.Keys(want))))
+				}
+			}
+			switch {
+			case seen == 0:
+				gaps = append(gaps, name+": the record has no value of this key for the action")
+			case !failed:
+				met = append(met, name)
+			}
+		}
+	}
+	return met, gaps
+}
+
+// values are a condition's values (one string or a list).
+func values(v any) []string {
+	switch x := v.(type) {
+	case string:
+		return []string{x}
+	case []any:
+		out := make([]string, 0, len(x))
+		for _, e := range x {
+			if s, ok := e.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
+}

@@ -42,33 +42,26 @@ func Conditions(docs []Document, policy map[string]string, facts Calls, classOf 
 	var out []ConditionCheck
 	for _, fn := range slices.Sorted(maps.Keys(policy)) {
 		check := ConditionCheck{Function: fn}
-		found := false
-		for _, d := range docs {
-			if d.Kind != Identity || d.Owner != policy[fn] {
-				continue
-			}
-			found = true
-			list, err := statements(d.Policy)
-			if err != nil {
-				return nil, err
-			}
-			for _, s := range list {
-				if s.Effect != "Allow" || len(s.Condition) == 0 {
-					continue
-				}
-				for _, a := range s.actions() {
-					if facts[fn][a] == 0 {
-						check.Unseen = append(check.Unseen, s.Sid+" "+a)
-						continue
-					}
-					met, gaps := evaluate(s, a, facts[fn], classOf)
-					check.Met = append(check.Met, met...)
-					check.Gaps = append(check.Gaps, gaps...)
-				}
-			}
+		list, found, err := roleStatements(docs, policy[fn])
+		if err != nil {
+			return nil, err
 		}
 		if !found {
 			return nil, fmt.Errorf("function %s: no identity policy owned by %s in the plan", fn, policy[fn])
+		}
+		for _, s := range list {
+			if s.Effect != "Allow" || len(s.Condition) == 0 {
+				continue
+			}
+			for _, a := range s.actions() {
+				if facts[fn][a] == 0 {
+					check.Unseen = append(check.Unseen, s.Sid+" "+a)
+					continue
+				}
+				met, gaps := evaluate(s, a, facts[fn], classOf)
+				check.Met = append(check.Met, met...)
+				check.Gaps = append(check.Gaps, gaps...)
+			}
 		}
 		sort.Strings(check.Met)
 		sort.Strings(check.Gaps)
@@ -90,7 +83,7 @@ func evaluate(s statement, a string, facts map[string]int64, classOf func(string
 				continue
 			}
 			want := map[string]bool{}
-			for _, v := range values(s.Condition[op][key]) {
+			for _, v := range stringList(s.Condition[op][key]) {
 				if c := classOf(v); c != "" {
 					v = c
 				}
@@ -118,21 +111,4 @@ func evaluate(s statement, a string, facts map[string]int64, classOf func(string
 		}
 	}
 	return met, gaps
-}
-
-// values are a condition's values (one string or a list).
-func values(v any) []string {
-	switch x := v.(type) {
-	case string:
-		return []string{x}
-	case []any:
-		out := make([]string, 0, len(x))
-		for _, e := range x {
-			if s, ok := e.(string); ok {
-				out = append(out, s)
-			}
-		}
-		return out
-	}
-	return nil
 }

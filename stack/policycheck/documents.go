@@ -167,15 +167,20 @@ func statements(policy json.RawMessage) ([]statement, error) {
 	return []statement{one}, nil
 }
 
-func (s statement) actions() []string {
-	switch a := s.Action.(type) {
+func (s statement) actions() []string { return stringList(s.Action) }
+
+func (s statement) resources() []string { return stringList(s.Resource) }
+
+// stringList reads a policy element that is one string or a list of them.
+func stringList(v any) []string {
+	switch x := v.(type) {
 	case string:
-		return []string{a}
+		return []string{x}
 	case []any:
-		out := make([]string, 0, len(a))
-		for _, v := range a {
-			if str, ok := v.(string); ok {
-				out = append(out, str)
+		out := make([]string, 0, len(x))
+		for _, e := range x {
+			if s, ok := e.(string); ok {
+				out = append(out, s)
 			}
 		}
 		return out
@@ -183,20 +188,21 @@ func (s statement) actions() []string {
 	return nil
 }
 
-func (s statement) resources() []string {
-	switch r := s.Resource.(type) {
-	case string:
-		return []string{r}
-	case []any:
-		out := make([]string, 0, len(r))
-		for _, v := range r {
-			if str, ok := v.(string); ok {
-				out = append(out, str)
-			}
+// roleStatements are the statements of the identity policies owned by
+// owner; found is false when there is none.
+func roleStatements(docs []Document, owner string) (list []statement, found bool, err error) {
+	for _, d := range docs {
+		if d.Kind != Identity || d.Owner != owner {
+			continue
 		}
-		return out
+		found = true
+		sts, err := statements(d.Policy)
+		if err != nil {
+			return nil, true, err
+		}
+		list = append(list, sts...)
 	}
-	return nil
+	return list, found, nil
 }
 
 func statementName(s statement, i int) string {

@@ -56,23 +56,16 @@ func Sufficiency(docs []Document, policy map[string]string, calls Calls, reasons
 	var rows []Row
 	for _, fn := range slices.Sorted(maps.Keys(policy)) {
 		granted := map[string]string{} // lower case -> as written
-		found := false
-		for _, d := range docs {
-			if d.Kind != Identity || d.Owner != policy[fn] {
+		list, found, err := roleStatements(docs, policy[fn])
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range list {
+			if s.Effect != "Allow" {
 				continue
 			}
-			found = true
-			list, err := statements(d.Policy)
-			if err != nil {
-				return nil, err
-			}
-			for _, s := range list {
-				if s.Effect != "Allow" {
-					continue
-				}
-				for _, a := range s.actions() {
-					granted[strings.ToLower(a)] = a
-				}
+			for _, a := range s.actions() {
+				granted[strings.ToLower(a)] = a
 			}
 		}
 		if !found {
@@ -153,15 +146,9 @@ func ResourceGaps(docs []Document, policy map[string]string, resources Calls, cl
 		if !ok {
 			return nil, fmt.Errorf("resources recorded for %s, which has no policy to check them against", fn)
 		}
-		var list []statement
-		for _, d := range docs {
-			if d.Kind == Identity && d.Owner == owner {
-				sts, err := statements(d.Policy)
-				if err != nil {
-					return nil, err
-				}
-				list = append(list, sts...)
-			}
+		list, _, err := roleStatements(docs, owner)
+		if err != nil {
+			return nil, err
 		}
 		for _, call := range slices.Sorted(maps.Keys(resources[fn])) {
 			op, class, ok := strings.Cut(call, " ")

@@ -190,22 +190,13 @@ func (s *Sandbox) managedBy(ctx context.Context, ids []string) (map[string]strin
 	if len(ids) == 0 {
 		return out, nil
 	}
-	p := ec2.NewDescribeInstancesPaginator(ec2.NewFromConfig(s.awsCfg), &ec2.DescribeInstancesInput{
-		Filters: []ec2types.Filter{{Name: aws.String("instance-id"), Values: ids}},
-	})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range page.Reservations {
-			for _, in := range r.Instances {
-				for _, t := range in.Tags {
-					if aws.ToString(t.Key) == tags.ManagedBy {
-						out[aws.ToString(in.InstanceId)] = aws.ToString(t.Value)
-					}
-				}
-			}
+	list, err := describeInstances(ctx, ec2.NewFromConfig(s.awsCfg), ec2types.Filter{Name: aws.String("instance-id"), Values: ids})
+	if err != nil {
+		return nil, err
+	}
+	for _, in := range list {
+		if in.managed != "" {
+			out[in.id] = in.managed
 		}
 	}
 	return out, nil

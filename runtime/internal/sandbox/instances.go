@@ -26,6 +26,7 @@ type instanceInfo struct {
 	jobID   int64
 	name    string // the Name tag: the runner name
 	profile string // the jitr:profile tag
+	managed string // the jitr:managed-by tag
 	spot    bool
 }
 
@@ -81,11 +82,15 @@ func (w *instanceWatcher) tick(ctx context.Context) bool {
 
 // describeAlive lists the deployment's instances that are not terminated.
 func describeAlive(ctx context.Context, api *ec2.Client, prefix string) ([]instanceInfo, error) {
+	return describeInstances(ctx, api,
+		types.Filter{Name: aws.String("tag:" + tags.ManagedBy), Values: []string{prefix}},
+		types.Filter{Name: aws.String("instance-state-name"), Values: aliveStates})
+}
+
+// describeInstances lists the instances that pass the filters.
+func describeInstances(ctx context.Context, api *ec2.Client, filters ...types.Filter) ([]instanceInfo, error) {
 	p := ec2.NewDescribeInstancesPaginator(api, &ec2.DescribeInstancesInput{
-		Filters: []types.Filter{
-			{Name: aws.String("tag:" + tags.ManagedBy), Values: []string{prefix}},
-			{Name: aws.String("instance-state-name"), Values: aliveStates},
-		},
+		Filters: filters,
 		// One page: moto's page token is a reservation id, and a page after
 		// a reservation left the filtered set fails.
 		MaxResults: aws.Int32(1000),
@@ -228,6 +233,8 @@ func toInfo(r types.Reservation, in types.Instance) instanceInfo {
 			info.name = aws.ToString(t.Value)
 		case tags.Profile:
 			info.profile = aws.ToString(t.Value)
+		case tags.ManagedBy:
+			info.managed = aws.ToString(t.Value)
 		}
 	}
 	return info

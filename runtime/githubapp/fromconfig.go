@@ -8,7 +8,7 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/metrics"
 )
 
-// SecretGetter fetches a secret by ARN; *config.Secrets implements it.
+// SecretGetter fetches a secret by ARN; *secrets.Cache implements it.
 type SecretGetter interface {
 	Get(ctx context.Context, arn string) ([]byte, error)
 }

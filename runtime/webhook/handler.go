@@ -55,7 +55,7 @@ type Enqueuer interface {
 }
 
 // SecretFunc returns the webhook secret. It is called for every delivery and
-// is expected to cache (config.Secrets does).
+// is expected to cache (secrets.Cache does).
 type SecretFunc func(ctx context.Context) ([]byte, error)
 
 // Handler handles API Gateway HTTP API (payload 2.0) requests.

@@ -21,7 +21,7 @@ func TestSecretRotation(t *testing.T) {
 	signedWith := func(secret string) string { return githubSignature([]byte(secret), body) }
 	var stored atomic.Value // what Secrets Manager holds now
 	stored.Store("old-secret")
-	// A container's cache (config.Secrets): read once, replaced by a fresh
+	// A container's cache (secrets.Cache): read once, replaced by a fresh
 	// read.
 	var cache atomic.Value
 	cache.Store("old-secret")

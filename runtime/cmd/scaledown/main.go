@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
+	"github.com/jit-runners/jit-runners/runtime/awsconfig"
 	"github.com/jit-runners/jit-runners/runtime/config"
 	"github.com/jit-runners/jit-runners/runtime/githubapp"
 	"github.com/jit-runners/jit-runners/runtime/logging"
@@ -21,6 +22,7 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/queue"
 	"github.com/jit-runners/jit-runners/runtime/redelivery"
 	"github.com/jit-runners/jit-runners/runtime/scaledown"
+	"github.com/jit-runners/jit-runners/runtime/secrets"
 	"github.com/jit-runners/jit-runners/runtime/state"
 )
 
@@ -39,11 +41,11 @@ func run() error {
 	}
 	log := logging.New(os.Stdout, cfg.LogLevel, "scaledown")
 	m := metrics.New(os.Stdout, "scaledown", cfg.NamePrefix)
-	awsCfg, err := config.LoadAWS(ctx)
+	awsCfg, err := awsconfig.Load(ctx)
 	if err != nil {
 		return err
 	}
-	gh, err := githubapp.FromConfig(ctx, cfg, config.NewSecrets(secretsmanager.NewFromConfig(awsCfg)), log, m)
+	gh, err := githubapp.FromConfig(ctx, cfg, secrets.New(secretsmanager.NewFromConfig(awsCfg)), log, m)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
+	"github.com/jit-runners/jit-runners/runtime/awsconfig"
 	"github.com/jit-runners/jit-runners/runtime/config"
 	"github.com/jit-runners/jit-runners/runtime/fleet"
 	"github.com/jit-runners/jit-runners/runtime/githubapp"
@@ -25,6 +26,7 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/metrics"
 	"github.com/jit-runners/jit-runners/runtime/queue"
 	"github.com/jit-runners/jit-runners/runtime/scaleup"
+	"github.com/jit-runners/jit-runners/runtime/secrets"
 	"github.com/jit-runners/jit-runners/runtime/state"
 )
 
@@ -46,7 +48,7 @@ func run() error {
 	}
 	log := logging.New(os.Stdout, cfg.LogLevel, "scaleup")
 	m := metrics.New(os.Stdout, "scaleup", cfg.NamePrefix)
-	awsCfg, err := config.LoadAWS(ctx)
+	awsCfg, err := awsconfig.Load(ctx)
 	if err != nil {
 		return err
 	}
@@ -54,7 +56,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	gh, err := githubapp.FromConfig(ctx, cfg, config.NewSecrets(secretsmanager.NewFromConfig(awsCfg)), log, m)
+	gh, err := githubapp.FromConfig(ctx, cfg, secrets.New(secretsmanager.NewFromConfig(awsCfg)), log, m)
 	if err != nil {
 		return err
 	}

@@ -12,11 +12,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
+	"github.com/jit-runners/jit-runners/runtime/awsconfig"
 	"github.com/jit-runners/jit-runners/runtime/config"
 	"github.com/jit-runners/jit-runners/runtime/labels"
 	"github.com/jit-runners/jit-runners/runtime/logging"
 	"github.com/jit-runners/jit-runners/runtime/metrics"
 	"github.com/jit-runners/jit-runners/runtime/queue"
+	"github.com/jit-runners/jit-runners/runtime/secrets"
 	"github.com/jit-runners/jit-runners/runtime/state"
 	"github.com/jit-runners/jit-runners/runtime/webhook"
 )
@@ -33,12 +35,12 @@ func main() {
 		os.Exit(1)
 	}
 	log := logging.New(os.Stdout, cfg.LogLevel, "webhook")
-	awsCfg, err := config.LoadAWS(ctx)
+	awsCfg, err := awsconfig.Load(ctx)
 	if err != nil {
 		log.Error("aws configuration", slog.String("error", err.Error()))
 		os.Exit(1)
 	}
-	secrets := config.NewSecrets(secretsmanager.NewFromConfig(awsCfg))
+	secrets := secrets.New(secretsmanager.NewFromConfig(awsCfg))
 	secret := func(ctx context.Context) ([]byte, error) { return secrets.Get(ctx, cfg.GitHub.WebhookSecretARN) }
 	// Fetch the secret during init; a failure here is retried per request.
 	if _, err := secret(ctx); err != nil {

@@ -19,7 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
-	"github.com/jit-runners/jit-runners/runtime/config"
+	"github.com/jit-runners/jit-runners/runtime/awsconfig"
 	"github.com/jit-runners/jit-runners/runtime/fleet"
 )
 
@@ -159,7 +159,7 @@ func TestFaultProxy(t *testing.T) {
 		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
 			return aws.Credentials{AccessKeyID: "test", SecretAccessKey: "test"}, nil
 		}),
-		RetryMaxAttempts: config.AWSMaxAttempts,
+		RetryMaxAttempts: awsconfig.MaxAttempts,
 	}
 	ctx := context.Background()
 

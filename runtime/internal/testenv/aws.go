@@ -16,7 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
-	"github.com/jit-runners/jit-runners/runtime/config"
+	"github.com/jit-runners/jit-runners/runtime/awsconfig"
 	"github.com/jit-runners/jit-runners/runtime/queue"
 	"github.com/jit-runners/jit-runners/runtime/state"
 )
@@ -49,11 +49,11 @@ type AWS struct {
 }
 
 // AWSForTest starts (or reuses) moto and returns clients built the way the
-// Lambdas build theirs (config.LoadAWS, so through AWS_ENDPOINT_URL).
+// Lambdas build theirs (awsconfig.Load, so through AWS_ENDPOINT_URL).
 func AWSForTest(tb testing.TB) *AWS {
 	tb.Helper()
 	MotoForTest(tb)
-	cfg, err := config.LoadAWS(context.Background())
+	cfg, err := awsconfig.Load(context.Background())
 	if err != nil {
 		tb.Fatal(err)
 	}

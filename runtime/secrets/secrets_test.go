@@ -1,4 +1,4 @@
-package config_test
+package secrets_test
 
 import (
 	"context"
@@ -10,15 +10,15 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
-	"github.com/jit-runners/jit-runners/runtime/config"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
+	"github.com/jit-runners/jit-runners/runtime/secrets"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 // countingSecrets counts calls to the real (moto) client.
 type countingSecrets struct {
-	api   config.SecretsAPI
+	api   secrets.API
 	calls atomic.Int32
 }
 
@@ -32,7 +32,7 @@ func TestSecretsFetchedOnceAndCached(t *testing.T) {
 	a := testenv.AWSForTest(t)
 	arn := a.Secret(t, "s3cr3t-value")
 	api := &countingSecrets{api: a.Secrets}
-	s := config.NewSecrets(api)
+	s := secrets.New(api)
 
 	var wg sync.WaitGroup
 	for i := 0; i < 10; i++ {
@@ -55,7 +55,7 @@ func TestSecretsErrorNotCachedAndNamesARN(t *testing.T) {
 	t.Parallel()
 	a := testenv.AWSForTest(t)
 	api := &countingSecrets{api: a.Secrets}
-	s := config.NewSecrets(api)
+	s := secrets.New(api)
 	missing := "arn:aws:secretsmanager:us-east-1:123456789012:secret:does-not-exist-AbCdEf"
 	for i := 0; i < 2; i++ {
 		_, err := s.Get(context.Background(), missing)

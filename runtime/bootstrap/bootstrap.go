@@ -60,6 +60,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jit-runners/jit-runners/runtime/config"
+	"github.com/jit-runners/jit-runners/runtime/jitstore"
 )
 
 //go:embed bootstrap.sh
@@ -126,11 +129,9 @@ func (e *ParamError) Error() string {
 }
 
 var (
-	runnerVersionRE = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+$`)
-	namePrefixRE    = regexp.MustCompile(`^[a-z][a-z0-9-]{0,19}$`) // as config.namePrefix
-	tableNameRE     = regexp.MustCompile(`^[A-Za-z0-9_.-]{3,255}$`)
-	sha256RE        = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
-	regionRE        = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
+	tableNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{3,255}$`)
+	sha256RE    = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+	regionRE    = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
 )
 
 // Validate fills the defaults of the optional fields and checks every field.
@@ -152,10 +153,10 @@ func (p *Params) Validate() error {
 	add := func(field, format string, args ...any) {
 		errs = append(errs, &ParamError{Field: field, Reason: fmt.Sprintf(format, args...)})
 	}
-	if !runnerVersionRE.MatchString(p.RunnerVersion) {
+	if !config.IsRunnerVersion(p.RunnerVersion) {
 		add("RunnerVersion", "must look like 2.332.0, got %q", p.RunnerVersion)
 	}
-	if !namePrefixRE.MatchString(p.NamePrefix) {
+	if !config.IsNamePrefix(p.NamePrefix) {
 		add("NamePrefix", "must be 1-20 characters of a-z, 0-9 and '-', starting with a letter; got %q", p.NamePrefix)
 	}
 	if !tableNameRE.MatchString(p.JITTable) {
@@ -229,6 +230,9 @@ func render(p Params, h testHooks) (string, error) {
 		{"RUNNER_VERSION", p.RunnerVersion},
 		{"NAME_PREFIX", p.NamePrefix},
 		{"JIT_TABLE", p.JITTable},
+		// The JIT table's attributes, as jitstore writes them.
+		{"JIT_KEY_ATTRIBUTE", jitstore.AttrInstanceARN},
+		{"JIT_CONFIG_ATTRIBUTE", jitstore.AttrJITConfig},
 		{"IDLE_TIMEOUT_SECONDS", strconv.Itoa(p.IdleTimeoutSeconds)},
 		{"JIT_WAIT_SECONDS", strconv.Itoa(p.JITWaitSeconds)},
 		{"RUNNER_SHA256_X64", p.RunnerSHA256X64},

@@ -191,12 +191,12 @@ download_runner() {
 # value is captured by command substitution only: no file, no argv, no log.
 fetch_jit_config() {
 	local key out delays attempt=0 deadline=$((${EPOCHREALTIME//[!0-9]/} + JIT_WAIT_SECONDS * 1000000))
-	key="{\"instanceArn\":{\"S\":\"${instance_arn}\"}}"
+	key="{\"${JIT_KEY_ATTRIBUTE}\":{\"S\":\"${instance_arn}\"}}"
 	read -r -a delays <<<"$JIT_RETRY_DELAYS"
 	while :; do
 		attempt=$((attempt + 1))
 		if out=$(timeout -k 5 30 aws dynamodb delete-item --region "$table_region" --table-name "$JIT_TABLE" --key "$key" \
-			--return-values ALL_OLD --query 'Attributes.jitConfig.S' --output text); then
+			--return-values ALL_OLD --query "Attributes.${JIT_CONFIG_ATTRIBUTE}.S" --output text); then
 			if [[ -n $out && $out != None ]]; then
 				[[ $out =~ ^[A-Za-z0-9+/=]+$ ]] || fail "JIT config in ${JIT_TABLE} is not base64"
 				jit_config=$out

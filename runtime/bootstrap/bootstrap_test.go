@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jit-runners/jit-runners/runtime/jitstore"
 )
 
 const (
@@ -543,7 +545,7 @@ func TestBoot(t *testing.T) {
 					t.Errorf("downloads %q; want none", d)
 				}
 				wantDelete := "aws dynamodb delete-item --region " + testRegion + " --table-name " + testTable +
-					` --key {"instanceArn":{"S":"` + testARN + `"}} --return-values ALL_OLD --query Attributes.jitConfig.S --output text`
+					` --key {"` + jitstore.AttrInstanceARN + `":{"S":"` + testARN + `"}} --return-values ALL_OLD --query Attributes.` + jitstore.AttrJITConfig + `.S --output text`
 				if c := b.callsTo("aws dynamodb"); len(c) != 1 || c[0] != wantDelete {
 					t.Errorf("dynamodb calls %q; want [%q]", c, wantDelete)
 				}

@@ -21,6 +21,7 @@ const (
 	DefaultAPIURL                 = "https://api.github.com"
 	DefaultRunnerGroup            = "Default"
 	DefaultNamePrefix             = "jitr"
+	DefaultProfileName            = "default" // the profile of jobs that name none
 	DefaultInstanceType           = "t3.large"
 	DefaultVolumeGiB              = 30
 	DefaultCompletedGraceSeconds  = 120

@@ -28,6 +28,14 @@ var (
 	ownerRE         = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$`)
 )
 
+// IsNamePrefix reports whether s is a valid namePrefix: 1-20 characters of
+// a-z, 0-9 and '-', starting with a letter (it names resources, tags and
+// runners).
+func IsNamePrefix(s string) bool { return namePrefixRE.MatchString(s) }
+
+// IsRunnerVersion reports whether s is a runner release number (2.332.0).
+func IsRunnerVersion(s string) bool { return runnerVersionRE.MatchString(s) }
+
 // Validate fills defaults and checks every key. It returns every problem at
 // once, joined, each a *KeyError naming its key, in document order.
 func (c *Config) Validate() error {
@@ -236,7 +244,7 @@ func (c *Config) applyDefaults() {
 		c.NamePrefix = DefaultNamePrefix
 	}
 	if c.DefaultProfile == "" {
-		c.DefaultProfile = "default"
+		c.DefaultProfile = DefaultProfileName
 	}
 	s := &c.ScaleDown
 	setDefault(&s.CompletedGraceSeconds, DefaultCompletedGraceSeconds)

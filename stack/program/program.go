@@ -78,13 +78,13 @@ func (c *Config) Args(ctx *pulumi.Context, o Options) (*runners.RunnersArgs, err
 	profiles := c.Profiles
 	defaultProfile := c.DefaultProfile
 	if defaultProfile == "" {
-		defaultProfile = "default"
+		defaultProfile = config.DefaultProfileName
 	}
-	if _, ok := profiles[defaultProfile]; profiles == nil || (!ok && defaultProfile == "default") {
+	if _, ok := profiles[defaultProfile]; profiles == nil || (!ok && defaultProfile == config.DefaultProfileName) {
 		// The default profile is always there unless another is named
 		// default: setting profiles.gpu.* must not remove it.
 		profiles = clone(profiles)
-		profiles["default"] = Profile{}
+		profiles[config.DefaultProfileName] = Profile{}
 	}
 
 	a := &runners.RunnersArgs{

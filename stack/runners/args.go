@@ -37,7 +37,7 @@ type RunnersArgs struct {
 
 	// MaxRunners caps the runners alive at once. Required.
 	MaxRunners int
-	// DefaultProfile names the profile for jobs that name none. Default "default".
+	// DefaultProfile names the profile for jobs that name none. Default config.DefaultProfileName.
 	DefaultProfile string
 	// Profiles are the kinds of runner a job can ask for by label. Required.
 	Profiles map[string]Profile
@@ -232,7 +232,7 @@ func (a RunnersArgs) withDefaults() RunnersArgs {
 		}
 	}
 	if a.DefaultProfile == "" {
-		a.DefaultProfile = "default"
+		a.DefaultProfile = config.DefaultProfileName
 	}
 	if a.LogRetentionDays == 0 {
 		a.LogRetentionDays = DefaultLogRetentionDays

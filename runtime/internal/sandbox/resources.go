@@ -291,7 +291,7 @@ func baseConfig(p resourceParams, githubURL string, appID int64, res *resources)
 			SubnetIDs:          res.network.SubnetIDs,
 			JITConfigTableName: res.jitTable,
 		},
-		DefaultProfile: "default",
+		DefaultProfile: config.DefaultProfileName,
 		ScaleDown: config.ScaleDown{
 			CompletedGraceSeconds: config.DefaultCompletedGraceSeconds,
 			BootTimeoutSeconds:    config.DefaultBootTimeoutSeconds,
@@ -300,7 +300,7 @@ func baseConfig(p resourceParams, githubURL string, appID int64, res *resources)
 			QueuedTimeoutSeconds:  config.DefaultQueuedTimeoutSeconds,
 		},
 		Profiles: map[string]config.Profile{
-			"default": {InstanceTypes: []string{config.DefaultInstanceType}, ImageID: ImageID, Arch: config.ArchX64, VolumeGiB: config.DefaultVolumeGiB},
+			config.DefaultProfileName: {InstanceTypes: []string{config.DefaultInstanceType}, ImageID: ImageID, Arch: config.ArchX64, VolumeGiB: config.DefaultVolumeGiB},
 		},
 		LogLevel: "info",
 	}

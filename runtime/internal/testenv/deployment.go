@@ -34,17 +34,14 @@ func NewDeployment(tb testing.TB, webhookSecret string, opts ...DeploymentOption
 			PrivateKeySecretARN: a.Secret(tb, "not a key: set by tests that call GitHub"),
 			WebhookSecretARN:    a.Secret(tb, webhookSecret),
 			Scope:               config.ScopeOrg,
-			RunnerGroup:         config.DefaultRunnerGroup,
 		},
-		QueueURL:       q.URL,
-		TableName:      d.Table,
-		NamePrefix:     "jitr",
-		RunnerVersion:  "2.332.0",
-		MaxRunners:     100,
-		Launch:         config.Launch{LaunchTemplateID: "lt-0123456789abcdef0", SubnetIDs: []string{"subnet-0123456789abcdef0"}},
-		DefaultProfile: "default",
+		QueueURL:      q.URL,
+		TableName:     d.Table,
+		RunnerVersion: config.DefaultRunnerVersion, // required: the stack sets it
+		MaxRunners:    100,
+		Launch:        config.Launch{LaunchTemplateID: "lt-0123456789abcdef0", SubnetIDs: []string{"subnet-0123456789abcdef0"}},
 		Profiles: map[string]config.Profile{
-			"default": {InstanceTypes: []string{config.DefaultInstanceType}, ImageID: ImageX64.ID, Arch: config.ArchX64, VolumeGiB: 30},
+			config.DefaultProfileName: {InstanceTypes: []string{config.DefaultInstanceType}, ImageID: ImageX64.ID, Arch: config.ArchX64},
 		},
 	}
 	for _, o := range opts {

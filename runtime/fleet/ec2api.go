@@ -6,7 +6,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 )
 
-// EC2API is the part of the EC2 API the Launcher calls. *ec2.Client
+// EC2API is the part of the EC2 API the Launcher calls: every EC2 call of
+// the control plane goes through the Launcher. *ec2.Client
 // satisfies it; tests wrap a client pointed at moto to inject the errors moto
 // never produces.
 type EC2API interface {
@@ -15,6 +16,7 @@ type EC2API interface {
 	TerminateInstances(ctx context.Context, in *ec2.TerminateInstancesInput, optFns ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
 	DescribeSubnets(ctx context.Context, in *ec2.DescribeSubnetsInput, optFns ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error)
 	DescribeImages(ctx context.Context, in *ec2.DescribeImagesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error)
+	DescribeInstances(ctx context.Context, in *ec2.DescribeInstancesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
 }
 
 var _ EC2API = (*ec2.Client)(nil)

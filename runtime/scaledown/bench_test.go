@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/jit-runners/jit-runners/runtime/config"
+	"github.com/jit-runners/jit-runners/runtime/fleet"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv/ghfake"
 	"github.com/jit-runners/jit-runners/runtime/queue"
@@ -105,10 +106,7 @@ func BenchmarkSweep2000(b *testing.B) {
 	db := &countingDynamo{Client: p.AWS.Dynamo}
 	store := state.NewStore(db, p.Config.TableName, time.Hour, nil)
 	rc := scaledown.New(p.Config, scaledown.Deps{
-		EC2: p.EC2, GitHub: p.GHClient, Jobs: store, Queue: queue.NewSender(p.AWS.SQS, p.Queue, 0),
-		Live: func(ctx context.Context) ([]*state.Job, int, error) {
-			return state.LiveJobs(ctx, db, p.Config.TableName)
-		},
+		Instances: fleet.New(p.EC2), GitHub: p.GHClient, Jobs: store, Queue: queue.NewSender(p.AWS.SQS, p.Queue, 0),
 	})
 	// A warm container: its installation token is cached from earlier sweeps.
 	if _, err := p.GHClient.ListRunners(ctx, p.Installation(), prefix+"-"); err != nil {

@@ -2,16 +2,11 @@ package scaledown
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/jit-runners/jit-runners/runtime/fleet"
 	"github.com/jit-runners/jit-runners/runtime/metrics"
 	"github.com/jit-runners/jit-runners/runtime/queue"
-	"github.com/jit-runners/jit-runners/runtime/tags"
 )
 
 // lookup describes one instance and reports whether it is ours.
@@ -19,27 +14,15 @@ func (r *Reconciler) lookup(ctx context.Context, id string) (*instance, bool, er
 	if id == "" {
 		return nil, false, nil
 	}
-	out, err := r.d.EC2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+	found, err := r.d.Instances.Get(ctx, id)
 	if err != nil {
-		return nil, false, fmt.Errorf("describe %s: %w", id, err)
+		return nil, false, err
 	}
-	for _, res := range out.Reservations {
-		for _, in := range res.Instances {
-			if managedBy(in) == r.cfg.NamePrefix {
-				return toInstance(in), true, nil
-			}
-		}
+	in, ok := found[id]
+	if !ok || in.ManagedBy != r.cfg.NamePrefix {
+		return nil, false, nil
 	}
-	return nil, false, nil
-}
-
-func managedBy(in types.Instance) string {
-	for _, t := range in.Tags {
-		if t.Key != nil && *t.Key == tags.ManagedBy && t.Value != nil {
-			return *t.Value
-		}
-	}
-	return ""
+	return &in, true, nil
 }
 
 // onInterruption handles a spot interruption warning (two minutes before
@@ -54,22 +37,19 @@ func (r *Reconciler) onInterruption(ctx context.Context, id string) error {
 	if err != nil || !ours {
 		return err
 	}
-	log := r.log.With(slog.String("instance_id", id), slog.Int64("job_id", inst.jobID))
-	offering := fleet.OfferingKey(fleet.CapacityTypeSpot, inst.instanceType, inst.az)
+	log := r.log.With(slog.String("instance_id", id), slog.Int64("job_id", inst.JobID))
+	offering := fleet.OfferingKey(fleet.CapacityTypeSpot, inst.InstanceType, inst.Zone)
 	if err := r.d.Jobs.MarkOfferingUnavailable(ctx, offering, r.now().Add(InterruptedOfferingTTL)); err != nil {
 		log.Error("could not share the interrupted offering", slog.String("error", err.Error()))
 	}
-	if _, err := r.d.Jobs.MarkInstanceInterrupted(ctx, inst.jobID, id); err != nil {
+	if _, err := r.d.Jobs.MarkInstanceInterrupted(ctx, inst.JobID, id); err != nil {
 		return err
 	}
 	r.decide(log, "spot-interruption", "marked", slog.String("offering", offering))
-	if r.d.RunningOn == nil {
-		return nil
-	}
-	if inst.runner == "" {
+	if inst.Runner == "" {
 		return nil // launched without a runner name: nothing can run there
 	}
-	running, err := r.d.RunningOn(ctx, inst.runner)
+	running, err := r.d.Jobs.RunningOn(ctx, inst.Runner)
 	if err != nil {
 		return err
 	}
@@ -78,7 +58,7 @@ func (r *Reconciler) onInterruption(ctx context.Context, id string) error {
 		return nil
 	}
 	run := running[0]
-	if _, err := r.d.Jobs.MarkJobInterrupted(ctx, run.JobID, inst.runner); err != nil {
+	if _, err := r.d.Jobs.MarkJobInterrupted(ctx, run.JobID, inst.Runner); err != nil {
 		return err
 	}
 	r.decide(log, "spot-interruption", "job-marked", slog.Int64("ran_job_id", run.JobID))
@@ -95,10 +75,10 @@ func (r *Reconciler) onStateChange(ctx context.Context, id, st string) error {
 	if err != nil || !ours {
 		return err
 	}
-	if err := r.d.Jobs.MarkInstanceGone(ctx, inst.jobID, id); err != nil {
+	if err := r.d.Jobs.MarkInstanceGone(ctx, inst.JobID, id); err != nil {
 		return err
 	}
-	log := r.log.With(slog.String("instance_id", id), slog.Int64("job_id", inst.jobID))
+	log := r.log.With(slog.String("instance_id", id), slog.Int64("job_id", inst.JobID))
 	r.decide(log, "state-change", "instance-gone", slog.String("state", st))
 	r.wakeWaiting(ctx, log, "an instance ended")
 	return nil
@@ -108,10 +88,7 @@ func (r *Reconciler) onStateChange(ctx context.Context, id, st string) error {
 // many wait (the WaitingJobs and OldestWaitSeconds metrics). It returns the
 // count (-1 when it could not tell).
 func (r *Reconciler) wakeWaiting(ctx context.Context, log *slog.Logger, reason string) int {
-	if r.d.Waiting == nil {
-		return -1
-	}
-	n, oldest, err := r.d.Waiting(ctx)
+	n, oldest, err := r.d.Jobs.WaitingSummary(ctx, r.cfg.ProfileNames())
 	if err != nil {
 		log.Warn("could not count the waiting jobs", slog.String("error", err.Error()))
 		return -1

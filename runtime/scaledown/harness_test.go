@@ -33,7 +33,7 @@ type harness struct {
 	up  *scaleup.Handler
 	rc  *scaledown.Reconciler
 	gh  scaledown.GitHub
-	ec2 scaledown.EC2API
+	ec2 fleet.EC2API
 }
 
 func newHarness(t testing.TB, opts ...testenv.DeploymentOption) *harness {
@@ -42,12 +42,6 @@ func newHarness(t testing.TB, opts ...testenv.DeploymentOption) *harness {
 	h := &harness{t: t, p: p, gh: p.GHClient, ec2: p.EC2}
 	h.up = scaleup.New(p.Config, scaleup.Deps{
 		GitHub: p.GHClient, Launcher: fleet.New(p.EC2), Jobs: p.Store, JIT: p.JIT, Identity: identity,
-		Slots: func(ctx context.Context, prof string) (int, error) {
-			return state.CountSlots(ctx, p.AWS.Dynamo, p.Config.TableName, prof)
-		},
-		Waiting: func(ctx context.Context, profile string, before time.Time, limit int32) ([]*state.Job, error) {
-			return state.Waiting(ctx, p.AWS.Dynamo, p.Config.TableName, profile, before, limit)
-		},
 		Waker: queue.NewSender(p.AWS.SQS, p.Queue, 0),
 	}, scaleup.WithClock(p.Clock.Now), scaleup.WithLogger(p.Logger()))
 	h.rebuild()
@@ -58,17 +52,8 @@ func newHarness(t testing.TB, opts ...testenv.DeploymentOption) *harness {
 func (h *harness) rebuild() {
 	p := h.p
 	h.rc = scaledown.New(p.Config, scaledown.Deps{
-		EC2: h.ec2, GitHub: h.gh, Jobs: p.Store,
-		Live: func(ctx context.Context) ([]*state.Job, int, error) {
-			return state.LiveJobs(ctx, p.AWS.Dynamo, p.Config.TableName)
-		},
+		Instances: fleet.New(h.ec2), GitHub: h.gh, Jobs: p.Store,
 		Queue: queue.NewSender(p.AWS.SQS, p.Queue, 0),
-		RunningOn: func(ctx context.Context, runnerName string) ([]*state.Job, error) {
-			return state.RunningOn(ctx, p.AWS.Dynamo, p.Config.TableName, runnerName)
-		},
-		Waiting: func(ctx context.Context) (int, time.Time, error) {
-			return state.WaitingSummary(ctx, p.AWS.Dynamo, p.Config.TableName, p.Config.ProfileNames())
-		},
 	}, scaledown.WithClock(p.Clock.Now), scaledown.WithLogger(p.Logger()))
 }
 

@@ -43,8 +43,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-
 	"github.com/jit-runners/jit-runners/runtime/config"
 	"github.com/jit-runners/jit-runners/runtime/fleet"
 	"github.com/jit-runners/jit-runners/runtime/functions"
@@ -56,11 +54,13 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/state"
 )
 
-// EC2API is the part of the EC2 client scaledown uses (TerminateInstances
-// only through runtime/retire).
-type EC2API interface {
-	DescribeInstances(ctx context.Context, in *ec2.DescribeInstancesInput, opts ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
-	TerminateInstances(ctx context.Context, in *ec2.TerminateInstancesInput, opts ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
+// Instances is what scaledown needs of EC2; *fleet.Launcher implements it.
+// Terminate is called only through runtime/retire, which deletes the
+// instance's runner first.
+type Instances interface {
+	List(ctx context.Context, managedBy string) ([]fleet.Instance, int, error)
+	Get(ctx context.Context, ids ...string) (map[string]fleet.Instance, error)
+	Terminate(ctx context.Context, instanceID string) error
 }
 
 // GitHub is what scaledown needs from the GitHub App client.
@@ -85,14 +85,16 @@ type Jobs interface {
 	MarkJobInterrupted(ctx context.Context, jobID int64, runnerName string) (bool, error)
 	ClaimRerun(ctx context.Context, jobID int64) (bool, error)
 	MarkOfferingUnavailable(ctx context.Context, offering string, until time.Time) error
+	// LiveJobs lists the records of the live index (and how many pages).
+	LiveJobs(ctx context.Context) ([]*state.Job, int, error)
+	// RunningOn lists the live records of the jobs that ran on a runner:
+	// the job on an interrupted instance.
+	RunningOn(ctx context.Context, runnerName string) ([]*state.Job, error)
+	// WaitingSummary counts the jobs of profiles waiting in the table for a
+	// launch and says since when the oldest waits: each sweep reports them
+	// and wakes them (Queue), as does a freed slot.
+	WaitingSummary(ctx context.Context, profiles []string) (n int, oldest time.Time, err error)
 }
-
-// LiveJobs lists the records of the live index.
-type LiveJobs func(ctx context.Context) ([]*state.Job, int, error)
-
-// RunningOn lists the live records of the jobs that ran on a runner
-// (state.RunningOn).
-type RunningOn func(ctx context.Context, runnerName string) ([]*state.Job, error)
 
 // Enqueuer sends re-queue messages; *queue.Sender implements it.
 type Enqueuer interface {
@@ -101,26 +103,14 @@ type Enqueuer interface {
 
 // Deps are the reconciler's collaborators.
 type Deps struct {
-	EC2    EC2API
-	GitHub GitHub
-	Jobs   Jobs
-	Live   LiveJobs
-	Queue  Enqueuer
-	// RunningOn finds the job on an interrupted instance; without it the
-	// sweep carries the interruption over instead.
-	RunningOn RunningOn
+	Instances Instances
+	GitHub    GitHub
+	Jobs      Jobs
+	Queue     Enqueuer
 	// Redeliver recovers failed webhook deliveries from the App's delivery
 	// log (redelivery.Recoverer.Run); nil turns the recovery off.
 	Redeliver func(ctx context.Context) (*redelivery.Report, error)
-	// Waiting counts the jobs waiting in the table for a launch and says
-	// since when the oldest waits (state.CountWaiting, state.Waiting): each
-	// sweep reports them and wakes them (Queue), as does a freed slot.
-	Waiting WaitingSummary
 }
-
-// WaitingSummary counts the waiting jobs and returns the oldest one's
-// waiting start (zero when none waits).
-type WaitingSummary func(ctx context.Context) (n int, oldest time.Time, err error)
 
 // Defaults for the options that are not in the configuration.
 const (
@@ -161,9 +151,7 @@ func WithClock(now func() time.Time) Option { return func(r *Reconciler) { r.now
 // New returns a Reconciler for cfg.
 func New(cfg *config.Config, d Deps, opts ...Option) *Reconciler {
 	r := &Reconciler{cfg: cfg, d: d, log: slog.New(slog.DiscardHandler), now: time.Now, rerun: cfg.ScaleDown.RerunInterrupted()}
-	r.retirer = retire.New(d.GitHub, retire.TerminatorFunc(func(ctx context.Context, id string) error {
-		return fleet.TerminateInstance(ctx, d.EC2, id)
-	}))
+	r.retirer = retire.New(d.GitHub, d.Instances)
 	for _, o := range opts {
 		o(r)
 	}

@@ -6,16 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
-
 	"github.com/jit-runners/jit-runners/runtime/config"
+	"github.com/jit-runners/jit-runners/runtime/fleet"
 	"github.com/jit-runners/jit-runners/runtime/githubapp"
 	"github.com/jit-runners/jit-runners/runtime/metrics"
 	"github.com/jit-runners/jit-runners/runtime/queue"
@@ -52,24 +48,7 @@ type Report struct {
 }
 
 // instance is what a sweep knows of one managed instance.
-type instance struct {
-	id, state, instanceType, az string
-	launched                    time.Time
-	jobID                       int64  // the jitr:job-id tag: the job it was launched for
-	repository                  string // the jitr:repository tag
-	runner                      string // the Name tag: its own runner's name
-}
-
-func (i *instance) alive() bool {
-	if i == nil {
-		return false
-	}
-	switch i.state {
-	case "pending", "running", "stopping", "stopped":
-		return true
-	}
-	return false
-}
+type instance = fleet.Instance
 
 // ownerRunners are the runners of one owner (org, or owner/repo).
 type ownerRunners struct {
@@ -126,7 +105,7 @@ func (r *Reconciler) Sweep(ctx context.Context) (*Report, error) {
 		instErr = s.describe(ctx)
 	}()
 	done := lap(&s.rep.ReadJobsMs)
-	jobs, s.rep.LivePages, jobsErr = r.d.Live(ctx)
+	jobs, s.rep.LivePages, jobsErr = r.d.Jobs.LiveJobs(ctx)
 	done()
 	if jobsErr == nil {
 		s.rep.LiveJobs = len(jobs)
@@ -171,49 +150,16 @@ func (r *Reconciler) Sweep(ctx context.Context) (*Report, error) {
 
 // describe reads every managed instance that is not terminated yet.
 func (s *sweep) describe(ctx context.Context) error {
-	p := ec2.NewDescribeInstancesPaginator(s.r.d.EC2, &ec2.DescribeInstancesInput{
-		Filters: []types.Filter{
-			{Name: aws.String("tag:" + tags.ManagedBy), Values: []string{s.r.cfg.NamePrefix}},
-			{Name: aws.String("instance-state-name"), Values: []string{"pending", "running", "stopping", "stopped", "shutting-down"}},
-		},
-		MaxResults: aws.Int32(1000),
-	})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return fmt.Errorf("describe instances: %w", err)
-		}
-		s.rep.InstancePages++
-		for _, res := range page.Reservations {
-			for _, in := range res.Instances {
-				i := toInstance(in)
-				s.instances[i.id] = i
-			}
-		}
+	list, pages, err := s.r.d.Instances.List(ctx, s.r.cfg.NamePrefix)
+	s.rep.InstancePages += pages
+	if err != nil {
+		return err
+	}
+	for _, in := range list {
+		s.instances[in.ID] = &in
 	}
 	s.rep.Instances = len(s.instances)
 	return nil
-}
-
-func toInstance(in types.Instance) *instance {
-	i := &instance{id: aws.ToString(in.InstanceId), instanceType: string(in.InstanceType), launched: aws.ToTime(in.LaunchTime)}
-	if in.State != nil {
-		i.state = string(in.State.Name)
-	}
-	if in.Placement != nil {
-		i.az = aws.ToString(in.Placement.AvailabilityZone)
-	}
-	for _, t := range in.Tags {
-		switch aws.ToString(t.Key) {
-		case tags.JobID:
-			i.jobID, _ = strconv.ParseInt(aws.ToString(t.Value), 10, 64)
-		case tags.Repository:
-			i.repository = aws.ToString(t.Value)
-		case tags.Name:
-			i.runner = aws.ToString(t.Value)
-		}
-	}
-	return i
 }
 
 // ownerKey is where a job's runner registers: its org, or its repository.
@@ -295,7 +241,7 @@ func (s *sweep) quiet(j *state.Job) bool {
 		}
 	}
 	inst := s.instances[j.InstanceID]
-	if inst == nil || !inst.alive() {
+	if inst == nil || !inst.Alive() {
 		return false
 	}
 	age := s.now.Sub(j.LaunchedAt)
@@ -344,7 +290,7 @@ func (s *sweep) job(ctx context.Context, thin *state.Job) {
 	if !ok {
 		return // could not tell; the next sweep will
 	}
-	if inst != nil && inst.alive() {
+	if inst != nil && inst.Alive() {
 		s.liveInstance(ctx, log, j, inst)
 		return
 	}
@@ -522,7 +468,7 @@ func (s *sweep) aliveInstance(ctx context.Context, log *slog.Logger, id string) 
 	if !ok {
 		return true // could not tell: assume alive, which only delays a settle
 	}
-	return inst != nil && inst.alive()
+	return inst != nil && inst.Alive()
 }
 
 // ranOnAlive reports whether the instance of the runner j ran on is one of
@@ -661,7 +607,7 @@ func (s *sweep) requeueIfQueued(ctx context.Context, log *slog.Logger, j *state.
 // is deleted first, and a busy runner (listed busy, or GitHub's 422) keeps
 // the instance. It reports whether the instance was terminated.
 func (s *sweep) retire(ctx context.Context, log *slog.Logger, rule string, l *state.Job, inst *instance) bool {
-	t := retire.Target{InstanceID: inst.id, Installation: installationOf(l), RunnerName: s.ownRunnerName(l), RunnerID: l.InstanceRunnerID}
+	t := retire.Target{InstanceID: inst.ID, Installation: installationOf(l), RunnerName: s.ownRunnerName(l), RunnerID: l.InstanceRunnerID}
 	if rn, found, known := s.ownRunner(l); known {
 		switch {
 		case found && rn.Busy:
@@ -697,7 +643,7 @@ func (s *sweep) retireTarget(ctx context.Context, log *slog.Logger, rule string,
 	}
 	s.rep.Terminated++
 	if i := s.instances[t.InstanceID]; i != nil {
-		i.state = "shutting-down"
+		i.State = "shutting-down"
 	}
 	s.decision(log, rule, "terminated")
 	return true
@@ -758,16 +704,16 @@ func (s *sweep) finish(ctx context.Context, log *slog.Logger, j *state.Job, reas
 func (s *sweep) orphans(ctx context.Context) {
 	const rule = "4-orphan"
 	for id, inst := range s.instances {
-		if s.launchOf[id] != nil || !inst.alive() || s.now.Sub(inst.launched) < secs(s.r.cfg.ScaleDown.OrphanGraceSeconds) {
+		if s.launchOf[id] != nil || !inst.Alive() || s.now.Sub(inst.Launched) < secs(s.r.cfg.ScaleDown.OrphanGraceSeconds) {
 			continue
 		}
-		log := s.r.log.With(slog.String("instance_id", id), slog.Int64("job_id", inst.jobID))
-		if run := s.ranOn[inst.runner]; inst.runner != "" && run != nil && run.Status == state.StatusInProgress {
+		log := s.r.log.With(slog.String("instance_id", id), slog.Int64("job_id", inst.JobID))
+		if run := s.ranOn[inst.Runner]; inst.Runner != "" && run != nil && run.Status == state.StatusInProgress {
 			s.rep.KeptBusy++
 			s.decision(log, rule, "kept-busy", slog.Int64("ran_job_id", run.JobID), slog.String("reason", "its runner runs a job"))
 			continue
 		}
-		j, ok, err := s.r.d.Jobs.Get(ctx, inst.jobID)
+		j, ok, err := s.r.d.Jobs.Get(ctx, inst.JobID)
 		if err != nil {
 			s.fail(log, rule, err)
 			continue
@@ -775,8 +721,8 @@ func (s *sweep) orphans(ctx context.Context) {
 		if ok && j.InstanceID == id && j.Live {
 			continue // recorded after the index was read: its record decides next sweep
 		}
-		t := retire.Target{InstanceID: id, RunnerName: inst.runner}
-		switch o := s.ownerOfRepository(inst.repository); {
+		t := retire.Target{InstanceID: id, RunnerName: inst.Runner}
+		switch o := s.ownerOfRepository(inst.Repository); {
 		case ok:
 			// The job it was launched for: its runner registered there.
 			t.Installation = installationOf(j)
@@ -785,9 +731,9 @@ func (s *sweep) orphans(ctx context.Context) {
 		default:
 			// The record expired: ask GitHub which installation covers the
 			// repository the instance was launched for.
-			in, err := s.repositoryInstallation(ctx, inst.repository)
+			in, err := s.repositoryInstallation(ctx, inst.Repository)
 			if err != nil {
-				s.fail(log, rule, fmt.Errorf("find the installation of %q for the orphan's runner: %w", inst.repository, err))
+				s.fail(log, rule, fmt.Errorf("find the installation of %q for the orphan's runner: %w", inst.Repository, err))
 				continue
 			}
 			t.Installation = in
@@ -848,35 +794,21 @@ func (s *sweep) instance(ctx context.Context, log *slog.Logger, id string) (*ins
 }
 
 // lookup describes the given instances (those that exist) and adds them to
-// the snapshot. A filter on instance-id, unlike InstanceIds, does not fail
-// the whole call for an id that no longer exists.
+// the snapshot; an id EC2 does not know is remembered as gone.
 func (s *sweep) lookup(ctx context.Context, ids []string) (map[string]*instance, error) {
+	found, err := s.r.d.Instances.Get(ctx, ids...)
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]*instance{}
-	for len(ids) > 0 {
-		n := min(len(ids), 200) // the API's limit on filter values
-		p := ec2.NewDescribeInstancesPaginator(s.r.d.EC2, &ec2.DescribeInstancesInput{
-			Filters: []types.Filter{{Name: aws.String("instance-id"), Values: ids[:n]}},
-		})
-		for p.HasMorePages() {
-			page, err := p.NextPage(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("describe instances by id: %w", err)
-			}
-			for _, res := range page.Reservations {
-				for _, in := range res.Instances {
-					i := toInstance(in)
-					out[i.id] = i
-					s.instances[i.id] = i
-				}
-			}
+	for _, id := range ids {
+		in, ok := found[id]
+		if !ok {
+			s.instances[id] = nil
+			continue
 		}
-		// An id EC2 does not know is remembered as gone.
-		for _, id := range ids[:n] {
-			if _, ok := s.instances[id]; !ok {
-				s.instances[id] = nil
-			}
-		}
-		ids = ids[n:]
+		out[id] = &in
+		s.instances[id] = &in
 	}
 	return out, nil
 }
@@ -906,7 +838,7 @@ func (s *sweep) ghosts(ctx context.Context) {
 			}
 			if l := s.launchByRunner[name]; l != nil {
 				i, seen := s.instances[l.InstanceID]
-				if (i != nil && i.alive()) || s.now.Sub(l.LaunchedAt) < freshLaunch {
+				if (i != nil && i.Alive()) || s.now.Sub(l.LaunchedAt) < freshLaunch {
 					continue
 				}
 				if !seen {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+
+	"github.com/jit-runners/jit-runners/runtime/fleet"
 	"github.com/jit-runners/jit-runners/runtime/githubapp"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv/ghfake"
 	"github.com/jit-runners/jit-runners/runtime/scaledown"
@@ -300,7 +302,7 @@ func TestStateChangeFreesSlot(t *testing.T) {
 
 // staleSnapshot answers the sweep's snapshot (the tag-filtered describe) as
 // if it was taken before the instances were launched; lookups by id see them.
-type staleSnapshot struct{ scaledown.EC2API }
+type staleSnapshot struct{ fleet.EC2API }
 
 func (s staleSnapshot) DescribeInstances(ctx context.Context, in *ec2.DescribeInstancesInput, o ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error) {
 	for _, f := range in.Filters {

@@ -74,21 +74,20 @@ type Jobs interface {
 	// invocations (state.Store).
 	HoldGitHub(ctx context.Context, until time.Time) error
 	GitHubHold(ctx context.Context) (time.Time, error)
+	// CountSlots counts the runner slots a profile holds, or all profiles
+	// hold for "" (state.Store.CountSlots).
+	CountSlots(ctx context.Context, profile string) (int, error)
+	// Waiting lists up to limit waiting jobs of profile, oldest first, that
+	// have waited since before (zero: any): jobs that cannot launch yet
+	// wait in the table (see state.Wait) and are woken oldest first.
+	Waiting(ctx context.Context, profile string, before time.Time, limit int32) ([]*state.Job, error)
 }
-
-// WaitingJobs lists up to limit waiting jobs of profile, oldest first, that
-// have waited since before (zero: any); state.Waiting on the jobs table.
-type WaitingJobs func(ctx context.Context, profile string, before time.Time, limit int32) ([]*state.Job, error)
 
 // Waker sends a wake (queue.WakeMessage) that becomes visible after delay;
 // *queue.Sender's SendAfter implements it.
 type Waker interface {
 	SendAfter(ctx context.Context, m *queue.Message, delay time.Duration) (string, error)
 }
-
-// SlotCounter counts the runner slots a profile holds, or all profiles
-// together for "".
-type SlotCounter func(ctx context.Context, profile string) (int, error)
 
 // JITStore hands JIT configs to instances; *jitstore.Store implements it.
 type JITStore interface {
@@ -125,12 +124,10 @@ type Handler struct {
 	gh        GitHub
 	launcher  Launcher
 	jobs      Jobs
-	slots     SlotCounter
 	jit       JITStore
 	identity  Identity
 	offerings Offerings
 	retirer   *retire.Retirer
-	waiting   WaitingJobs
 	waker     Waker
 
 	visibility Visibility
@@ -172,25 +169,23 @@ type Deps struct {
 	GitHub   GitHub
 	Launcher Launcher
 	Jobs     Jobs
-	Slots    SlotCounter
 	JIT      JITStore
 	Identity Identity
 	// Offerings is optional: pools interrupted recently are skipped.
 	Offerings Offerings
-	// Waiting and Waker hold jobs that cannot launch yet in the table (see
-	// state.Wait) and wake them: a job over a limit waits there, not in SQS
-	// receives, and a wake launches the oldest waiting jobs first.
-	Waiting WaitingJobs
-	Waker   Waker
+	// Waker wakes jobs waiting in the table (Jobs.Waiting): a job over a
+	// limit waits there, not in SQS receives, and a wake launches the
+	// oldest waiting jobs first.
+	Waker Waker
 }
 
 // New returns a Handler for cfg (which must be valid).
 func New(cfg *config.Config, d Deps, opts ...Option) *Handler {
 	h := &Handler{
 		cfg: cfg, matcher: labels.NewMatcher(cfg),
-		gh: d.GitHub, launcher: d.Launcher, jobs: d.Jobs, slots: d.Slots, jit: d.JIT, identity: d.Identity, offerings: d.Offerings,
+		gh: d.GitHub, launcher: d.Launcher, jobs: d.Jobs, jit: d.JIT, identity: d.Identity, offerings: d.Offerings,
 		log: slog.New(slog.DiscardHandler), now: time.Now, concurrency: queue.ScaleUp.BatchSize,
-		retirer: retire.New(d.GitHub, d.Launcher), waiting: d.Waiting, waker: d.Waker,
+		retirer: retire.New(d.GitHub, d.Launcher), waker: d.Waker,
 	}
 	for _, o := range opts {
 		o(h)
@@ -581,7 +576,7 @@ func (h *Handler) launch(ctx context.Context, a *admission) error {
 // even when every slot is taken. Within one invocation the steps run under
 // a lock, so the records of one batch never exceed a limit between them;
 // concurrent invocations can overshoot it by at most their number (see
-// state.CountSlots).
+// state.Store.CountSlots).
 func (h *Handler) limitAndClaim(ctx context.Context, m *queue.Message, claimID, name string, p config.Profile, woken bool) (state.ClaimOutcome, int64, error) {
 	h.claimMu.Lock()
 	defer h.claimMu.Unlock()
@@ -601,7 +596,7 @@ func (h *Handler) limitAndClaim(ctx context.Context, m *queue.Message, claimID, 
 	case err != nil:
 		return 0, 0, h.giveBack(ctx, m.JobID, claimID, name, woken, since, err)
 	case !woken:
-		older, err := h.waiting(ctx, name, since, 1)
+		older, err := h.jobs.Waiting(ctx, name, since, 1)
 		if err != nil {
 			return 0, 0, h.giveBack(ctx, m.JobID, claimID, name, woken, since, err)
 		}
@@ -656,7 +651,7 @@ func (h *Handler) drain(ctx context.Context, log *slog.Logger, r events.SQSMessa
 		h.wakeAtReset(ctx, until)
 		return nil
 	}
-	used, err := h.slots(ctx, "")
+	used, err := h.jobs.CountSlots(ctx, "")
 	if err != nil {
 		return err
 	}
@@ -669,7 +664,7 @@ func (h *Handler) drain(ctx context.Context, log *slog.Logger, r events.SQSMessa
 	want := int32(min(free+drainBatch, 100))
 	var jobs []*state.Job
 	for _, p := range h.cfg.ProfileNames() {
-		js, err := h.waiting(ctx, p, time.Time{}, want)
+		js, err := h.jobs.Waiting(ctx, p, time.Time{}, want)
 		if err != nil {
 			return err
 		}
@@ -722,7 +717,7 @@ func (h *Handler) drain(ctx context.Context, log *slog.Logger, r events.SQSMessa
 // included) exceed the profile's or the deployment's limit.
 func (h *Handler) checkLimits(ctx context.Context, name string, p config.Profile) error {
 	if p.MaxRunners > 0 {
-		n, err := h.slots(ctx, name)
+		n, err := h.jobs.CountSlots(ctx, name)
 		if err != nil {
 			return err
 		}
@@ -730,7 +725,7 @@ func (h *Handler) checkLimits(ctx context.Context, name string, p config.Profile
 			return fmt.Errorf("%w: profile %s has %d of %d runners", errLimit, name, n-1, p.MaxRunners)
 		}
 	}
-	total, err := h.slots(ctx, "")
+	total, err := h.jobs.CountSlots(ctx, "")
 	if err != nil {
 		return err
 	}

@@ -185,12 +185,6 @@ func (h *harness) newHandler(gh scaleup.GitHub, wrap func(scaleup.Launcher) scal
 func (h *harness) handlerWith(gh scaleup.GitHub, l scaleup.Launcher, jobs scaleup.Jobs) *scaleup.Handler {
 	return scaleup.New(h.cfg, scaleup.Deps{
 		GitHub: gh, Launcher: l, Jobs: jobs, JIT: h.jit, Identity: identity, Offerings: h.store,
-		Slots: func(ctx context.Context, p string) (int, error) {
-			return state.CountSlots(ctx, h.aws.Dynamo, h.cfg.TableName, p)
-		},
-		Waiting: func(ctx context.Context, profile string, before time.Time, limit int32) ([]*state.Job, error) {
-			return state.Waiting(ctx, h.aws.Dynamo, h.cfg.TableName, profile, before, limit)
-		},
 		Waker: queue.NewSender(h.aws.SQS, h.queue.URL, 0),
 	}, scaleup.WithClock(h.clock.Now), scaleup.WithVisibility(h.retries),
 		scaleup.WithLogger(slog.New(slog.NewJSONHandler(h.logs, nil))))

@@ -242,19 +242,14 @@ func (s *Store) Skip(ctx context.Context, jobID int64, reason string) error {
 	return nil
 }
 
-// QueryAPI is the part of the DynamoDB client CountSlots uses.
-type QueryAPI interface {
-	Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
-}
-
 // CountSlots counts the runner slots held by profile, or by every profile
 // when profile is "": records claimed or launched whose job has not
 // finished. One Query (COUNT) on the sparse slot index, paginated; never a
 // Scan. The index is eventually consistent, so concurrent launches can
 // overshoot a limit by at most the number of concurrent scaleup invocations.
-func CountSlots(ctx context.Context, api QueryAPI, table, profile string) (int, error) {
+func (s *Store) CountSlots(ctx context.Context, profile string) (int, error) {
 	in := &dynamodb.QueryInput{
-		TableName:                 aws.String(table),
+		TableName:                 aws.String(s.table),
 		IndexName:                 aws.String(SlotIndex),
 		KeyConditionExpression:    aws.String("#slot = :one"),
 		ExpressionAttributeNames:  map[string]string{"#slot": AttrSlot},
@@ -268,7 +263,7 @@ func CountSlots(ctx context.Context, api QueryAPI, table, profile string) (int, 
 	}
 	total := 0
 	for {
-		out, err := api.Query(ctx, in)
+		out, err := s.api.Query(ctx, in)
 		if err != nil {
 			return 0, fmt.Errorf("count runners of profile %s: %w", profile, err)
 		}

@@ -129,7 +129,7 @@ func TestClaimRefusesStartedOrMissingJobs(t *testing.T) {
 func TestReleaseAndSlots(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s, a, table, _ := claimFixture(t)
+	s, _, _, _ := claimFixture(t)
 	for id := int64(10); id < 14; id++ {
 		enqueued(t, s, id)
 		profile := "default"
@@ -141,7 +141,7 @@ func TestReleaseAndSlots(t *testing.T) {
 		}
 	}
 	count := func(p string) int {
-		n, err := state.CountSlots(ctx, a.Dynamo, table, p)
+		n, err := s.CountSlots(ctx, p)
 		if err != nil {
 			t.Fatal(err)
 		}

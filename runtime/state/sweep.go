@@ -32,18 +32,13 @@ const (
 // finished.
 const PhaseLost = "lost"
 
-// SweepAPI is the part of the DynamoDB client the reconciler's reads use.
-type SweepAPI interface {
-	Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
-}
-
 // LiveJobs returns every record in the live index, projected to
 // sweepAttributes: one paginated Query, never a Scan. pages reports how many
 // pages it took. The index is eventually consistent; read a record with Get
 // before acting on it.
-func LiveJobs(ctx context.Context, api SweepAPI, table string) (jobs []*Job, pages int, err error) {
+func (s *Store) LiveJobs(ctx context.Context) (jobs []*Job, pages int, err error) {
 	in := &dynamodb.QueryInput{
-		TableName:                 aws.String(table),
+		TableName:                 aws.String(s.table),
 		IndexName:                 aws.String(LiveIndex),
 		KeyConditionExpression:    aws.String("#live = :one"),
 		ExpressionAttributeNames:  map[string]string{"#live": AttrLive},
@@ -58,7 +53,7 @@ func LiveJobs(ctx context.Context, api SweepAPI, table string) (jobs []*Job, pag
 	}
 	in.ProjectionExpression = aws.String(strings.Join(proj, ", "))
 	for {
-		out, err := api.Query(ctx, in)
+		out, err := s.api.Query(ctx, in)
 		if err != nil {
 			return nil, pages, fmt.Errorf("query live jobs: %w", err)
 		}
@@ -199,9 +194,9 @@ func (s *Store) FreeRunnerSlot(ctx context.Context, launchJobID int64, runnerNam
 // the job keeping it busy first (highest status first). One paginated
 // Query of the live index with a filter: the index is eventually
 // consistent, so a job that started a moment ago may be missing.
-func RunningOn(ctx context.Context, api SweepAPI, table, runnerName string) ([]*Job, error) {
+func (s *Store) RunningOn(ctx context.Context, runnerName string) ([]*Job, error) {
 	in := &dynamodb.QueryInput{
-		TableName:                aws.String(table),
+		TableName:                aws.String(s.table),
 		IndexName:                aws.String(LiveIndex),
 		KeyConditionExpression:   aws.String("#live = :one"),
 		FilterExpression:         aws.String("#ranOn = :runner"),
@@ -212,7 +207,7 @@ func RunningOn(ctx context.Context, api SweepAPI, table, runnerName string) ([]*
 	}
 	var jobs []*Job
 	for {
-		out, err := api.Query(ctx, in)
+		out, err := s.api.Query(ctx, in)
 		if err != nil {
 			return nil, fmt.Errorf("query jobs running on %s: %w", runnerName, err)
 		}

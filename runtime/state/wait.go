@@ -54,9 +54,9 @@ func (s *Store) Wait(ctx context.Context, jobID int64, claimID, profile, reason 
 // first, that have waited since before (zero: any). The index is eventually
 // consistent: a job parked a moment ago may be missing, one claimed a
 // moment ago may still be listed (its claim then decides).
-func Waiting(ctx context.Context, api QueryAPI, table, profile string, before time.Time, limit int32) ([]*Job, error) {
+func (s *Store) Waiting(ctx context.Context, profile string, before time.Time, limit int32) ([]*Job, error) {
 	in := &dynamodb.QueryInput{
-		TableName:                 aws.String(table),
+		TableName:                 aws.String(s.table),
 		IndexName:                 aws.String(WaitIndex),
 		KeyConditionExpression:    aws.String("#wait = :one"),
 		ExpressionAttributeNames:  map[string]string{"#wait": AttrWait},
@@ -71,7 +71,7 @@ func Waiting(ctx context.Context, api QueryAPI, table, profile string, before ti
 	}
 	var jobs []*Job
 	for len(jobs) < int(limit) {
-		out, err := api.Query(ctx, in)
+		out, err := s.api.Query(ctx, in)
 		if err != nil {
 			return nil, fmt.Errorf("query waiting jobs: %w", err)
 		}
@@ -89,9 +89,9 @@ func Waiting(ctx context.Context, api QueryAPI, table, profile string, before ti
 
 // CountWaiting counts the waiting jobs of profile: one paginated Query
 // (COUNT) of the wait index.
-func CountWaiting(ctx context.Context, api QueryAPI, table, profile string) (int, error) {
+func (s *Store) CountWaiting(ctx context.Context, profile string) (int, error) {
 	in := &dynamodb.QueryInput{
-		TableName:                 aws.String(table),
+		TableName:                 aws.String(s.table),
 		IndexName:                 aws.String(WaitIndex),
 		KeyConditionExpression:    aws.String("#wait = :one"),
 		ExpressionAttributeNames:  map[string]string{"#wait": AttrWait},
@@ -100,7 +100,7 @@ func CountWaiting(ctx context.Context, api QueryAPI, table, profile string) (int
 	}
 	total := 0
 	for {
-		out, err := api.Query(ctx, in)
+		out, err := s.api.Query(ctx, in)
 		if err != nil {
 			return 0, fmt.Errorf("count waiting jobs: %w", err)
 		}
@@ -114,9 +114,9 @@ func CountWaiting(ctx context.Context, api QueryAPI, table, profile string) (int
 
 // AnyWaiting reports whether a job of any of profiles waits (one Query of
 // at most one item per profile, until one is found).
-func AnyWaiting(ctx context.Context, api QueryAPI, table string, profiles []string) (bool, error) {
+func (s *Store) AnyWaiting(ctx context.Context, profiles []string) (bool, error) {
 	for _, p := range profiles {
-		jobs, err := Waiting(ctx, api, table, p, time.Time{}, 1)
+		jobs, err := s.Waiting(ctx, p, time.Time{}, 1)
 		if err != nil {
 			return false, err
 		}
@@ -130,9 +130,9 @@ func AnyWaiting(ctx context.Context, api QueryAPI, table string, profiles []stri
 // WaitingSummary counts the waiting jobs of profiles and returns when the
 // oldest of them started waiting (zero when none waits): one COUNT Query
 // and one single-item Query per profile.
-func WaitingSummary(ctx context.Context, api QueryAPI, table string, profiles []string) (n int, oldest time.Time, err error) {
+func (s *Store) WaitingSummary(ctx context.Context, profiles []string) (n int, oldest time.Time, err error) {
 	for _, p := range profiles {
-		c, err := CountWaiting(ctx, api, table, p)
+		c, err := s.CountWaiting(ctx, p)
 		if err != nil {
 			return 0, time.Time{}, err
 		}
@@ -140,7 +140,7 @@ func WaitingSummary(ctx context.Context, api QueryAPI, table string, profiles []
 			continue
 		}
 		n += c
-		first, err := Waiting(ctx, api, table, p, time.Time{}, 1)
+		first, err := s.Waiting(ctx, p, time.Time{}, 1)
 		if err != nil {
 			return 0, time.Time{}, err
 		}

@@ -128,7 +128,7 @@ type Waker interface {
 }
 
 // WithWaiters lets the handler wake waiting jobs when a completed job frees
-// a runner slot: any reports whether jobs wait (state.AnyWaiting), and only
+// a runner slot: any reports whether jobs wait (state.Store.AnyWaiting), and only
 // then is a wake sent, through waker.
 func WithWaiters(any func(ctx context.Context) (bool, error), waker Waker) Option {
 	return func(h *Handler) { h.waiters, h.waker = any, waker }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/jit-runners/jit-runners/runtime/awsconfig"
 	"github.com/jit-runners/jit-runners/runtime/config"
+	"github.com/jit-runners/jit-runners/runtime/fleet"
 	"github.com/jit-runners/jit-runners/runtime/githubapp"
 	"github.com/jit-runners/jit-runners/runtime/logging"
 	"github.com/jit-runners/jit-runners/runtime/metrics"
@@ -58,19 +59,10 @@ func run() error {
 		}, log, nil).Run
 	}
 	r := scaledown.New(cfg, scaledown.Deps{
-		EC2:    ec2.NewFromConfig(awsCfg),
-		GitHub: gh,
-		Jobs:   store,
-		Live: func(ctx context.Context) ([]*state.Job, int, error) {
-			return state.LiveJobs(ctx, db, cfg.TableName)
-		},
-		Queue: queue.NewSender(sqs.NewFromConfig(awsCfg), cfg.QueueURL, 0),
-		RunningOn: func(ctx context.Context, runnerName string) ([]*state.Job, error) {
-			return state.RunningOn(ctx, db, cfg.TableName, runnerName)
-		},
-		Waiting: func(ctx context.Context) (int, time.Time, error) {
-			return state.WaitingSummary(ctx, db, cfg.TableName, cfg.ProfileNames())
-		},
+		Instances: fleet.New(ec2.NewFromConfig(awsCfg), fleet.WithLogger(log)),
+		GitHub:    gh,
+		Jobs:      store,
+		Queue:     queue.NewSender(sqs.NewFromConfig(awsCfg), cfg.QueueURL, 0),
 		Redeliver: redeliver,
 	}, scaledown.WithLogger(log), scaledown.WithMetrics(m))
 	lambda.Start(r.Handle)

@@ -68,15 +68,9 @@ func run() error {
 		Launcher:  fleet.New(ec2.NewFromConfig(awsCfg), fleet.WithLogger(log)),
 		Jobs:      store,
 		Offerings: store,
-		Slots: func(ctx context.Context, profile string) (int, error) {
-			return state.CountSlots(ctx, db, cfg.TableName, profile)
-		},
-		JIT:      jitstore.New(db, cfg.Launch.JITConfigTableName, nil),
-		Identity: id,
-		Waiting: func(ctx context.Context, profile string, before time.Time, limit int32) ([]*state.Job, error) {
-			return state.Waiting(ctx, db, cfg.TableName, profile, before, limit)
-		},
-		Waker: queue.NewSender(sqsClient, cfg.QueueURL, 0),
+		JIT:       jitstore.New(db, cfg.Launch.JITConfigTableName, nil),
+		Identity:  id,
+		Waker:     queue.NewSender(sqsClient, cfg.QueueURL, 0),
 	}, scaleup.WithLogger(log), scaleup.WithMetrics(m), scaleup.WithVisibility(queue.NewVisibility(sqsClient, cfg.QueueURL)))
 	lambda.Start(h.Handle)
 	return nil

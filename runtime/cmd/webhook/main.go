@@ -53,7 +53,7 @@ func main() {
 	opts := []webhook.Option{
 		webhook.WithLogger(log), webhook.WithAllowedOwners(cfg.GitHub.AllowedOwners), webhook.WithNamePrefix(cfg.NamePrefix),
 		webhook.WithWaiters(func(ctx context.Context) (bool, error) {
-			return state.AnyWaiting(ctx, db, cfg.TableName, cfg.ProfileNames())
+			return store.AnyWaiting(ctx, cfg.ProfileNames())
 		}, sender),
 		webhook.WithSecretRefresh(func(ctx context.Context) ([]byte, error) {
 			return secrets.Refresh(ctx, cfg.GitHub.WebhookSecretARN)

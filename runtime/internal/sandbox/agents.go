@@ -11,9 +11,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	"github.com/jit-runners/jit-runners/runtime/bootstrap"
+	"github.com/jit-runners/jit-runners/runtime/fleet"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv/ghfake"
 	"github.com/jit-runners/jit-runners/runtime/jitstore"
 )
@@ -29,7 +29,6 @@ import (
 // (ghfake.Server.BusyRunnersLost), and the end-to-end tests require none.
 type agents struct {
 	s    *Sandbox
-	ec2  *ec2.Client
 	wait time.Duration // how long an instance waits for its JIT config
 
 	mu      sync.Mutex
@@ -39,7 +38,6 @@ type agents struct {
 func newAgents(s *Sandbox) *agents {
 	a := &agents{
 		s:       s,
-		ec2:     ec2.NewFromConfig(s.awsCfg),
 		wait:    bootstrap.DefaultJITWait,
 		running: map[string]context.CancelFunc{},
 	}
@@ -48,17 +46,17 @@ func newAgents(s *Sandbox) *agents {
 
 // start runs an agent for a new instance; gone stops it when the instance
 // terminates under it.
-func (a *agents) start(ctx context.Context, in instanceInfo) {
+func (a *agents) start(ctx context.Context, in fleet.Instance) {
 	ctx, cancel := context.WithCancel(ctx)
 	a.mu.Lock()
-	a.running[in.id] = cancel
+	a.running[in.ID] = cancel
 	a.mu.Unlock()
 	a.s.wg.Add(1)
 	go func() {
 		defer a.s.wg.Done()
 		defer func() {
 			a.mu.Lock()
-			delete(a.running, in.id)
+			delete(a.running, in.ID)
 			a.mu.Unlock()
 			cancel()
 		}()
@@ -74,20 +72,20 @@ func (a *agents) gone(id string) {
 	}
 }
 
-func (a *agents) run(ctx context.Context, in instanceInfo) {
-	log := a.s.log.With(slog.String("instance_id", in.id), slog.Int64("job_id", in.jobID))
-	runner := in.name // the Name tag: its runner, named before the launch
+func (a *agents) run(ctx context.Context, in fleet.Instance) {
+	log := a.s.log.With(slog.String("instance_id", in.ID), slog.Int64("job_id", in.JobID))
+	runner := in.Runner // the Name tag: its runner, named before the launch
 	fail := func(reason string) {
 		if ctx.Err() != nil {
 			return // the instance was terminated under the agent
 		}
-		a.s.tracker.onFailed(in.jobID, in.id, reason)
+		a.s.tracker.onFailed(in.JobID, in.ID, reason)
 		log.Warn("simulated runner failed; shutting the instance down", slog.String("reason", reason))
-		a.shutdown(in.id)
+		a.shutdown(in.ID)
 	}
 
 	// The bootstrap: the instance's own key, read and deleted in one call.
-	arn := jitstore.InstanceARN("aws", a.s.region, in.ownerID, in.id)
+	arn := jitstore.InstanceARN("aws", a.s.region, in.Account, in.ID)
 	encoded, err := a.takeJIT(ctx, arn)
 	if err != nil {
 		fail(err.Error())
@@ -101,7 +99,7 @@ func (a *agents) run(ctx context.Context, in instanceInfo) {
 		fail("runner could not come online: " + err.Error())
 		return
 	}
-	a.s.tracker.onRegistered(in.jobID, in.id, runner)
+	a.s.tracker.onRegistered(in.JobID, in.ID, runner)
 
 	// The runner's long poll: whatever job GitHub gives it, or none before
 	// the bootstrap's idle timeout.
@@ -112,7 +110,7 @@ func (a *agents) run(ctx context.Context, in instanceInfo) {
 		a.offline(log, runnerID)
 		if ctx.Err() == nil {
 			log.Info("simulated runner got no job within the idle timeout; shutting the instance down")
-			a.shutdown(in.id)
+			a.shutdown(in.ID)
 		}
 		return
 	}
@@ -122,7 +120,7 @@ func (a *agents) run(ctx context.Context, in instanceInfo) {
 		if a.s.ctx.Err() == nil {
 			// The instance was terminated under a running job.
 			a.s.fake.RunnerLost(runnerID)
-			a.s.tracker.onFailed(job.ID, in.id, "instance terminated while its runner ran the job")
+			a.s.tracker.onFailed(job.ID, in.ID, "instance terminated while its runner ran the job")
 			log.Error("instance terminated while its runner was running a job")
 		}
 		return
@@ -134,7 +132,7 @@ func (a *agents) run(ctx context.Context, in instanceInfo) {
 	}
 	// The runner exits after its one job; the bootstrap's exit trap shuts
 	// the instance down, which terminates it.
-	a.shutdown(in.id)
+	a.shutdown(in.ID)
 }
 
 // offline marks the runner offline, as GitHub shows a runner whose process
@@ -198,7 +196,7 @@ func (a *agents) takeJIT(ctx context.Context, arn string) (string, error) {
 func (a *agents) shutdown(id string) {
 	ctx, cancel := context.WithTimeout(a.s.ctx, 30*time.Second)
 	defer cancel()
-	if _, err := a.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil && ctx.Err() == nil {
+	if err := a.s.instances.Terminate(ctx, id); err != nil && ctx.Err() == nil {
 		a.s.log.Warn("terminate instance failed", slog.String("instance_id", id), slog.String("error", err.Error()))
 	}
 }

@@ -12,10 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
-
 	"github.com/jit-runners/jit-runners/runtime/jitstore"
 	"github.com/jit-runners/jit-runners/runtime/tags"
 )
@@ -183,20 +179,16 @@ func leadingKeyFacts(action, sourceARN string, body []byte) []string {
 }
 
 // managedBy reads the jitr:managed-by tag of instances from the AWS endpoint
-// itself (not through the proxy, so unrecorded). A filter, not InstanceIds:
-// InstanceIds fails the whole call when one id is unknown.
+// itself (not through the proxy, so unrecorded).
 func (s *Sandbox) managedBy(ctx context.Context, ids []string) (map[string]string, error) {
-	out := map[string]string{}
-	if len(ids) == 0 {
-		return out, nil
-	}
-	list, err := describeInstances(ctx, ec2.NewFromConfig(s.awsCfg), ec2types.Filter{Name: aws.String("instance-id"), Values: ids})
+	found, err := s.instances.Get(ctx, ids...)
 	if err != nil {
 		return nil, err
 	}
-	for _, in := range list {
-		if in.managed != "" {
-			out[in.id] = in.managed
+	out := map[string]string{}
+	for id, in := range found {
+		if in.ManagedBy != "" {
+			out[id] = in.ManagedBy
 		}
 	}
 	return out, nil

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
@@ -158,7 +157,7 @@ func (s *Sandbox) allDone(ids []int64) bool {
 
 // countAlive counts the deployment's instances that are not terminated.
 func (s *Sandbox) countAlive(ctx context.Context) (int, error) {
-	list, err := describeAlive(ctx, ec2.NewFromConfig(s.awsCfg), s.cfg.NamePrefix)
+	list, _, err := s.instances.List(ctx, s.cfg.NamePrefix)
 	return len(list), err
 }
 

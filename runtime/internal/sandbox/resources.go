@@ -21,6 +21,7 @@ import (
 
 	"github.com/jit-runners/jit-runners/runtime/bootstrap"
 	"github.com/jit-runners/jit-runners/runtime/config"
+	"github.com/jit-runners/jit-runners/runtime/fleet"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
 	"github.com/jit-runners/jit-runners/runtime/jitstore"
 	"github.com/jit-runners/jit-runners/runtime/queue"
@@ -73,6 +74,7 @@ func (s *Sandbox) startAWS(ctx context.Context) error {
 			return aws.Credentials{AccessKeyID: id, SecretAccessKey: secret, SessionToken: token, Source: "sandbox"}, nil
 		}),
 	}
+	s.instances = fleet.New(ec2.NewFromConfig(s.awsCfg))
 	return nil
 }
 

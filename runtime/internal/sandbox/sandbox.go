@@ -37,6 +37,7 @@ import (
 
 	"github.com/jit-runners/jit-runners/runtime/bootstrap"
 	"github.com/jit-runners/jit-runners/runtime/config"
+	"github.com/jit-runners/jit-runners/runtime/fleet"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv/ghfake"
 	"github.com/jit-runners/jit-runners/runtime/queue"
@@ -190,6 +191,7 @@ type Sandbox struct {
 	moto          *testenv.Moto
 	awsURL        string // moto or Options.AWSEndpoint
 	awsCfg        aws.Config
+	instances     *fleet.Launcher // the deployment's instances, read and terminated directly (not through the proxy)
 	proxy         *faultProxy
 	fake          *ghfake.Server // nil with an external GitHub
 	githubURL     string

@@ -110,25 +110,8 @@ func overridesOf(in *ec2.CreateFleetInput) []offering {
 	return out
 }
 
-// fakeClock is a clock the test moves by hand.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+// fakeStart is where the tests' clocks start.
+var fakeStart = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // network is a VPC with one subnet in each of two zones and a launch
 // template, on the shared moto server.

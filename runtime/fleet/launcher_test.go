@@ -15,6 +15,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/jit-runners/jit-runners/runtime/fleet"
+	"github.com/jit-runners/jit-runners/runtime/internal/testkit"
 )
 
 func TestLaunchSpot(t *testing.T) {
@@ -208,7 +209,7 @@ func TestLaunchReadsOverrideErrorsAlongsideInstance(t *testing.T) {
 func TestUnavailableOfferingSkippedUntilTTL(t *testing.T) {
 	t.Parallel()
 	n := newNetwork(t)
-	clock := newFakeClock()
+	clock := testkit.NewClock(fakeStart)
 	l, api := newLauncher(t, n, fleet.WithClock(clock.Now), fleet.WithUnavailableTTL(time.Minute))
 
 	l.MarkUnavailable("spot", "t3.large", n.zones[0])

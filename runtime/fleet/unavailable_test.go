@@ -7,11 +7,12 @@ import (
 	"time"
 
 	"github.com/jit-runners/jit-runners/runtime/fleet"
+	"github.com/jit-runners/jit-runners/runtime/internal/testkit"
 )
 
 func TestUnavailableOfferingsTTL(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
+	clock := testkit.NewClock(fakeStart)
 	u := fleet.NewUnavailableOfferings(time.Minute, clock.Now)
 
 	u.MarkUnavailable("spot", "t3.large", "us-east-1a")
@@ -46,7 +47,7 @@ func TestUnavailableOfferingsTTL(t *testing.T) {
 
 func TestUnavailableOfferingsDefaults(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
+	clock := testkit.NewClock(fakeStart)
 	u := fleet.NewUnavailableOfferings(0, clock.Now)
 	u.MarkUnavailable("spot", "t3.large", "us-east-1a")
 	clock.Advance(fleet.DefaultUnavailableTTL - time.Nanosecond)
@@ -61,7 +62,7 @@ func TestUnavailableOfferingsDefaults(t *testing.T) {
 
 func TestUnavailableOfferingsConcurrent(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
+	clock := testkit.NewClock(fakeStart)
 	// The goroutines advance the clock 64 s in all: the TTL must outlast that
 	// whatever order they run in.
 	u := fleet.NewUnavailableOfferings(time.Hour, clock.Now)

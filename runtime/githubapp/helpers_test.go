@@ -1,7 +1,6 @@
 package githubapp
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv/ghfake"
+	"github.com/jit-runners/jit-runners/runtime/internal/testkit"
 )
 
 const (
@@ -65,38 +65,20 @@ func (r *sleepRecorder) all() []time.Duration {
 	return append([]time.Duration(nil), r.waits...)
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // testClient is a Client on a fake, with its sleeps recorded and its logs
 // captured.
 type testClient struct {
 	*Client
 	srv    *ghfake.Server
 	sleeps *sleepRecorder
-	logs   *syncBuffer
+	logs   *testkit.Buffer
 }
 
 // newTestClient returns a Client of scope on srv (GitHub.com-style URL);
 // edit adjusts the Config before New.
 func newTestClient(t testing.TB, srv *ghfake.Server, scope string, edit ...func(*Config)) *testClient {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testkit.Buffer{}
 	cfg := Config{
 		APIURL:     srv.URL(),
 		AppID:      srv.AppID(),

@@ -22,6 +22,7 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/githubapp"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv/ghfake"
+	"github.com/jit-runners/jit-runners/runtime/internal/testkit"
 	"github.com/jit-runners/jit-runners/runtime/jitstore"
 	"github.com/jit-runners/jit-runners/runtime/queue"
 	"github.com/jit-runners/jit-runners/runtime/scaleup"
@@ -114,9 +115,9 @@ type harness struct {
 	store   *state.Store
 	jit     *jitstore.Store
 	handler *scaleup.Handler
-	clock   *testenv.Clock
+	clock   *testkit.Clock
 	retries *retryRecorder
-	logs    *testenv.SyncBuffer
+	logs    *testkit.Buffer
 	owner   string
 	queue   queue.Created // where wakes go
 	nextMsg atomic.Int64
@@ -150,7 +151,7 @@ func newHarness(t testing.TB, scope string, opts ...harnessOption) *harness {
 	gh := ghfake.NewForTest(t)
 	owner := "octo-org"
 	gh.AddInstallation(installationID, owner)
-	logs := &testenv.SyncBuffer{}
+	logs := &testkit.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ghc, err := githubapp.New(githubapp.Config{
 		APIURL: gh.URL(), AppID: gh.AppID(), PrivateKey: gh.PrivateKeyPEM(), Scope: scope, RunnerGroup: "Default", Logger: log,
@@ -160,7 +161,7 @@ func newHarness(t testing.TB, scope string, opts ...harnessOption) *harness {
 	}
 	h := &harness{t: t, cfg: cfg, aws: a, gh: gh, ghc: ghc, owner: owner, logs: logs,
 		ec2:     &faultyEC2{Client: ec2.NewFromConfig(a.Config)},
-		clock:   testenv.NewClock(),
+		clock:   testkit.NewClock(time.Now()),
 		retries: &retryRecorder{},
 	}
 	h.store = state.NewStore(a.Dynamo, cfg.TableName, time.Hour, h.clock.Now)

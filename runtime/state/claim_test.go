@@ -8,27 +8,15 @@ import (
 	"time"
 
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
+	"github.com/jit-runners/jit-runners/runtime/internal/testkit"
 	"github.com/jit-runners/jit-runners/runtime/state"
 )
 
-// clock is a controllable clock for lease tests.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-func claimFixture(t *testing.T) (*state.Store, *testenv.AWS, string, *clock) {
+func claimFixture(t *testing.T) (*state.Store, *testenv.AWS, string, *testkit.Clock) {
 	t.Helper()
 	a := testenv.AWSForTest(t)
 	table := a.JobsTable(t)
-	c := &clock{now: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	c := testkit.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 	s := state.NewStore(a.Dynamo, table, 24*time.Hour, c.Now)
 	return s, a, table, c
 }

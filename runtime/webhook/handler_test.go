@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
+	"github.com/jit-runners/jit-runners/runtime/internal/testkit"
 	"github.com/jit-runners/jit-runners/runtime/labels"
 	"github.com/jit-runners/jit-runners/runtime/metrics"
 	"github.com/jit-runners/jit-runners/runtime/queue"
@@ -203,7 +204,7 @@ type integration struct {
 	store *state.Store
 	aws   *testenv.AWS
 	queue queue.Created
-	logs  *syncBuffer
+	logs  *testkit.Buffer
 }
 
 func newIntegration(t *testing.T, opts ...webhook.Option) *integration {
@@ -211,7 +212,7 @@ func newIntegration(t *testing.T, opts ...webhook.Option) *integration {
 	a := testenv.AWSForTest(t)
 	table, q := a.JobsTable(t), a.Queue(t)
 	st := state.NewStore(a.Dynamo, table, 24*time.Hour, nil)
-	logs := &syncBuffer{}
+	logs := &testkit.Buffer{}
 	opts = append([]webhook.Option{webhook.WithLogger(slog.New(slog.NewJSONHandler(logs, nil)))}, opts...)
 	h := webhook.New(staticSecret, st, queue.NewSender(a.SQS, q.URL, 0), labels.NewMatcher(testConfig(t)), opts...)
 	return &integration{h: h, store: st, aws: a, queue: q, logs: logs}
@@ -478,7 +479,7 @@ func TestLogsCarryNoBodyOrSecret(t *testing.T) {
 
 func TestQueueToStartMetric(t *testing.T) {
 	t.Parallel()
-	var out syncBuffer
+	var out testkit.Buffer
 	in := newIntegration(t, webhook.WithMetrics(metrics.New(&out, "webhook", "jitr")))
 	body := jobPayload(t, "in_progress", 900)
 	body = bytes.Replace(body, []byte(`"started_at":"2021-06-15T19:22:27Z"`), []byte(`"started_at":"2021-06-15T19:22:58Z"`), 1)

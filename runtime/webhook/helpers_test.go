@@ -163,22 +163,3 @@ func newMemHandler(tb testing.TB, opts ...webhook.Option) (*webhook.Handler, *me
 	st, q := &memStore{}, &memQueue{}
 	return webhook.New(staticSecret, st, q, labels.NewMatcher(testConfig(tb)), opts...), st, q
 }
-
-// syncBuffer collects log output from concurrent handlers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	return len(p), nil
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
-}

@@ -19,6 +19,7 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/internal/sandbox"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv/ghfake"
+	"github.com/jit-runners/jit-runners/runtime/internal/testkit"
 )
 
 // TestCLIContract runs the built command as a user would: --listen
@@ -61,7 +62,7 @@ func TestCLIContract(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr testenv.SyncBuffer // written by exec's copier while the test reads it
+	var stderr testkit.Buffer // written by exec's copier while the test reads it
 	cmd.Stderr = &stderr
 	start := time.Now()
 	if err := cmd.Start(); err != nil {

@@ -21,8 +21,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/jit-runners/jit-runners/runtime/internal/sandbox"
-	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv/ghfake"
+	"github.com/jit-runners/jit-runners/runtime/internal/testkit"
 	"github.com/jit-runners/jit-runners/runtime/tags"
 )
 
@@ -55,9 +55,6 @@ func sweepInterval(jobs int) time.Duration {
 	return 30 * time.Second
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer = testenv.SyncBuffer
-
 // TestEndToEnd runs the whole control plane with a burst of jobs at a high
 // rate, 30% duplicate deliveries and transient faults everywhere (GitHub 5xx
 // and secondary rate limits, AWS 500s, spot capacity errors), under GitHub's
@@ -76,7 +73,7 @@ func TestEndToEnd(t *testing.T) {
 	if keep := os.Getenv("JITR_E2E_LOGDIR"); keep != "" {
 		dir = keep // kept after the test, for a look at the logs
 	}
-	stdout, logs := &syncBuffer{}, &syncBuffer{}
+	stdout, logs := &testkit.Buffer{}, &testkit.Buffer{}
 	eventsFile := filepath.Join(dir, "events.jsonl")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -374,7 +371,7 @@ func TestExternalGitHub(t *testing.T) {
 	gh := ghfake.NewForTest(t, ghfake.WithAppID(777))
 	gh.AddInstallation(sandbox.InstallationID, sandbox.Owner)
 	const secret = "external-webhook-secret"
-	stdout := &syncBuffer{}
+	stdout := &testkit.Buffer{}
 	ctx := context.Background()
 	s, err := sandbox.Start(ctx, sandbox.Options{
 		Listen: "127.0.0.1:0", LogDir: t.TempDir(), Stdout: stdout, SweepInterval: time.Hour,

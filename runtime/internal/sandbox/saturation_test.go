@@ -21,6 +21,7 @@ import (
 
 	"github.com/jit-runners/jit-runners/runtime/internal/sandbox"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv/ghfake"
+	"github.com/jit-runners/jit-runners/runtime/internal/testkit"
 	"github.com/jit-runners/jit-runners/runtime/queue"
 	"github.com/jit-runners/jit-runners/runtime/tags"
 )
@@ -67,7 +68,7 @@ func TestSaturation(t *testing.T) {
 	duration := envDuration(t, "JITR_SAT_DURATION", 2*time.Second)
 	const maxRunners = 2
 	dir := t.TempDir()
-	stdout := &syncBuffer{}
+	stdout := &testkit.Buffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	s, err := sandbox.Start(ctx, sandbox.Options{
@@ -215,7 +216,7 @@ func TestRateLimit(t *testing.T) {
 		Listen:        "127.0.0.1:0",
 		ConfigOverlay: []byte(shortTimeouts),
 		SweepInterval: 20 * time.Second, JobDuration: time.Second, IdleTimeout: 20 * time.Second,
-		VisibilityTimeout: 5 * time.Second, LogDir: filepath.Join(dir, "logs"), Stdout: &syncBuffer{},
+		VisibilityTimeout: 5 * time.Second, LogDir: filepath.Join(dir, "logs"), Stdout: &testkit.Buffer{},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -275,7 +276,7 @@ func TestLostDeliveries(t *testing.T) {
 		Listen: "127.0.0.1:0", ConfigOverlay: []byte(shortTimeouts),
 		SweepInterval: 20 * time.Second, RedeliveryInterval: 5 * time.Second, DeliveryFaultRate: 0.1,
 		JobDuration: time.Second, IdleTimeout: 20 * time.Second, VisibilityTimeout: 5 * time.Second,
-		LogDir: filepath.Join(dir, "logs"), Stdout: &syncBuffer{}, EventsFile: filepath.Join(dir, "events.jsonl"),
+		LogDir: filepath.Join(dir, "logs"), Stdout: &testkit.Buffer{}, EventsFile: filepath.Join(dir, "events.jsonl"),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,33 +13,10 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/config"
 	"github.com/jit-runners/jit-runners/runtime/githubapp"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv/ghfake"
+	"github.com/jit-runners/jit-runners/runtime/internal/testkit"
 	"github.com/jit-runners/jit-runners/runtime/jitstore"
 	"github.com/jit-runners/jit-runners/runtime/state"
 )
-
-// Clock is a controllable clock; it starts at the real time so that
-// timestamps moto sets (launch times) and the clock agree.
-type Clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-// NewClock returns a clock at the current time.
-func NewClock() *Clock { return &Clock{now: time.Now()} }
-
-// Now returns the clock's time.
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-// Advance moves the clock forward.
-func (c *Clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // Plane is one deployment's control-plane resources for integration tests:
 // the jobs and JIT tables, the queue, a network with the runner launch
@@ -55,8 +31,8 @@ type Plane struct {
 	Store    *state.Store
 	JIT      *jitstore.Store
 	EC2      *ec2.Client
-	Clock    *Clock
-	Logs     *SyncBuffer
+	Clock    *testkit.Clock
+	Logs     *testkit.Buffer
 	Owner    string
 	InstID   int64
 
@@ -71,7 +47,7 @@ func NewPlane(tb testing.TB, scope string, opts ...DeploymentOption) *Plane {
 		c.NamePrefix = prefix
 		c.GitHub.Scope = scope
 	}}, opts...)...)
-	p := &Plane{Deployment: d, Clock: NewClock(), Logs: &SyncBuffer{}, Owner: "octo-org", InstID: 4242}
+	p := &Plane{Deployment: d, Clock: testkit.NewClock(time.Now()), Logs: &testkit.Buffer{}, Owner: "octo-org", InstID: 4242}
 	p.JITTable = UniqueName(tb)
 	if err := jitstore.Table.Create(context.Background(), d.AWS.Dynamo, p.JITTable); err != nil {
 		tb.Fatal(err)
@@ -126,23 +102,3 @@ func (p *Plane) Installation() githubapp.Installation {
 
 // NextJobID returns a job id unique in the plane.
 func (p *Plane) NextJobID() int64 { return 1000 + p.jobSeq.Add(1) }
-
-// SyncBuffer collects output from concurrent writers.
-type SyncBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (b *SyncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	return len(p), nil
-}
-
-// String returns everything written so far.
-func (b *SyncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
-}

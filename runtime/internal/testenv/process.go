@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/jit-runners/jit-runners/runtime/internal/testkit"
 )
 
 // RIEOptions configure StartRIEWith.
@@ -46,7 +48,7 @@ func StartRIEWith(ctx context.Context, bootstrap string, o RIEOptions) (*RIE, er
 		bootstrap)
 	cmd.Env = o.Env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	buf := &lockedBuffer{}
+	buf := &testkit.Buffer{}
 	if o.Output != nil {
 		cmd.Stdout, cmd.Stderr = o.Output, o.Output
 	} else {

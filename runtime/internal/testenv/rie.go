@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jit-runners/jit-runners/runtime/internal/testkit"
 )
 
 // RIEBinary is the Lambda Runtime Interface Emulator command; RIE overrides it.
@@ -96,7 +98,7 @@ type RIE struct {
 
 	cmd    *exec.Cmd
 	done   chan struct{}
-	output *lockedBuffer
+	output *testkit.Buffer
 }
 
 // StartRIE runs bootstrap under the emulator on loopback ports with env added
@@ -134,21 +136,4 @@ func (r *RIE) Output() string { return r.output.String() }
 func (r *RIE) Close() error {
 	r.Stop(3 * time.Second)
 	return nil
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jit-runners/jit-runners/runtime/internal/testkit"
 )
 
 // jitRunner registers a JIT runner with labels over the API and brings it
@@ -139,7 +141,7 @@ func (s *Server) addJobLocked(j Job) int64 {
 // do; deleting it is refused with 422 at once, and counted.
 func TestBusyFlagLagsButDeleteKnows(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
+	clock := testkit.NewClock(time.Now().Truncate(time.Second))
 	s := newServer(t, WithClock(clock.Now), WithBusyLag(30*time.Second))
 	tok := installationToken(t, s, clock.Now())
 	id := jitRunner(t, s, tok, "r1", "self-hosted")

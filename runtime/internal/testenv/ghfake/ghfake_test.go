@@ -21,6 +21,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jit-runners/jit-runners/runtime/internal/testkit"
 )
 
 const (
@@ -36,26 +38,6 @@ var sharedKey = sync.OnceValue(func() *rsa.PrivateKey {
 	}
 	return k
 })
-
-// fakeClock is a settable clock for WithClock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Now().Truncate(time.Second)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 func newServer(t *testing.T, opts ...Option) *Server {
 	t.Helper()
@@ -196,7 +178,7 @@ func TestNewGeneratesKey(t *testing.T) {
 
 func TestJWT(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
+	clock := testkit.NewClock(time.Now().Truncate(time.Second))
 	s := newServer(t, WithClock(clock.Now))
 	other, err := rsa.GenerateKey(rand.Reader, 1024)
 	if err != nil {
@@ -248,7 +230,7 @@ func TestJWT(t *testing.T) {
 
 func TestAccessToken(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
+	clock := testkit.NewClock(time.Now().Truncate(time.Second))
 	s := newServer(t, WithClock(clock.Now))
 	now := clock.Now()
 
@@ -299,7 +281,7 @@ func TestAccessToken(t *testing.T) {
 
 func TestInstallationTokenAuth(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
+	clock := testkit.NewClock(time.Now().Truncate(time.Second))
 	s := newServer(t, WithClock(clock.Now))
 	tok := installationToken(t, s, clock.Now())
 	s.AddInstallation(5, "other")
@@ -702,7 +684,7 @@ func TestRunnersPagination(t *testing.T) {
 
 func TestRateLimit(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
+	clock := testkit.NewClock(time.Now().Truncate(time.Second))
 	s := newServer(t, WithClock(clock.Now), WithRateLimit(3))
 	tok := "token " + installationToken(t, s, clock.Now())
 
@@ -861,7 +843,7 @@ func TestFaultRateSeeded(t *testing.T) {
 
 func TestJobs(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
+	clock := testkit.NewClock(time.Now().Truncate(time.Second))
 	s := newServer(t, WithClock(clock.Now))
 	tok := "token " + installationToken(t, s, clock.Now())
 	queued := s.AddJob(Job{ID: 501, Owner: "acme", Repo: "app", Labels: []string{"self-hosted", "linux"}})

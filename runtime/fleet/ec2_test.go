@@ -3,7 +3,6 @@ package fleet_test
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,87 +13,6 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/fleet"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
 )
-
-// recordingEC2 is the real moto client with what moto cannot do added on top:
-// it records every CreateFleet input and DescribeSubnets call, and lets a test
-// answer a CreateFleet call itself (capacity and other EC2 errors) or edit
-// moto's answer.
-type recordingEC2 struct {
-	fleet.EC2API
-
-	mu              sync.Mutex
-	fleetInputs     []*ec2.CreateFleetInput
-	describeSubnets int
-	// answer, if set, is asked first; a nil output and nil error pass the
-	// call on to moto.
-	answer func(call int, in *ec2.CreateFleetInput) (*ec2.CreateFleetOutput, error)
-	// edit, if set, changes moto's answer.
-	edit func(in *ec2.CreateFleetInput, out *ec2.CreateFleetOutput)
-}
-
-func (r *recordingEC2) CreateFleet(ctx context.Context, in *ec2.CreateFleetInput, optFns ...func(*ec2.Options)) (*ec2.CreateFleetOutput, error) {
-	r.mu.Lock()
-	r.fleetInputs = append(r.fleetInputs, in)
-	call := len(r.fleetInputs)
-	answer, edit := r.answer, r.edit
-	r.mu.Unlock()
-	if answer != nil {
-		if out, err := answer(call, in); out != nil || err != nil {
-			return out, err
-		}
-	}
-	out, err := r.EC2API.CreateFleet(ctx, in, optFns...)
-	if err == nil && edit != nil {
-		edit(in, out)
-	}
-	return out, err
-}
-
-func (r *recordingEC2) DescribeSubnets(ctx context.Context, in *ec2.DescribeSubnetsInput, optFns ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error) {
-	r.mu.Lock()
-	r.describeSubnets++
-	r.mu.Unlock()
-	return r.EC2API.DescribeSubnets(ctx, in, optFns...)
-}
-
-func (r *recordingEC2) subnetCalls() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.describeSubnets
-}
-
-func (r *recordingEC2) inputs() []*ec2.CreateFleetInput {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]*ec2.CreateFleetInput(nil), r.fleetInputs...)
-}
-
-// overrideErrors is what EC2 answers when no override of in could launch:
-// one error per override and no instance.
-func overrideErrors(in *ec2.CreateFleetInput, code string) *ec2.CreateFleetOutput {
-	out := &ec2.CreateFleetOutput{FleetId: aws.String("fleet-injected")}
-	lt := in.LaunchTemplateConfigs[0]
-	for _, o := range lt.Overrides {
-		out.Errors = append(out.Errors, fleetError(in, o, code))
-	}
-	return out
-}
-
-func fleetError(in *ec2.CreateFleetInput, o types.FleetLaunchTemplateOverridesRequest, code string) types.CreateFleetError {
-	return types.CreateFleetError{
-		ErrorCode:    aws.String(code),
-		ErrorMessage: aws.String("injected " + code),
-		Lifecycle:    types.InstanceLifecycle(in.TargetCapacitySpecification.DefaultTargetCapacityType),
-		LaunchTemplateAndOverrides: &types.LaunchTemplateAndOverridesResponse{
-			Overrides: &types.FleetLaunchTemplateOverrides{
-				InstanceType:     o.InstanceType,
-				SubnetId:         o.SubnetId,
-				AvailabilityZone: o.AvailabilityZone,
-				ImageId:          o.ImageId,
-			},
-		},
-	}
-}
 
 func capacityType(in *ec2.CreateFleetInput) string {
 	return string(in.TargetCapacitySpecification.DefaultTargetCapacityType)
@@ -211,8 +129,8 @@ func (n *network) tags(t *testing.T, resourceID string) map[string]string {
 	return tags
 }
 
-func newLauncher(t *testing.T, n *network, opts ...fleet.Option) (*fleet.Launcher, *recordingEC2) {
+func newLauncher(t *testing.T, n *network, opts ...fleet.Option) (*fleet.Launcher, *testenv.FaultyEC2) {
 	t.Helper()
-	api := &recordingEC2{EC2API: n.client}
+	api := testenv.NewFaultyEC2(n.client)
 	return fleet.New(api, opts...), api
 }

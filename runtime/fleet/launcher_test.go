@@ -15,6 +15,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/jit-runners/jit-runners/runtime/fleet"
+	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
 	"github.com/jit-runners/jit-runners/runtime/internal/testkit"
 )
 
@@ -38,7 +39,7 @@ func TestLaunchSpot(t *testing.T) {
 		t.Errorf("got errors %v; want none", res.Errors)
 	}
 
-	inputs := api.inputs()
+	inputs := api.FleetInputs()
 	if len(inputs) != 1 {
 		t.Fatalf("got %d CreateFleet calls; want 1", len(inputs))
 	}
@@ -116,12 +117,12 @@ func TestLaunchSpotCapacityFallsBackToOnDemand(t *testing.T) {
 	t.Parallel()
 	n := newNetwork(t)
 	l, api := newLauncher(t, n)
-	api.answer = func(_ int, in *ec2.CreateFleetInput) (*ec2.CreateFleetOutput, error) {
+	api.Answer(func(_ int, in *ec2.CreateFleetInput) (*ec2.CreateFleetOutput, error) {
 		if capacityType(in) == fleet.CapacityTypeSpot {
-			return overrideErrors(in, "InsufficientInstanceCapacity"), nil
+			return testenv.FleetErrors(in, "InsufficientInstanceCapacity"), nil
 		}
 		return nil, nil
-	}
+	})
 
 	res, err := l.Launch(context.Background(), n.request(102))
 	if err != nil {
@@ -130,7 +131,7 @@ func TestLaunchSpotCapacityFallsBackToOnDemand(t *testing.T) {
 	if !res.SpotFallback || res.CapacityType != fleet.CapacityTypeOnDemand || res.InstanceID == "" {
 		t.Fatalf("got %+v; want an on-demand instance after spot fallback", res)
 	}
-	inputs := api.inputs()
+	inputs := api.FleetInputs()
 	if len(inputs) != 2 || capacityType(inputs[0]) != "spot" || capacityType(inputs[1]) != "on-demand" {
 		t.Fatalf("got %d CreateFleet calls; want spot then on-demand", len(inputs))
 	}
@@ -162,7 +163,7 @@ func TestLaunchSpotCapacityFallsBackToOnDemand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := api.inputs(); len(got) != 3 || capacityType(got[2]) != "on-demand" {
+	if got := api.FleetInputs(); len(got) != 3 || capacityType(got[2]) != "on-demand" {
 		t.Errorf("got %d CreateFleet calls, last %s; want one more, on-demand", len(got), capacityType(got[len(got)-1]))
 	}
 	if !res.SpotFallback || res.CapacityType != "on-demand" {
@@ -176,13 +177,13 @@ func TestLaunchReadsOverrideErrorsAlongsideInstance(t *testing.T) {
 	l, api := newLauncher(t, n)
 	// EC2 reports the pools it tried and could not use next to the instance it
 	// launched from another pool.
-	api.edit = func(in *ec2.CreateFleetInput, out *ec2.CreateFleetOutput) {
+	api.Edit(func(in *ec2.CreateFleetInput, out *ec2.CreateFleetOutput) {
 		for _, o := range in.LaunchTemplateConfigs[0].Overrides {
 			if o.InstanceType == "m5.large" && aws.ToString(o.SubnetId) == n.subnets[1] {
-				out.Errors = append(out.Errors, fleetError(in, o, "InsufficientInstanceCapacity"))
+				out.Errors = append(out.Errors, testenv.FleetError(in, o, "InsufficientInstanceCapacity"))
 			}
 		}
-	}
+	})
 
 	res, err := l.Launch(context.Background(), n.request(104))
 	if err != nil {
@@ -218,7 +219,7 @@ func TestUnavailableOfferingSkippedUntilTTL(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []offering{{"t3.large", n.subnets[1], n.zones[1]}, {"m5.large", n.subnets[0], n.zones[0]}, {"m5.large", n.subnets[1], n.zones[1]}}
-	if got := overridesOf(api.inputs()[0]); !reflect.DeepEqual(got, want) {
+	if got := overridesOf(api.FleetInputs()[0]); !reflect.DeepEqual(got, want) {
 		t.Errorf("with t3.large in %s cached: got overrides %v; want %v", n.zones[0], got, want)
 	}
 
@@ -229,7 +230,7 @@ func TestUnavailableOfferingSkippedUntilTTL(t *testing.T) {
 	if _, err := l.Launch(context.Background(), n.request(106)); err != nil {
 		t.Fatal(err)
 	}
-	if got := overridesOf(api.inputs()[1]); len(got) != 4 {
+	if got := overridesOf(api.FleetInputs()[1]); len(got) != 4 {
 		t.Errorf("after the TTL: got overrides %v; want all 4", got)
 	}
 }
@@ -247,7 +248,7 @@ func TestLaunchAllSpotCachedGoesOnDemand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inputs := api.inputs()
+	inputs := api.FleetInputs()
 	if len(inputs) != 1 || capacityType(inputs[0]) != "on-demand" {
 		t.Fatalf("got %d CreateFleet calls; want exactly one, on-demand", len(inputs))
 	}
@@ -275,7 +276,7 @@ func TestLaunchOnDemandSkipsCachedUnlessNoneLeft(t *testing.T) {
 	if _, err := l.Launch(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}
-	inputs := api.inputs()
+	inputs := api.FleetInputs()
 	if got, want := overridesOf(inputs[0]), []offering{{"t3.large", n.subnets[1], n.zones[1]}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("one zone cached: got overrides %v; want %v", got, want)
 	}
@@ -294,10 +295,10 @@ func TestLaunchNonCapacityErrorDoesNotFallBack(t *testing.T) {
 		lt     string // launch template id; "" = the network's
 	}{
 		{name: "override InvalidParameterValue", code: "InvalidParameterValue", answer: func(in *ec2.CreateFleetInput) (*ec2.CreateFleetOutput, error) {
-			return overrideErrors(in, "InvalidParameterValue"), nil
+			return testenv.FleetErrors(in, "InvalidParameterValue"), nil
 		}},
 		{name: "override ICE mixed with InvalidAMIID.Malformed", code: "InvalidAMIID.Malformed", answer: func(in *ec2.CreateFleetInput) (*ec2.CreateFleetOutput, error) {
-			out := overrideErrors(in, "InsufficientInstanceCapacity")
+			out := testenv.FleetErrors(in, "InsufficientInstanceCapacity")
 			out.Errors[1].ErrorCode = aws.String("InvalidAMIID.Malformed")
 			return out, nil
 		}},
@@ -310,7 +311,7 @@ func TestLaunchNonCapacityErrorDoesNotFallBack(t *testing.T) {
 			t.Parallel()
 			l, api := newLauncher(t, n)
 			if tc.answer != nil {
-				api.answer = func(_ int, in *ec2.CreateFleetInput) (*ec2.CreateFleetOutput, error) { return tc.answer(in) }
+				api.Answer(func(_ int, in *ec2.CreateFleetInput) (*ec2.CreateFleetOutput, error) { return tc.answer(in) })
 			}
 			req := n.request(109)
 			if tc.lt != "" {
@@ -320,7 +321,7 @@ func TestLaunchNonCapacityErrorDoesNotFallBack(t *testing.T) {
 			if err == nil {
 				t.Fatalf("got %+v; want an error", res)
 			}
-			if got := len(api.inputs()); got != 1 {
+			if got := len(api.FleetInputs()); got != 1 {
 				t.Errorf("got %d CreateFleet calls; want 1 (no fallback)", got)
 			}
 			lf, ok := errors.AsType[*fleet.LaunchFailure](err)
@@ -341,14 +342,14 @@ func TestLaunchThrottledIsRetryable(t *testing.T) {
 	t.Parallel()
 	n := newNetwork(t)
 	l, api := newLauncher(t, n)
-	api.answer = func(int, *ec2.CreateFleetInput) (*ec2.CreateFleetOutput, error) {
+	api.Answer(func(int, *ec2.CreateFleetInput) (*ec2.CreateFleetOutput, error) {
 		return nil, &smithy.GenericAPIError{Code: "RequestLimitExceeded", Message: "Request limit exceeded."}
-	}
+	})
 	_, err := l.Launch(context.Background(), n.request(110))
 	if err == nil {
 		t.Fatal("got no error; want RequestLimitExceeded")
 	}
-	if got := len(api.inputs()); got != 1 {
+	if got := len(api.FleetInputs()); got != 1 {
 		t.Errorf("got %d CreateFleet calls; want 1 (throttling is no reason for on-demand)", got)
 	}
 	if !fleet.IsRetryable(err) {
@@ -366,16 +367,16 @@ func TestLaunchSpotAndOnDemandCapacityIsRetryable(t *testing.T) {
 	t.Parallel()
 	n := newNetwork(t)
 	l, api := newLauncher(t, n)
-	api.answer = func(_ int, in *ec2.CreateFleetInput) (*ec2.CreateFleetOutput, error) {
-		return overrideErrors(in, "InsufficientInstanceCapacity"), nil
-	}
+	api.Answer(func(_ int, in *ec2.CreateFleetInput) (*ec2.CreateFleetOutput, error) {
+		return testenv.FleetErrors(in, "InsufficientInstanceCapacity"), nil
+	})
 	_, err := l.Launch(context.Background(), n.request(111))
 	lf, ok := errors.AsType[*fleet.LaunchFailure](err)
 	if !ok {
 		t.Fatalf("got %v; want a *LaunchFailure", err)
 	}
-	if len(api.inputs()) != 2 || len(lf.Errors) != 8 {
-		t.Errorf("got %d calls and %d errors; want 2 calls (spot, on-demand) and 8 errors", len(api.inputs()), len(lf.Errors))
+	if len(api.FleetInputs()) != 2 || len(lf.Errors) != 8 {
+		t.Errorf("got %d calls and %d errors; want 2 calls (spot, on-demand) and 8 errors", len(api.FleetInputs()), len(lf.Errors))
 	}
 	if !fleet.IsRetryable(err) {
 		t.Errorf("IsRetryable(%v) = false; want true", err)
@@ -395,7 +396,7 @@ func TestLaunchOnDemandOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inputs := api.inputs()
+	inputs := api.FleetInputs()
 	if len(inputs) != 1 || capacityType(inputs[0]) != "on-demand" {
 		t.Fatalf("got %d CreateFleet calls; want exactly one, on-demand", len(inputs))
 	}
@@ -430,8 +431,8 @@ func TestSubnetZonesLookedUpOnce(t *testing.T) {
 	if _, err := l.Launch(context.Background(), n.request(125)); err != nil {
 		t.Fatal(err)
 	}
-	if api.subnetCalls() != 1 {
-		t.Errorf("got %d DescribeSubnets calls for 5 launches; want 1", api.subnetCalls())
+	if api.SubnetCalls() != 1 {
+		t.Errorf("got %d DescribeSubnets calls for 5 launches; want 1", api.SubnetCalls())
 	}
 }
 
@@ -459,7 +460,7 @@ func TestLaunchInvalidRequest(t *testing.T) {
 			if fleet.IsRetryable(err) {
 				t.Errorf("IsRetryable(%v) = true; want false", err)
 			}
-			if len(api.inputs()) != 0 || api.subnetCalls() != 0 {
+			if len(api.FleetInputs()) != 0 || api.SubnetCalls() != 0 {
 				t.Error("an invalid request reached EC2")
 			}
 		})

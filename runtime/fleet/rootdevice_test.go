@@ -14,7 +14,7 @@ import (
 
 // countingImages counts DescribeImages calls on top of the recording client.
 type countingImages struct {
-	*recordingEC2
+	*testenv.FaultyEC2
 	mu    sync.Mutex
 	calls map[string]int
 }
@@ -25,7 +25,7 @@ func (c *countingImages) DescribeImages(ctx context.Context, in *ec2.DescribeIma
 		c.calls[id]++
 	}
 	c.mu.Unlock()
-	return c.recordingEC2.DescribeImages(ctx, in, o...)
+	return c.FaultyEC2.DescribeImages(ctx, in, o...)
 }
 
 // volume is one EBS volume an instance starts with.
@@ -63,7 +63,7 @@ func volumesAtLaunch(t *testing.T, client *ec2.Client, imageID string, in *ec2.C
 func TestRootDeviceComesFromTheImage(t *testing.T) {
 	n := newNetwork(t)
 	_, rec := newLauncher(t, n)
-	api := &countingImages{recordingEC2: rec, calls: map[string]int{}}
+	api := &countingImages{FaultyEC2: rec, calls: map[string]int{}}
 	l := fleet.New(api)
 	for i, tc := range []struct {
 		image  testenv.Image
@@ -79,7 +79,7 @@ func TestRootDeviceComesFromTheImage(t *testing.T) {
 		if _, err := l.Launch(context.Background(), req); err != nil {
 			t.Fatalf("launch from %s: %v", tc.image.Name, err)
 		}
-		inputs := rec.inputs()
+		inputs := rec.FleetInputs()
 		got := volumesAtLaunch(t, n.client, tc.image.ID, inputs[len(inputs)-1])
 		if len(got) != 1 || got[0].device != tc.image.RootDeviceName || got[0].gib != tc.wantGB {
 			t.Errorf("%s: volumes at launch %v, want one %d GiB volume at %s", tc.image.Name, got, tc.wantGB, tc.image.RootDeviceName)
@@ -101,7 +101,7 @@ func TestUnknownImageLaunchesNothing(t *testing.T) {
 	if err == nil {
 		t.Fatal("launch from an unknown AMI succeeded")
 	}
-	if len(rec.inputs()) != 0 {
-		t.Errorf("%d CreateFleet calls for an unknown AMI", len(rec.inputs()))
+	if len(rec.FleetInputs()) != 0 {
+		t.Errorf("%d CreateFleet calls for an unknown AMI", len(rec.FleetInputs()))
 	}
 }

@@ -13,10 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/jit-runners/jit-runners/runtime/config"
-	"github.com/jit-runners/jit-runners/runtime/fleet"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv/ghfake"
-	"github.com/jit-runners/jit-runners/runtime/queue"
 	"github.com/jit-runners/jit-runners/runtime/scaledown"
 	"github.com/jit-runners/jit-runners/runtime/state"
 	"github.com/jit-runners/jit-runners/runtime/tags"
@@ -105,9 +103,9 @@ func BenchmarkSweep2000(b *testing.B) {
 
 	db := &countingDynamo{Client: p.AWS.Dynamo}
 	store := state.NewStore(db, p.Config.TableName, time.Hour, nil)
-	rc := scaledown.New(p.Config, scaledown.Deps{
-		Instances: fleet.New(p.EC2), GitHub: p.GHClient, Jobs: store, Queue: queue.NewSender(p.AWS.SQS, p.Queue, 0),
-	})
+	d := p.ScaleDownDeps()
+	d.Jobs = store                   // counts its DynamoDB calls
+	rc := scaledown.New(p.Config, d) // the real clock, no log: a production sweep
 	// A warm container: its installation token is cached from earlier sweeps.
 	if _, err := p.GHClient.ListRunners(ctx, p.Installation(), prefix+"-"); err != nil {
 		b.Fatal(err)

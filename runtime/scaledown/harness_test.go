@@ -25,8 +25,6 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
-var identity = scaleup.Identity{Partition: "aws", Region: "us-east-1", Account: "123456789012"}
-
 type harness struct {
 	t   testing.TB
 	p   *testenv.Plane
@@ -39,22 +37,18 @@ type harness struct {
 func newHarness(t testing.TB, opts ...testenv.DeploymentOption) *harness {
 	t.Helper()
 	p := testenv.NewPlane(t, config.ScopeOrg, opts...)
-	h := &harness{t: t, p: p, gh: p.GHClient, ec2: p.EC2}
-	h.up = scaleup.New(p.Config, scaleup.Deps{
-		GitHub: p.GHClient, Launcher: fleet.New(p.EC2), Jobs: p.Store, JIT: p.JIT, Identity: identity,
-		Waker: queue.NewSender(p.AWS.SQS, p.Queue, 0),
-	}, scaleup.WithClock(p.Clock.Now), scaleup.WithLogger(p.Logger()))
+	h := &harness{t: t, p: p, gh: p.GHClient, ec2: p.Faults}
+	h.up = p.ScaleUp(p.ScaleUpDeps())
 	h.rebuild()
 	return h
 }
 
-// rebuild makes the reconciler with the harness's GitHub client (tests swap it).
+// rebuild makes the reconciler with the harness's GitHub client and EC2
+// (tests swap them).
 func (h *harness) rebuild() {
-	p := h.p
-	h.rc = scaledown.New(p.Config, scaledown.Deps{
-		Instances: fleet.New(h.ec2), GitHub: h.gh, Jobs: p.Store,
-		Queue: queue.NewSender(p.AWS.SQS, p.Queue, 0),
-	}, scaledown.WithClock(p.Clock.Now), scaledown.WithLogger(p.Logger()))
+	d := h.p.ScaleDownDeps()
+	d.Instances, d.GitHub = fleet.New(h.ec2), h.gh
+	h.rc = h.p.ScaleDown(d)
 }
 
 // queued records a queued job as the webhook does and adds it to the fake.

@@ -71,7 +71,7 @@ func TestLaunchOneRunner(t *testing.T) {
 				j.CapacityType != fleet.CapacityTypeSpot || j.SpotFallback || j.InstanceType != "t3.large" || j.AvailabilityZone == "" {
 				t.Errorf("record %+v", j)
 			}
-			calls := h.ec2.fleetCalls()
+			calls := h.ec2.FleetInputs()
 			if len(calls) != 1 || calls[0].Type != types.FleetTypeInstant ||
 				calls[0].TargetCapacitySpecification.DefaultTargetCapacityType != types.DefaultTargetCapacityTypeSpot {
 				t.Errorf("CreateFleet calls: %d, first %+v", len(calls), calls)
@@ -128,11 +128,11 @@ func TestCrashedClaimTakenOverAfterLease(t *testing.T) {
 func TestSpotCapacityErrorFallsBackToOnDemand(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, config.ScopeOrg)
-	h.ec2.spotCode, h.ec2.spotFails = "InsufficientInstanceCapacity", 1
+	h.ec2.FailCreateFleet(types.DefaultTargetCapacityTypeSpot, "InsufficientInstanceCapacity", 1)
 	if failed := h.run(h.batch(h.enqueue(401))); len(failed) != 0 {
 		t.Fatalf("failed %v\n%s", failed, h.logs.String())
 	}
-	calls := h.ec2.fleetCalls()
+	calls := h.ec2.FleetInputs()
 	if len(calls) != 2 || calls[1].TargetCapacitySpecification.DefaultTargetCapacityType != types.DefaultTargetCapacityTypeOnDemand {
 		t.Fatalf("CreateFleet calls %d; want spot then on-demand in the same invocation", len(calls))
 	}
@@ -148,12 +148,12 @@ func TestSpotCapacityErrorFallsBackToOnDemand(t *testing.T) {
 func TestNonCapacityErrorIsRetriedWithoutFallback(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, config.ScopeOrg)
-	h.ec2.anyCode, h.ec2.anyFails = "InvalidParameterValue", 1
+	h.ec2.FailCreateFleet("", "InvalidParameterValue", 1)
 	msg := h.enqueue(501)
 	if failed := h.run(h.batch(msg)); len(failed) != 1 {
 		t.Fatalf("failed %v; want the record retried", failed)
 	}
-	if calls := h.ec2.fleetCalls(); len(calls) != 1 {
+	if calls := h.ec2.FleetInputs(); len(calls) != 1 {
 		t.Fatalf("%d CreateFleet calls; want 1 (no on-demand fallback for a validation error)", len(calls))
 	}
 	if d := h.retries.lastDelay(); d != 5*time.Second {
@@ -200,7 +200,7 @@ func TestJITFailureLaunchesNothing(t *testing.T) {
 func TestLaunchFailureDeletesTheRunner(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, config.ScopeOrg)
-	h.ec2.anyCode, h.ec2.anyFails = "InvalidParameterValue", 10
+	h.ec2.FailCreateFleet("", "InvalidParameterValue", 10)
 	msg := h.enqueue(602)
 	if failed := h.run(h.batch(msg)); len(failed) != 1 {
 		t.Fatalf("failed %v; want the record retried", failed)
@@ -273,7 +273,7 @@ func TestLimitedJobWaitsInTheTable(t *testing.T) {
 func (h *harness) wakes() []queue.Message {
 	h.t.Helper()
 	var out []queue.Message
-	for _, b := range h.aws.ReceiveAll(h.t, h.queue.URL, 100) {
+	for _, b := range h.aws.ReceiveAll(h.t, h.p.Queue, 100) {
 		m, err := queue.Decode(b)
 		if err != nil {
 			h.t.Fatal(err)
@@ -413,7 +413,7 @@ func TestInterruptedPoolsSkipped(t *testing.T) {
 	if failed := h.run(h.batch(h.enqueue(1201))); len(failed) != 0 {
 		t.Fatalf("failed %v", failed)
 	}
-	calls := h.ec2.fleetCalls()
+	calls := h.ec2.FleetInputs()
 	if len(calls) != 1 || calls[0].TargetCapacitySpecification.DefaultTargetCapacityType != types.DefaultTargetCapacityTypeOnDemand {
 		t.Fatalf("CreateFleet calls %d; want one on-demand call", len(calls))
 	}

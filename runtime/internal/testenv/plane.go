@@ -11,10 +11,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	"github.com/jit-runners/jit-runners/runtime/config"
+	"github.com/jit-runners/jit-runners/runtime/fleet"
 	"github.com/jit-runners/jit-runners/runtime/githubapp"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv/ghfake"
 	"github.com/jit-runners/jit-runners/runtime/internal/testkit"
 	"github.com/jit-runners/jit-runners/runtime/jitstore"
+	"github.com/jit-runners/jit-runners/runtime/queue"
+	"github.com/jit-runners/jit-runners/runtime/scaledown"
+	"github.com/jit-runners/jit-runners/runtime/scaleup"
 	"github.com/jit-runners/jit-runners/runtime/state"
 )
 
@@ -30,11 +34,14 @@ type Plane struct {
 	GHClient *githubapp.Client
 	Store    *state.Store
 	JIT      *jitstore.Store
-	EC2      *ec2.Client
-	Clock    *testkit.Clock
-	Logs     *testkit.Buffer
-	Owner    string
-	InstID   int64
+	EC2      *ec2.Client // moto itself: what tests set up and read back
+	// Faults wraps EC2 for the handlers the plane builds: CreateFleet
+	// errors a test queues, and a record of the launches.
+	Faults *FaultyEC2
+	Clock  *testkit.Clock
+	Logs   *testkit.Buffer
+	Owner  string
+	InstID int64
 
 	jobSeq atomic.Int64
 }
@@ -76,7 +83,44 @@ func NewPlane(tb testing.TB, scope string, opts ...DeploymentOption) *Plane {
 	p.Store = state.NewStore(d.AWS.Dynamo, c.TableName, time.Duration(c.RecordRetentionSeconds)*time.Second, p.Clock.Now)
 	p.JIT = jitstore.New(d.AWS.Dynamo, p.JITTable, p.Clock.Now)
 	p.EC2 = ec2.NewFromConfig(d.AWS.Config)
+	p.Faults = NewFaultyEC2(p.EC2)
 	return p
+}
+
+// Identity is the account and region the plane's instances launch in
+// (moto's).
+func (p *Plane) Identity() scaleup.Identity {
+	return scaleup.Identity{Partition: "aws", Region: "us-east-1", Account: "123456789012"}
+}
+
+// ScaleUpDeps are scaleup's collaborators on the plane: the App client, a
+// launcher through Faults, the store, the JIT table and the queue for
+// wakes. Tests replace what they fake, then call ScaleUp.
+func (p *Plane) ScaleUpDeps() scaleup.Deps {
+	return scaleup.Deps{
+		GitHub: p.GHClient, Launcher: fleet.New(p.Faults), Jobs: p.Store, JIT: p.JIT, Identity: p.Identity(),
+		Offerings: p.Store, Waker: queue.NewSender(p.AWS.SQS, p.Queue, 0),
+	}
+}
+
+// ScaleUp builds a scaleup handler on d with the plane's config, clock and
+// logger; opts come after those.
+func (p *Plane) ScaleUp(d scaleup.Deps, opts ...scaleup.Option) *scaleup.Handler {
+	return scaleup.New(p.Config, d, append([]scaleup.Option{scaleup.WithClock(p.Clock.Now), scaleup.WithLogger(p.Logger())}, opts...)...)
+}
+
+// ScaleDownDeps are scaledown's collaborators on the plane: instances
+// through Faults, the App client, the store and the queue.
+func (p *Plane) ScaleDownDeps() scaledown.Deps {
+	return scaledown.Deps{
+		Instances: fleet.New(p.Faults), GitHub: p.GHClient, Jobs: p.Store, Queue: queue.NewSender(p.AWS.SQS, p.Queue, 0),
+	}
+}
+
+// ScaleDown builds a reconciler on d with the plane's config, clock and
+// logger; opts come after those.
+func (p *Plane) ScaleDown(d scaledown.Deps, opts ...scaledown.Option) *scaledown.Reconciler {
+	return scaledown.New(p.Config, d, append([]scaledown.Option{scaledown.WithClock(p.Clock.Now), scaledown.WithLogger(p.Logger())}, opts...)...)
 }
 
 // Logger returns a JSON logger writing into p.Logs.

@@ -1,15 +1,19 @@
 // Package docs holds the project's documentation. Its test keeps the
 // documentation honest: every make target, configuration key and file path
 // the docs name exists, every configuration key is documented, and every
-// relative link resolves.
+// relative link resolves; the architecture map matches the imports.
 package docs
 
 import (
 	"bufio"
+	"go/parser"
+	"go/token"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -212,5 +216,90 @@ func TestPathsAndLinksResolve(t *testing.T) {
 				t.Errorf("%s links to %s, which does not resolve", path, m[1])
 			}
 		}
+	}
+}
+
+// TestArchitectureMap: the map in architecture.md names every package of
+// the module (runtime/internal aside, whose rows summarise), and each row
+// that names one package lists exactly what it imports from the module.
+func TestArchitectureMap(t *testing.T) {
+	b, err := os.ReadFile("architecture.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	start := strings.Index(doc, "## Map\n")
+	if start < 0 {
+		t.Fatal("architecture.md has no Map section")
+	}
+	section := doc[start:]
+	section = section[:strings.Index(section[1:], "\n## ")+1]
+	rows := map[string]string{} // package -> imports cell
+	row := regexp.MustCompile("(?m)^\\| `([^`]+)`(?:, `([^`]+)`)? \\| [^|]+ \\| ([^|]+) \\|$")
+	for _, m := range row.FindAllStringSubmatch(section, -1) {
+		for _, pkg := range m[1:3] {
+			if pkg != "" {
+				rows[pkg] = strings.TrimSpace(m[3])
+			}
+		}
+	}
+	const module = "github.com/jit-runners/jit-runners/"
+	fset := token.NewFileSet()
+	imports := map[string]map[string]bool{} // package -> what it imports from the module
+	err = filepath.WalkDir("..", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel("..", path)
+		if d.IsDir() {
+			if (rel != "." && strings.HasPrefix(d.Name(), ".")) || rel == "runtime/internal" || rel == "bin" || rel == "out" {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		pkg := filepath.Dir(rel)
+		if !strings.HasPrefix(pkg, "runtime/") && !strings.HasPrefix(pkg, "stack/") {
+			return nil
+		}
+		if strings.HasPrefix(pkg, "runtime/cmd/") || pkg == "stack/cmd/plan" {
+			return nil // mains: one summary row
+		}
+		if _, ok := rows[pkg]; !ok {
+			t.Errorf("package %s is not in the map", pkg)
+			return nil
+		}
+		if imports[pkg] == nil {
+			imports[pkg] = map[string]bool{}
+		}
+		f, err := parser.ParseFile(fset, path, nil, parser.ImportsOnly)
+		if err != nil {
+			return err
+		}
+		for _, imp := range f.Imports {
+			p := strings.Trim(imp.Path.Value, `"`)
+			if !strings.HasPrefix(p, module) {
+				continue
+			}
+			imports[pkg][strings.TrimPrefix(strings.TrimPrefix(strings.TrimPrefix(p, module), "runtime/"), "stack/")] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for pkg, got := range imports {
+		want := strings.Split(rows[pkg], ", ")
+		if rows[pkg] == "none" {
+			want = nil
+		}
+		if have := slices.Sorted(maps.Keys(got)); !slices.Equal(have, slices.Sorted(slices.Values(want))) {
+			t.Errorf("map: %s imports %v; its row says %q", pkg, have, rows[pkg])
+		}
+	}
+	if len(imports) < 20 {
+		t.Errorf("found only %d packages", len(imports))
 	}
 }

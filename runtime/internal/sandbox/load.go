@@ -49,7 +49,7 @@ func (s *Sandbox) RunLoad(ctx context.Context, l Load) (*Summary, error) {
 		l.Timeout = DefaultLoadTimeout
 	}
 	rng := mrand.New(mrand.NewPCG(s.opts.Seed, uint64(jobSeq.Load())+0x9e37))
-	ghBefore, faultsBefore, awsBefore := s.fake.TotalCalls(), s.fake.InjectedFaults(), s.proxy.stats()
+	ghBefore, faultsBefore, awsBefore, cpuBefore := s.fake.TotalCalls(), s.fake.InjectedFaults(), s.proxy.stats(), s.CPU()
 	refusalsBefore := s.fake.BusyDeleteRefusals()
 	base := time.Now().UnixMilli() * 1000
 	ids := make([]int64, l.Jobs)
@@ -117,6 +117,10 @@ func (s *Sandbox) RunLoad(ctx context.Context, l Load) (*Summary, error) {
 	sum.GitHubCallsPerJob = float64(sum.GitHubCalls) / float64(l.Jobs)
 	sum.AWS = s.proxy.stats().sub(awsBefore)
 	sum.AWSCallsPerJob = float64(sum.AWS.Requests) / float64(l.Jobs)
+	sum.CPUPerJobMs = map[string]float64{}
+	for fn, t := range s.CPU() {
+		sum.CPUPerJobMs[fn] = float64(t-cpuBefore[fn]) / float64(time.Millisecond) / float64(l.Jobs)
+	}
 	return sum, nil
 }
 

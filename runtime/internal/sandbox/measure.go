@@ -64,6 +64,21 @@ func (s *Sandbox) ColdStart(ctx context.Context, name string) (time.Duration, er
 	return took, nil
 }
 
+// CPU returns, per function, the processor time its running bootstrap
+// processes have used so far (the function's own code; the emulator's is
+// not in it). An environment that exited takes its time with it.
+func (s *Sandbox) CPU() map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for name, f := range s.lambdas {
+		for _, pid := range f.pids() {
+			if v, err := testenv.CPUTime(pid); err == nil {
+				out[name] += v
+			}
+		}
+	}
+	return out
+}
+
 // PeakRSS returns, per function, the largest peak resident set size (VmHWM)
 // of its running bootstrap processes, in bytes.
 func (s *Sandbox) PeakRSS() map[string]int64 {

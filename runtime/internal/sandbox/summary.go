@@ -43,21 +43,25 @@ type Summary struct {
 	Completed         int `json:"completed"`
 	InstancesLaunched int `json:"instancesLaunched"`
 	// RunnersOnline counts the instances whose runner came online.
-	RunnersOnline        int         `json:"runnersOnline"`
-	Spot                 int         `json:"spot"`
-	OnDemand             int         `json:"onDemand"`
-	SpotFallbacks        int         `json:"spotFallbacks"`
-	Deliveries           int         `json:"deliveries"`
-	Duplicates           int         `json:"duplicates"`
-	Retries              int         `json:"retries"`
-	Failures             int         `json:"failures"`
-	GitHubCalls          int         `json:"githubCalls"`
-	GitHubCallsPerJob    float64     `json:"githubCallsPerJob"`
-	GitHubInjectedFaults int         `json:"githubInjectedFaults"`
-	AWS                  FaultStats  `json:"aws"`
-	AWSCallsPerJob       float64     `json:"awsCallsPerJob"`
-	WebhookToLaunch      Percentiles `json:"webhookToLaunchSeconds"`
-	WebhookToInProgress  Percentiles `json:"webhookToInProgressSeconds"`
+	RunnersOnline        int        `json:"runnersOnline"`
+	Spot                 int        `json:"spot"`
+	OnDemand             int        `json:"onDemand"`
+	SpotFallbacks        int        `json:"spotFallbacks"`
+	Deliveries           int        `json:"deliveries"`
+	Duplicates           int        `json:"duplicates"`
+	Retries              int        `json:"retries"`
+	Failures             int        `json:"failures"`
+	GitHubCalls          int        `json:"githubCalls"`
+	GitHubCallsPerJob    float64    `json:"githubCallsPerJob"`
+	GitHubInjectedFaults int        `json:"githubInjectedFaults"`
+	AWS                  FaultStats `json:"aws"`
+	AWSCallsPerJob       float64    `json:"awsCallsPerJob"`
+	// CPUPerJobMs is each Lambda's own processor time over the load per
+	// job, in milliseconds (the emulator's and moto's not included): our
+	// cost, apart from the emulated AWS's.
+	CPUPerJobMs         map[string]float64 `json:"cpuPerJobMs,omitempty"`
+	WebhookToLaunch     Percentiles        `json:"webhookToLaunchSeconds"`
+	WebhookToInProgress Percentiles        `json:"webhookToInProgressSeconds"`
 	// QueuedDeliveriesFailed counts the jobs whose queued delivery failed
 	// at our endpoint before any succeeded (GitHub never retries them);
 	// Recovery is how long those took from that failure to their enqueue
@@ -196,6 +200,13 @@ func (s *Summary) Print(w io.Writer) {
 			parts = append(parts, fmt.Sprintf("%s %.2f", op, float64(ops[op])/float64(max(s.Jobs, 1))))
 		}
 		row("  aws calls per job: "+fn, "%.1f (%s)", float64(total)/float64(max(s.Jobs, 1)), strings.Join(parts, ", "))
+	}
+	if len(s.CPUPerJobMs) > 0 {
+		var parts []string
+		for _, fn := range slices.Sorted(maps.Keys(s.CPUPerJobMs)) {
+			parts = append(parts, fmt.Sprintf("%s %.2f", fn, s.CPUPerJobMs[fn]))
+		}
+		row("lambda CPU ms per job", "%s", strings.Join(parts, ", "))
 	}
 	row("webhook -> launch", "%s", lat(s.WebhookToLaunch))
 	row("webhook -> in_progress", "%s", lat(s.WebhookToInProgress))

@@ -145,6 +145,36 @@ func ChildPIDs(pid int) []int {
 	return out
 }
 
+// CPUTime returns the processor time process pid has used, user and
+// system, its waited-for children's included (Linux: /proc/<pid>/stat, in
+// USER_HZ ticks, which Linux fixes at 100 per second for user space).
+func CPUTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces; the fields after it are
+	// counted from the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
+	if len(f) < 15 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
+	}
+	var ticks int64
+	for _, field := range f[11:15] { // utime, stime, cutime, cstime: fields 14-17
+		n, err := strconv.ParseInt(field, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
+}
+
 // PeakRSS returns the peak resident set size (VmHWM) of process pid in
 // bytes (Linux).
 func PeakRSS(pid int) (int64, error) {

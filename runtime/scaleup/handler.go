@@ -470,20 +470,10 @@ func (h *Handler) admit(ctx context.Context, log *slog.Logger, r events.SQSMessa
 // launch generates the JIT config, launches the instance, hands the config
 // over and records the launch of an admitted job.
 func (h *Handler) launch(ctx context.Context, a *admission) error {
-	log, m, match, profile, claimID, attempt, woken := a.log, a.m, a.match, a.profile, a.claimID, a.attempt, a.woken
+	log, m, match, claimID, attempt, woken := a.log, a.m, a.match, a.claimID, a.attempt, a.woken
 	inst := githubapp.Installation{ID: m.InstallationID, Owner: m.Owner, Repository: m.Repository}
-	if h.cfg.CheckQueued() {
-		job, err := h.gh.GetJob(ctx, inst, m.JobID)
-		switch {
-		case errors.Is(err, githubapp.ErrNotFound):
-			return h.skipClaimed(ctx, log, m, "job not found on GitHub")
-		case isRateLimit(err):
-			return h.rateLimited(ctx, a, err)
-		case err != nil:
-			return h.release(ctx, log, m, claimID, woken, fmt.Errorf("check job status: %w", err))
-		case job.Status != state.StatusQueued && !h.ourRunner(job.RunnerName):
-			return h.skipClaimed(ctx, log, m, "job no longer queued on GitHub (status "+job.Status+")")
-		}
+	if done, err := h.checkQueued(ctx, a, inst); done {
+		return err
 	}
 
 	// The JIT config comes first: while GitHub refuses (a rate limit, an
@@ -501,19 +491,7 @@ func (h *Handler) launch(ctx context.Context, a *admission) error {
 		return h.release(ctx, log, m, claimID, woken, fmt.Errorf("generate JIT config: %w", err))
 	}
 
-	res, err := h.launcher.Launch(ctx, fleet.Request{
-		JobID:            m.JobID,
-		Repository:       m.Repository,
-		Profile:          match.Profile,
-		InstanceTypes:    match.InstanceTypes,
-		ImageID:          profile.ImageID,
-		Arch:             match.Arch,
-		SubnetIDs:        h.cfg.Launch.SubnetIDs,
-		LaunchTemplateID: h.cfg.Launch.LaunchTemplateID,
-		Spot:             profile.UseSpot(),
-		VolumeGiB:        profile.VolumeGiB,
-		Tags:             tags.ForLaunch(h.cfg.NamePrefix, m.JobID, m.Repository, match.Profile, name),
-	})
+	res, err := h.launcher.Launch(ctx, h.fleetRequest(a, name))
 	for _, le := range res.Errors {
 		h.metrics.Inc(metrics.LaunchErrors, map[string]string{"Code": le.Code})
 	}
@@ -557,15 +535,63 @@ func (h *Handler) launch(ctx context.Context, a *admission) error {
 		return h.release(ctx, log, m, claimID, woken, fmt.Errorf("record launch: %w", err))
 	}
 
-	h.metrics.Inc(metrics.Launches, map[string]string{"Profile": match.Profile, "CapacityType": res.CapacityType})
+	h.launched(log, a, res, jit.RunnerID)
+	return nil
+}
+
+// checkQueued asks GitHub whether the job still waits for a runner (when
+// scaleUp.checkQueued is on). done reports that the job's handling ends
+// here, with err: skipped (gone, or running on a runner not ours),
+// deferred for GitHub's rate limit, or released after a failure.
+func (h *Handler) checkQueued(ctx context.Context, a *admission, inst githubapp.Installation) (done bool, err error) {
+	if !h.cfg.CheckQueued() {
+		return false, nil
+	}
+	log, m := a.log, a.m
+	job, err := h.gh.GetJob(ctx, inst, m.JobID)
+	switch {
+	case errors.Is(err, githubapp.ErrNotFound):
+		return true, h.skipClaimed(ctx, log, m, "job not found on GitHub")
+	case isRateLimit(err):
+		return true, h.rateLimited(ctx, a, err)
+	case err != nil:
+		return true, h.release(ctx, log, m, a.claimID, a.woken, fmt.Errorf("check job status: %w", err))
+	case job.Status != state.StatusQueued && !h.ourRunner(job.RunnerName):
+		return true, h.skipClaimed(ctx, log, m, "job no longer queued on GitHub (status "+job.Status+")")
+	}
+	return false, nil
+}
+
+// fleetRequest is the launch of the admitted job's instance, whose runner
+// is named name.
+func (h *Handler) fleetRequest(a *admission, name string) fleet.Request {
+	m, match, profile := a.m, a.match, a.profile
+	return fleet.Request{
+		JobID:            m.JobID,
+		Repository:       m.Repository,
+		Profile:          match.Profile,
+		InstanceTypes:    match.InstanceTypes,
+		ImageID:          profile.ImageID,
+		Arch:             match.Arch,
+		SubnetIDs:        h.cfg.Launch.SubnetIDs,
+		LaunchTemplateID: h.cfg.Launch.LaunchTemplateID,
+		Spot:             profile.UseSpot(),
+		VolumeGiB:        profile.VolumeGiB,
+		Tags:             tags.ForLaunch(h.cfg.NamePrefix, m.JobID, m.Repository, match.Profile, name),
+	}
+}
+
+// launched counts and logs a recorded launch.
+func (h *Handler) launched(log *slog.Logger, a *admission, res fleet.Result, runnerID int64) {
+	m, profile := a.m, a.match.Profile
+	h.metrics.Inc(metrics.Launches, map[string]string{"Profile": profile, "CapacityType": res.CapacityType})
 	if m.ReceivedAt > 0 {
 		h.metrics.Put(metrics.QueueToLaunchSeconds, h.now().Sub(time.UnixMilli(m.ReceivedAt)).Seconds(), metrics.Seconds,
-			map[string]string{"Profile": match.Profile})
+			map[string]string{"Profile": profile})
 	}
 	log.Info("runner launched", slog.String("decision", "launched"), slog.String("capacity_type", res.CapacityType),
 		slog.String("instance_type", res.InstanceType), slog.String("availability_zone", res.AvailabilityZone),
-		slog.Bool("spot_fallback", res.SpotFallback), slog.Int64("runner_id", jit.RunnerID))
-	return nil
+		slog.Bool("spot_fallback", res.SpotFallback), slog.Int64("runner_id", runnerID))
 }
 
 // limitAndClaim claims the job and then checks the limits, counting the

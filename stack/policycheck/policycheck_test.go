@@ -1,8 +1,10 @@
 package policycheck_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"maps"
 	"os"
 	"os/exec"
@@ -461,5 +463,83 @@ func TestConditionsFindGaps(t *testing.T) {
 	}
 	if _, err := policycheck.Conditions([]policycheck.Document{d}, roles, policycheck.Calls{"other": {"ec2:RunInstances": 1}}, classOf); err == nil {
 		t.Error("facts of a function without a policy were accepted")
+	}
+}
+
+var updatePolicies = flag.Bool("update", false, "rewrite testdata/policies.json from the plan")
+
+// policiesFile is the plan's Lambda policies as a file: the runtime's test
+// of moto's own IAM enforcement (runtime/internal/testenv, which starts
+// moto; this module's stack packages cannot) reads it, and a reviewer sees
+// every change to a policy as a diff of it.
+const policiesFile = "testdata/policies.json"
+
+// policyFile is the content of policiesFile.
+type policyFile struct {
+	Comment   string                       `json:"comment"`
+	Region    string                       `json:"region"`
+	Account   string                       `json:"account"`
+	Functions map[string][]json.RawMessage `json:"functions"` // function -> its role's identity policies
+	Queues    map[string]string            `json:"queues"`    // "queue", "dead-letter-queue" -> physical name
+}
+
+// TestPoliciesFile: testdata/policies.json is the plan's, byte for byte
+// (go test ./stack/policycheck -run TestPoliciesFile -update rewrites it).
+func TestPoliciesFile(t *testing.T) {
+	resources := planResources(t)
+	docs, err := policycheck.Documents(plan.Entries(resources))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := policyFile{
+		Comment: "Generated from the offline plan by stack/policycheck's TestPoliciesFile (-update); " +
+			"runtime/internal/testenv's TestMotoEnforcesPlanPolicies reads it.",
+		Region: "eu-west-1", Account: "123456789012",
+		Functions: map[string][]json.RawMessage{}, Queues: map[string]string{},
+	}
+	for fn, role := range map[string]string{"webhook": "jitr-webhook", "scaleup": "jitr-scaleup", "scaledown": "jitr-scaledown"} {
+		for _, d := range docs {
+			if d.Kind == policycheck.Identity && d.Owner == role {
+				f.Functions[fn] = append(f.Functions[fn], d.Policy)
+			}
+		}
+		if len(f.Functions[fn]) == 0 {
+			t.Fatalf("no identity policy of %s in the plan", role)
+		}
+	}
+	for _, r := range resources {
+		if r.Type != "aws:sqs/queue:Queue" {
+			continue
+		}
+		name, _ := plan.Plain(r.Outputs)["name"].(string)
+		switch r.Name {
+		case "jitr-queue":
+			f.Queues["queue"] = name
+		case "jitr-dlq":
+			f.Queues["dead-letter-queue"] = name
+		}
+		if arn, _ := plan.Plain(r.Outputs)["arn"].(string); arn != "arn:aws:sqs:"+f.Region+":"+f.Account+":"+name {
+			t.Fatalf("queue %s has ARN %s: not in %s/%s", name, arn, f.Region, f.Account)
+		}
+	}
+	if len(f.Queues) != 2 {
+		t.Fatalf("queues in the plan: %v", f.Queues)
+	}
+	want, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, '\n')
+	if *updatePolicies {
+		if err := os.WriteFile(policiesFile, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(policiesFile)
+	if err != nil {
+		t.Fatalf("%v (go test ./stack/policycheck -run TestPoliciesFile -update writes it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s is not the plan's (go test ./stack/policycheck -run TestPoliciesFile -update rewrites it)", policiesFile)
 	}
 }

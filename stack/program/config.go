@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"reflect"
 	"sort"
 	"strconv"
@@ -209,7 +208,7 @@ func Keys() []string {
 	t := reflect.TypeFor[Config]()
 	keys := make([]string, 0, t.NumField())
 	for i := range t.NumField() {
-		keys = append(keys, jsonName(t.Field(i)))
+		keys = append(keys, config.JSONName(t.Field(i)))
 	}
 	sort.Strings(keys)
 	return keys
@@ -240,7 +239,7 @@ func Load(ctx *pulumi.Context) (*Config, error) {
 	t := reflect.TypeFor[Config]()
 	for i := range t.NumField() {
 		f := t.Field(i)
-		key := jsonName(f)
+		key := config.JSONName(f)
 		raw, ok := ctx.GetConfig(Key(key))
 		if !ok {
 			continue
@@ -252,8 +251,11 @@ func Load(ctx *pulumi.Context) (*Config, error) {
 		}
 		doc[key] = v
 	}
-	if err := checkKeys(doc, t, ""); err != nil {
-		errs = append(errs, err)
+	for _, p := range config.CheckKeys(doc, t, "", config.KeyCheck{
+		Kinds:          true,
+		NumberAsString: func(t reflect.Type) bool { return t == reflect.TypeFor[Owner]() }, // an account id YAML read as a number
+	}) {
+		errs = append(errs, keyError(p.Key, "%s", p.Reason))
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -305,111 +307,6 @@ func scalar(t reflect.Type, raw string) (any, error) {
 		return nil, fmt.Errorf("must be JSON (set it with --path), got %q", raw)
 	}
 	return v, nil
-}
-
-// checkKeys walks doc against t: every key must be a field (exactly: JSON
-// decoding alone would accept "appID" for "appId") and every value of the
-// right kind. Errors name the key by its --path.
-func checkKeys(doc any, t reflect.Type, path string) error {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if doc == nil {
-		return nil
-	}
-	kindErr := func(want string) error {
-		return keyError(path, "must be %s, got %s", want, describe(doc))
-	}
-	switch t.Kind() {
-	case reflect.Struct:
-		obj, ok := doc.(map[string]any)
-		if !ok {
-			return kindErr("an object")
-		}
-		fields := map[string]reflect.Type{}
-		for i := range t.NumField() {
-			fields[jsonName(t.Field(i))] = t.Field(i).Type
-		}
-		var errs []error
-		for _, k := range sortedKeys(obj) {
-			ft, ok := fields[k]
-			if !ok {
-				errs = append(errs, keyError(config.KeyPath(path, k), "unknown key%s", config.Suggest(k, fields)))
-				continue
-			}
-			errs = append(errs, checkKeys(obj[k], ft, config.KeyPath(path, k)))
-		}
-		return errors.Join(errs...)
-	case reflect.Map:
-		obj, ok := doc.(map[string]any)
-		if !ok {
-			return kindErr("an object")
-		}
-		var errs []error
-		for _, k := range sortedKeys(obj) {
-			errs = append(errs, checkKeys(obj[k], t.Elem(), config.KeyPath(path, k)))
-		}
-		return errors.Join(errs...)
-	case reflect.Slice:
-		arr, ok := doc.([]any)
-		if !ok {
-			return kindErr("a list")
-		}
-		var errs []error
-		for i, v := range arr {
-			errs = append(errs, checkKeys(v, t.Elem(), fmt.Sprintf("%s[%d]", path, i)))
-		}
-		return errors.Join(errs...)
-	case reflect.String:
-		if n, ok := number(doc); ok && t == reflect.TypeFor[Owner]() && n == math.Trunc(n) && n >= 0 && n < 1e12 {
-			return nil // an account id that YAML read as a number
-		}
-		if _, ok := doc.(string); !ok {
-			return kindErr("a string (set numbers and booleans with --type string)")
-		}
-	case reflect.Int, reflect.Int64:
-		if n, ok := number(doc); !ok || n != math.Trunc(n) {
-			return kindErr("an integer")
-		}
-	case reflect.Float64:
-		if _, ok := number(doc); !ok {
-			return kindErr("a number")
-		}
-	case reflect.Bool:
-		if _, ok := doc.(bool); !ok {
-			return kindErr("true or false")
-		}
-	}
-	return nil
-}
-
-func number(v any) (float64, bool) {
-	switch n := v.(type) {
-	case float64:
-		return n, true
-	case int64:
-		return float64(n), true
-	}
-	return 0, false
-}
-
-func describe(v any) string {
-	switch v := v.(type) {
-	case string:
-		return fmt.Sprintf("the string %q", v)
-	case bool:
-		return fmt.Sprintf("%t", v)
-	case map[string]any:
-		return "an object"
-	case []any:
-		return "a list"
-	}
-	return fmt.Sprint(v)
-}
-
-func jsonName(f reflect.StructField) string {
-	name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-	return name
 }
 
 func sortedKeys[V any](m map[string]V) []string {

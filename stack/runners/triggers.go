@@ -25,14 +25,17 @@ var SQSResponseTypes = []string{"ReportBatchItemFailures"}
 // (the schedule catches anything missed).
 var EC2EventTypes = []string{"EC2 Spot Instance Interruption Warning", "EC2 Instance State-change Notification"}
 
-// ec2EventPattern matches spot interruption warnings and the state changes
-// scaledown acts on (it frees a slot when an instance goes away).
+// ec2EventPattern matches spot interruption warnings and the state change
+// scaledown acts on: shutting-down, which every instance passes on its way
+// to terminated (freeing the slot then; terminated as well would make each
+// instance cost scaledown a second invocation for the same write, and a
+// missed event is the sweep's to catch).
 func ec2EventPattern() string {
 	b, _ := json.Marshal(map[string]any{
 		"source": []string{"aws.ec2"},
 		"$or": []map[string]any{
 			{"detail-type": []string{EC2EventTypes[0]}},
-			{"detail-type": []string{EC2EventTypes[1]}, "detail": map[string]any{"state": []string{"shutting-down", "terminated"}}},
+			{"detail-type": []string{EC2EventTypes[1]}, "detail": map[string]any{"state": []string{"shutting-down"}}},
 		},
 	})
 	return string(b)

@@ -219,8 +219,9 @@ func (s *Sandbox) runScheduler(ctx context.Context) {
 	}
 }
 
-// stateChange sends scaledown an "EC2 Instance State-change Notification",
-// as the stack's EventBridge rule does when a managed instance terminates
+// stateChange sends scaledown an "EC2 Instance State-change Notification"
+// (shutting-down), as the stack's EventBridge rule does when a managed
+// instance terminates
 // (it frees the instance's runner slot and wakes waiting jobs at once). It
 // runs in the background; a failure is logged, as EventBridge retries and
 // the next sweep converges.
@@ -228,7 +229,7 @@ func (s *Sandbox) stateChange(id string) {
 	ev, _ := json.Marshal(map[string]any{
 		"version": "0", "source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification",
 		"time": time.Now().UTC().Format(time.RFC3339), "region": s.region,
-		"detail": map[string]string{"instance-id": id, "state": "terminated"},
+		"detail": map[string]string{"instance-id": id, "state": "shutting-down"},
 	})
 	s.goBackground(func(ctx context.Context) {
 		out, err := s.lambdas[FuncScaledown].invoke(ctx, ev)

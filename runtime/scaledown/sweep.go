@@ -516,6 +516,13 @@ func (s *sweep) notLaunched(ctx context.Context, log *slog.Logger, j *state.Job)
 	case j.Status == state.StatusInProgress && j.RunnerJob != 0 &&
 		s.now.Sub(j.UpdatedAt) < secs(s.r.cfg.ScaleDown.MaxRuntimeSeconds):
 		// Its runner's instance vanished under it; the completion settles it.
+	case j.Waiting && j.RunnerJob != 0 && s.now.Sub(j.WaitSince) < gitHubQueueLimit:
+		// It ran on a runner launched for another job while it waited for
+		// its own launch, which replaces that runner for the other job:
+		// it keeps its place in the wait, and a wake launches it (GitHub
+		// shows it started on a runner of ours, so scaleup launches). To
+		// finish it here would leave the other job without a runner until
+		// its instance is gone and rule 6 re-queues it.
 	case j.StatusRank >= 2:
 		s.finish(ctx, log, j, "job started or finished without a runner of ours to reconcile")
 	case j.Phase == state.PhaseSkipped:

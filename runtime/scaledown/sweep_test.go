@@ -399,3 +399,41 @@ func TestWaitingJobsCostTheSweepNothing(t *testing.T) {
 		}
 	}
 }
+
+// A job that waits for a slot and meanwhile runs, to completion, on the
+// runner launched for another job keeps its place in the wait: its own
+// launch is what replaces that runner for the other job. A sweep in between
+// must not settle it as "started without a runner of ours" (which left the
+// other job to wait for rule 6 after its instance was gone, and the job
+// never launched).
+func TestWaitingJobThatRanOnOurRunnerStillLaunches(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx := context.Background()
+	waiting := h.queued()
+	if got, err := h.p.Store.Claim(ctx, waiting, "inv", "default", time.Minute); err != nil || got != state.Claimed {
+		t.Fatalf("claim: %v %v", got, err)
+	}
+	if err := h.p.Store.Wait(ctx, waiting, "inv", "default", "2 of maxRunners 2", h.p.Clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	other, o := h.launched() // its runner takes the waiting job
+	for _, action := range []string{state.StatusInProgress, state.StatusCompleted} {
+		if _, err := h.p.Store.RecordEvent(ctx, &state.JobEvent{JobID: waiting, Action: action, Ours: true, Profile: "default",
+			RunnerName: o.InstanceRunnerName, RunnerID: o.InstanceRunnerID, RunnerJob: other, ReceivedAt: h.p.Clock.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.kill(o.InstanceID) // the runner exits after its one job; its instance goes
+	h.p.Clock.Advance(time.Minute)
+	h.sweep()
+	got := h.job(waiting)
+	if !got.Waiting || !got.Live {
+		t.Fatalf("the job that ran on another job's runner no longer waits for its own launch: %+v", got)
+	}
+	for _, m := range h.messages() {
+		if m.JobID == other {
+			t.Fatalf("the other job was re-queued instead of waiting for the waiting job's runner: %+v", m)
+		}
+	}
+}

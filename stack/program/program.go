@@ -126,6 +126,34 @@ func (c *Config) Args(ctx *pulumi.Context, o Options) (*runners.RunnersArgs, err
 		}
 	}
 
+	a.Network = c.network(add)
+
+	c.profileArgs(a, profiles, mode, add)
+	if mode == AMIBuild {
+		a.AMIBuild = c.amiBuild(ctx, o)
+	}
+
+	c.githubSecrets(a, add)
+
+	if _, err := a.Validate(); err != nil {
+		errs = append(errs, translate(err)...)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(dedupe(errs)...)
+	}
+
+	// Only now, with everything valid, look up the images.
+	if mode == AMIStock || mode == AMIPrebaked {
+		if err := c.lookupImages(ctx, mode, a, profiles); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// network maps the network keys onto the component's: an existing VPC
+// (vpcId and subnetIds) or a new one.
+func (c *Config) network(add func(key, format string, args ...any)) runners.Network {
 	n := c.Network
 	if n.VpcID != "" || len(n.SubnetIDs) > 0 {
 		if n.VpcID == "" {
@@ -145,19 +173,22 @@ func (c *Config) Args(ctx *pulumi.Context, o Options) (*runners.RunnersArgs, err
 		if n.CIDR != "" || n.AZCount != 0 || len(n.AvailabilityZones) > 0 || n.NATGateway {
 			add("network", "cidr, azCount, availabilityZones and natGateway describe a new VPC; remove them when vpcId and subnetIds name an existing one")
 		}
-		a.Network = runners.Network{
+		return runners.Network{
 			VpcID: pulumi.String(n.VpcID), SubnetIDs: pulumi.ToStringArray(n.SubnetIDs), AssociatePublicIP: n.AssociatePublicIP,
 		}
-	} else {
-		if n.AssociatePublicIP {
-			add("network.associatePublicIp", "applies to an existing VPC only; a new VPC gives runners public IPs unless natGateway is true")
-		}
-		a.Network = runners.Network{
-			CIDR: n.CIDR, AZCount: n.AZCount, AvailabilityZones: n.AvailabilityZones, NATGateway: n.NATGateway,
-		}
 	}
+	if n.AssociatePublicIP {
+		add("network.associatePublicIp", "applies to an existing VPC only; a new VPC gives runners public IPs unless natGateway is true")
+	}
+	return runners.Network{
+		CIDR: n.CIDR, AZCount: n.AZCount, AvailabilityZones: n.AvailabilityZones, NATGateway: n.NATGateway,
+	}
+}
 
-	// Stock and prebaked images are looked up once everything is valid.
+// profileArgs maps each profile onto the component's, with the image the
+// AMI mode gives it (stock and prebaked images are looked up once
+// everything is valid; with mode build the component builds them).
+func (c *Config) profileArgs(a *runners.RunnersArgs, profiles map[string]Profile, mode string, add func(key, format string, args ...any)) {
 	const lookupPlaceholder = "ami-lookup"
 	for name, p := range profiles {
 		rp := runners.Profile{
@@ -184,10 +215,11 @@ func (c *Config) Args(ctx *pulumi.Context, o Options) (*runners.RunnersArgs, err
 		}
 		a.Profiles[name] = rp
 	}
-	if mode == AMIBuild {
-		a.AMIBuild = c.amiBuild(ctx, o)
-	}
+}
 
+// githubSecrets sets the App key and the webhook secret: each a value (a
+// secret is created) or the ARN of an existing secret, never both.
+func (c *Config) githubSecrets(a *runners.RunnersArgs, add func(key, format string, args ...any)) {
 	g := c.GitHub
 	secretPair := func(valueKey, value, arnKey, arn, hint string) (v, ref pulumi.StringInput) {
 		switch {
@@ -210,20 +242,6 @@ func (c *Config) Args(ctx *pulumi.Context, o Options) (*runners.RunnersArgs, err
 		add("githubPrivateKey", "is not a PEM private key (use the .pem file GitHub generated for the App)")
 	}
 
-	if _, err := a.Validate(); err != nil {
-		errs = append(errs, translate(err)...)
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(dedupe(errs)...)
-	}
-
-	// Only now, with everything valid, look up the images.
-	if mode == AMIStock || mode == AMIPrebaked {
-		if err := c.lookupImages(ctx, mode, a, profiles); err != nil {
-			return nil, err
-		}
-	}
-	return a, nil
 }
 
 // translate turns the component's validation errors into errors naming

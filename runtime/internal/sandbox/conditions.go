@@ -51,7 +51,6 @@ var (
 	tagSpecTypeRE = regexp.MustCompile(`^TagSpecification\.(\d+)\.ResourceType$`)
 	instanceIDRE  = regexp.MustCompile(`^InstanceId\.\d+$`)
 	templateRE    = regexp.MustCompile(`^LaunchTemplateConfigs\.\d+\.LaunchTemplateSpecification\.LaunchTemplate(Id|Name)$`)
-	subnetRE      = regexp.MustCompile(`^LaunchTemplateConfigs\.\d+\.Overrides\.\d+\.SubnetId$`)
 )
 
 // conditionFacts returns the facts of one request of function fn.
@@ -104,7 +103,7 @@ func (c *conditionContext) createFleetFacts(form url.Values) []string {
 		switch {
 		case templateRE.MatchString(k) && len(v) > 0:
 			templates = append(templates, c.class(v[0]))
-		case subnetRE.MatchString(k) && len(v) > 0:
+		case len(v) > 0 && overrideField(k) == "SubnetId":
 			subnets = append(subnets, c.class(v[0]))
 		}
 	}

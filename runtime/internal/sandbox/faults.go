@@ -403,6 +403,15 @@ func writeInternalError(w http.ResponseWriter, r *http.Request) {
 
 var overrideKeyRE = regexp.MustCompile(`^LaunchTemplateConfigs\.(\d+)\.Overrides\.(\d+)\.(InstanceType|SubnetId|AvailabilityZone)$`)
 
+// overrideField names the override field a CreateFleet form key sets
+// ("SubnetId"), or "" for any other key.
+func overrideField(key string) string {
+	if m := overrideKeyRE.FindStringSubmatch(key); m != nil {
+		return m[3]
+	}
+	return ""
+}
+
 type fleetOverride struct {
 	InstanceType     string `xml:"instanceType,omitempty"`
 	SubnetID         string `xml:"subnetId,omitempty"`

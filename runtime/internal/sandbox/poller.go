@@ -205,26 +205,45 @@ func truncate(s string, n int) string {
 // runScheduler invokes scaledown every Options.SweepInterval, as the
 // EventBridge Scheduler schedule does.
 func (s *Sandbox) runScheduler(ctx context.Context) {
-	t := time.NewTicker(s.opts.SweepInterval)
+	s.every(ctx, s.opts.SweepInterval, func() {
+		if _, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("scheduled sweep failed", slog.String("error", err.Error()))
+		}
+	})
+}
+
+// every calls run every d until ctx ends.
+func (s *Sandbox) every(ctx context.Context, d time.Duration, run func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("scheduled sweep failed", slog.String("error", err.Error()))
-			}
+			run()
 		}
 	}
 }
 
+// invokeScaledown invokes scaledown with ev and returns its answer; a
+// function error (the answer says so) is an error too.
+func (s *Sandbox) invokeScaledown(ctx context.Context, ev []byte) (json.RawMessage, error) {
+	out, err := s.lambdas[FuncScaledown].invoke(ctx, ev)
+	if err != nil {
+		return nil, err
+	}
+	if isFunctionError(out) {
+		return out, fmt.Errorf("scaledown failed: %s", truncate(string(out), 300))
+	}
+	return out, nil
+}
+
 // stateChange sends scaledown an "EC2 Instance State-change Notification"
 // (shutting-down), as the stack's EventBridge rule does when a managed
-// instance terminates
-// (it frees the instance's runner slot and wakes waiting jobs at once). It
-// runs in the background; a failure is logged, as EventBridge retries and
-// the next sweep converges.
+// instance terminates (it frees the instance's runner slot and wakes
+// waiting jobs at once). It runs in the background; a failure is logged, as
+// EventBridge retries and the next sweep converges.
 func (s *Sandbox) stateChange(id string) {
 	ev, _ := json.Marshal(map[string]any{
 		"version": "0", "source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification",
@@ -232,11 +251,7 @@ func (s *Sandbox) stateChange(id string) {
 		"detail": map[string]string{"instance-id": id, "state": "shutting-down"},
 	})
 	s.goBackground(func(ctx context.Context) {
-		out, err := s.lambdas[FuncScaledown].invoke(ctx, ev)
-		if err == nil && isFunctionError(out) {
-			err = fmt.Errorf("scaledown failed: %s", truncate(string(out), 300))
-		}
-		if err != nil && ctx.Err() == nil {
+		if _, err := s.invokeScaledown(ctx, ev); err != nil && ctx.Err() == nil {
 			s.log.Warn("state-change event failed", slog.String("instance_id", id), slog.String("error", err.Error()))
 		}
 	})
@@ -248,24 +263,14 @@ var RedeliveryEvent = []byte(functions.RedeliveryEvent)
 // runRedelivery invokes scaledown's recovery of failed deliveries every
 // Options.RedeliveryInterval, as the stack's second schedule does.
 func (s *Sandbox) runRedelivery(ctx context.Context) {
-	t := time.NewTicker(s.opts.RedeliveryInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			out, err := s.lambdas[FuncScaledown].invoke(ctx, RedeliveryEvent)
-			if err == nil && isFunctionError(out) {
-				err = fmt.Errorf("scaledown failed: %s", truncate(string(out), 300))
-			}
-			if err != nil && ctx.Err() == nil {
-				s.log.Warn("redelivery run failed", slog.String("error", err.Error()))
-			} else if err == nil {
-				s.log.Debug("redelivery run done", slog.String("report", string(out)))
-			}
+	s.every(ctx, s.opts.RedeliveryInterval, func() {
+		out, err := s.invokeScaledown(ctx, RedeliveryEvent)
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("redelivery run failed", slog.String("error", err.Error()))
+		} else if err == nil {
+			s.log.Debug("redelivery run done", slog.String("report", string(out)))
 		}
-	}
+	})
 }
 
 // SweepEvent is the scheduler's payload.
@@ -274,12 +279,9 @@ var SweepEvent = []byte(`{"source":"jitr.scheduler"}`)
 // Sweep invokes scaledown once with the scheduler's event and returns its
 // report (the JSON it answered).
 func (s *Sandbox) Sweep(ctx context.Context) (json.RawMessage, error) {
-	out, err := s.lambdas[FuncScaledown].invoke(ctx, SweepEvent)
+	out, err := s.invokeScaledown(ctx, SweepEvent)
 	if err != nil {
-		return nil, err
-	}
-	if isFunctionError(out) {
-		return out, fmt.Errorf("scaledown failed: %s", truncate(string(out), 300))
+		return out, err
 	}
 	s.log.Info("sweep done", slog.String("report", string(out)))
 	return out, nil

@@ -49,7 +49,7 @@ func CheckKeys(doc any, t reflect.Type, path string, c KeyCheck) []*KeyError {
 		}
 		fields := map[string]reflect.Type{}
 		for i := range t.NumField() {
-			if name := jsonName(t.Field(i)); name != "" && name != "-" {
+			if name := JSONName(t.Field(i)); name != "" && name != "-" {
 				fields[name] = t.Field(i).Type
 			}
 		}
@@ -126,9 +126,7 @@ func describe(v any) string {
 
 // JSONName is the key a struct field has in a document (its json tag's
 // name).
-func JSONName(f reflect.StructField) string { return jsonName(f) }
-
-func jsonName(f reflect.StructField) string {
+func JSONName(f reflect.StructField) string {
 	name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 	return name
 }

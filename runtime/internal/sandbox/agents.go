@@ -155,14 +155,14 @@ var jitRetryDelays = []time.Duration{100 * time.Millisecond, 250 * time.Millisec
 // ec2:SourceInstanceARN), so the record holds the bootstrap's call and
 // the key it names; otherwise with the sandbox's own credentials.
 func (a *agents) jitStore(arn string) *jitstore.Store {
-	db := dynamodb.NewFromConfig(a.s.awsCfg)
+	var asInstance []func(*dynamodb.Options)
 	if id, _, _ := a.s.awsCredentials(); id == "test" {
-		db = dynamodb.NewFromConfig(a.s.awsCfg, func(o *dynamodb.Options) {
+		asInstance = append(asInstance, func(o *dynamodb.Options) {
 			o.BaseEndpoint = aws.String(a.s.proxy.url)
 			o.Credentials = credentials.NewStaticCredentialsProvider(functionKeyID("runner"), "test", sessionTokenPrefix+arn)
 		})
 	}
-	return jitstore.New(db, a.s.cfg.Launch.JITConfigTableName, nil)
+	return jitstore.New(dynamodb.NewFromConfig(a.s.awsCfg, asInstance...), a.s.cfg.Launch.JITConfigTableName, nil)
 }
 
 // takeJIT retries Take while the entry is absent, as the bootstrap does.

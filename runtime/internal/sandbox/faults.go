@@ -13,7 +13,6 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"regexp"
 	"sort"
@@ -23,7 +22,7 @@ import (
 	"sync/atomic"
 )
 
-// faultProxy is a reverse proxy in front of the AWS endpoint that only the
+// faultProxy is a reverse proxy in front of the AWS router that only the
 // Lambdas use (their AWS_ENDPOINT_URL). With a fault rate it answers that
 // share of requests with HTTP 500, which the SDK retries with backoff, and
 // that share of spot CreateFleet requests with per-override
@@ -34,11 +33,11 @@ import (
 // (header amz-sdk-request: attempt=N; max=N) is never failed, so every call
 // eventually succeeds, as with AWS's own transient errors.
 type faultProxy struct {
-	url   string
-	rate  float64
-	srv   *http.Server
-	proxy *httputil.ReverseProxy
-	log   *slog.Logger
+	url  string
+	rate float64
+	srv  *http.Server
+	next http.Handler // the AWS router
+	log  *slog.Logger
 
 	mu    sync.Mutex
 	rng   *mrand.Rand
@@ -83,11 +82,9 @@ type FaultStats struct {
 	InjectedTotal int64                       `json:"injectedTotal"`
 }
 
-func startFaultProxy(target string, rate float64, seed uint64, log *slog.Logger) (*faultProxy, error) {
-	u, err := url.Parse(target)
-	if err != nil {
-		return nil, fmt.Errorf("AWS endpoint %q: %w", target, err)
-	}
+// startFaultProxy serves on a loopback port and passes what it does not
+// fail on to next (the AWS router).
+func startFaultProxy(next http.Handler, rate float64, seed uint64, log *slog.Logger) (*faultProxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -95,22 +92,10 @@ func startFaultProxy(target string, rate float64, seed uint64, log *slog.Logger)
 	p := &faultProxy{
 		url:  "http://" + ln.Addr().String(),
 		rate: rate,
+		next: next,
 		log:  log.With(slog.String("component", "aws-fault-proxy")),
 		rng:  mrand.New(mrand.NewPCG(seed, seed^0x5bd1e995)),
 		ops:  map[string]int64{},
-	}
-	p.proxy = &httputil.ReverseProxy{
-		Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(u) },
-		Transport: &http.Transport{
-			Proxy: nil, MaxIdleConns: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: 0,
-			DialContext: (&net.Dialer{}).DialContext,
-		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if r.Context().Err() == nil {
-				p.log.Warn("proxy error", slog.String("error", err.Error()))
-			}
-			w.WriteHeader(http.StatusBadGateway)
-		},
 	}
 	p.srv = &http.Server{Handler: p}
 	go func() {
@@ -361,7 +346,7 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	p.proxy.ServeHTTP(w, r)
+	p.next.ServeHTTP(w, r)
 }
 
 // service names the AWS service of a request from its SigV4 scope.

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,24 +50,45 @@ var JobLabels = []string{"self-hosted", "linux", "x64"}
 
 const defaultRegion = "us-east-1"
 
-// startAWS starts moto (or takes Options.AWSEndpoint) and builds the
-// sandbox's own AWS configuration for it.
+// startAWS starts one moto server per service (or takes
+// Options.AWSEndpoint), the router in front of them (the endpoint every
+// AWS client of the sandbox uses) and builds the sandbox's own AWS
+// configuration for it.
 func (s *Sandbox) startAWS(ctx context.Context) error {
 	s.region = defaultRegion
+	upstreams := map[string]string{}
+	var fallback string
 	if s.opts.AWSEndpoint != "" {
-		s.awsURL = trimSlash(s.opts.AWSEndpoint)
+		fallback = trimSlash(s.opts.AWSEndpoint)
 		if r := os.Getenv("AWS_REGION"); r != "" {
 			s.region = r
 		}
 	} else {
-		m, err := testenv.StartMoto(ctx, s.logDir)
+		motos, err := startMotos(ctx, s.logDir)
 		if err != nil {
 			return err
 		}
-		s.moto = m
-		s.awsURL = m.URL
-		s.log.Info("moto started", slog.String("url", m.URL), slog.Int("pid", m.PID()))
+		s.motos = motos
+		for svc, m := range motos {
+			upstreams[svc] = m.URL
+			s.log.Info("moto started", slog.String("service", svc), slog.String("url", m.URL), slog.Int("pid", m.PID()))
+		}
+		// Other services (STS) go to the least busy one.
+		fallback = motos[motoServices[len(motoServices)-1]].URL
 	}
+	router, err := newAWSRouter(upstreams, fallback, s.log)
+	if err != nil {
+		return err
+	}
+	s.router = router
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	s.routerSrv = &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = s.routerSrv.Serve(ln) }()
+	s.awsURL = "http://" + ln.Addr().String()
+	s.log.Info("AWS router started", slog.String("url", s.awsURL), slog.Any("services", router.services()))
 	id, secret, token := s.awsCredentials()
 	s.awsCfg = aws.Config{
 		Region:       s.region,
@@ -159,7 +182,7 @@ func (s *Sandbox) resourceParams() resourceParams {
 		}
 	}
 	p.base = p.namePrefix + "-sandbox"
-	if s.moto == nil {
+	if s.opts.AWSEndpoint != "" {
 		p.base += "-" + randomSuffix(6)
 	}
 	return p

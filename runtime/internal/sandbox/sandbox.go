@@ -188,8 +188,10 @@ type Sandbox struct {
 
 	logDir        string
 	region        string
-	moto          *testenv.Moto
-	awsURL        string // moto or Options.AWSEndpoint
+	motos         map[string]*testenv.Moto // by AWS service; none with Options.AWSEndpoint
+	router        *awsRouter               // sends each request to its service's endpoint
+	routerSrv     *http.Server
+	awsURL        string // the router's endpoint
 	awsCfg        aws.Config
 	instances     *fleet.Launcher // the deployment's instances, read and terminated directly (not through the proxy)
 	proxy         *faultProxy
@@ -293,7 +295,7 @@ func Start(ctx context.Context, opts Options) (s *Sandbox, err error) {
 		return s, err
 	}
 	s.tracker.prefix = s.cfg.NamePrefix
-	if s.proxy, err = startFaultProxy(s.awsURL, opts.FaultRate, opts.Seed, s.log); err != nil {
+	if s.proxy, err = startFaultProxy(s.router, opts.FaultRate, opts.Seed, s.log); err != nil {
 		return s, err
 	}
 	s.proxy.setResources(s.res.classes(), &conditionContext{
@@ -477,9 +479,9 @@ func (s *Sandbox) Close() error {
 			wg.Add(1)
 			go func() { defer wg.Done(); f.stop(time.Until(deadline) - 500*time.Millisecond) }()
 		}
-		if s.moto != nil {
+		for _, m := range s.motos {
 			wg.Add(1)
-			go func() { defer wg.Done(); s.moto.Stop(time.Until(deadline) - 500*time.Millisecond) }()
+			go func() { defer wg.Done(); m.Stop(time.Until(deadline) - 500*time.Millisecond) }()
 		}
 		wg.Wait()
 		if s.fake != nil {
@@ -487,6 +489,9 @@ func (s *Sandbox) Close() error {
 		}
 		if s.proxy != nil {
 			s.proxy.close()
+		}
+		if s.routerSrv != nil {
+			_ = s.routerSrv.Close()
 		}
 		done := make(chan struct{})
 		go func() { s.wg.Wait(); close(done) }()

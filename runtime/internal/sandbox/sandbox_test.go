@@ -149,7 +149,11 @@ func TestFaultProxy(t *testing.T) {
 		_, _ = io.WriteString(w, `{}`)
 	}))
 	defer backend.Close()
-	p, err := startFaultProxy(backend.URL, 1, 1, slog.New(slog.DiscardHandler))
+	router, err := newAWSRouter(nil, backend.URL, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := startFaultProxy(router, 1, 1, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,5 +215,51 @@ func TestFaultProxy(t *testing.T) {
 	}
 	if st := p.stats(); st.InjectedSpot != 1 || st.SpotRequests != 1 {
 		t.Errorf("stats %+v; want one spot request, answered with capacity errors", st)
+	}
+}
+
+// The router sends each request to its service's endpoint, as the SDK's
+// per-service endpoints would, and everything else to the fallback.
+func TestAWSRouter(t *testing.T) {
+	t.Parallel()
+	type hit struct{ backend, target string }
+	hits := make(chan hit, 4)
+	backend := func(name string) *httptest.Server {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			hits <- hit{name, r.Header.Get("X-Amz-Target")}
+			w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+			_, _ = io.WriteString(w, `{}`)
+		}))
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	db, other := backend("dynamodb"), backend("other")
+	router, err := newAWSRouter(map[string]string{"dynamodb": db.URL}, other.URL, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := httptest.NewServer(router)
+	defer front.Close()
+	cfg := aws.Config{
+		Region: "us-east-1", BaseEndpoint: aws.String(front.URL),
+		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+			return aws.Credentials{AccessKeyID: "test", SecretAccessKey: "test"}, nil
+		}),
+	}
+	ctx := context.Background()
+	if _, err := dynamodb.NewFromConfig(cfg).GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String("t"),
+		Key: map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "x"}}}); err != nil {
+		t.Fatalf("GetItem through the router: %v", err)
+	}
+	if h := <-hits; h.backend != "dynamodb" || !strings.HasSuffix(h.target, ".GetItem") {
+		t.Errorf("GetItem reached %+v; want the dynamodb endpoint", h)
+	}
+	_, _ = ec2.NewFromConfig(cfg).DescribeRegions(ctx, &ec2.DescribeRegionsInput{}) // the fake's {} is no EC2 answer
+	if h := <-hits; h.backend != "other" {
+		t.Errorf("an EC2 request reached %q; want the fallback (no EC2 endpoint configured)", h.backend)
+	}
+	if _, err := newAWSRouter(nil, "not a url", slog.New(slog.DiscardHandler)); err == nil {
+		t.Error("a fallback that is not a URL was accepted")
 	}
 }

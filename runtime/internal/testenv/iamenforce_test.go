@@ -50,7 +50,7 @@ func TestMotoEnforcesPlanPolicies(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	m, err := StartMoto(ctx, "")
+	m, err := StartMoto(ctx, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,8 +43,12 @@ type Moto struct {
 
 // StartMoto starts moto_server on a free 127.0.0.1 port and waits until it
 // answers. The server dies with this process (parent-death signal) even if
-// Close is never called. Its output goes to logDir/moto.log ("" = discard).
-func StartMoto(ctx context.Context, logDir string) (*Moto, error) {
+// Close is never called. Its output goes to logDir/logName (logDir "" =
+// discard; logName "" = moto.log).
+func StartMoto(ctx context.Context, logDir, logName string) (*Moto, error) {
+	if logName == "" {
+		logName = "moto.log"
+	}
 	py := os.Getenv("MOTO_PYTHON")
 	if py == "" {
 		py = Python
@@ -71,7 +75,7 @@ func StartMoto(ctx context.Context, logDir string) (*Moto, error) {
 		if err != nil {
 			return nil, err
 		}
-		m, err := startMotoOn(ctx, path, script, images, port, logDir)
+		m, err := startMotoOn(ctx, path, script, images, port, logDir, logName)
 		if err == nil {
 			return m, nil
 		}
@@ -94,13 +98,13 @@ func writeLauncher() (string, error) {
 	return f.Name(), nil
 }
 
-func startMotoOn(ctx context.Context, python, script, images string, port int, logDir string) (*Moto, error) {
+func startMotoOn(ctx context.Context, python, script, images string, port int, logDir, logName string) (*Moto, error) {
 	cmd := exec.Command(python, script, "-H", "127.0.0.1", "-p", strconv.Itoa(port))
 	cmd.Env = append(os.Environ(), "MOTO_AMIS_PATH="+images)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	m := &Moto{URL: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd, done: make(chan struct{}), script: script, images: images}
 	if logDir != "" {
-		m.logPath = filepath.Join(logDir, "moto.log")
+		m.logPath = filepath.Join(logDir, logName)
 		f, err := os.OpenFile(m.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
 			return nil, err
@@ -193,7 +197,7 @@ var shared struct {
 func MotoForTest(tb testing.TB) *Moto {
 	tb.Helper()
 	shared.once.Do(func() {
-		shared.moto, shared.err = StartMoto(context.Background(), os.TempDir())
+		shared.moto, shared.err = StartMoto(context.Background(), os.TempDir(), "")
 		if shared.err != nil {
 			return
 		}

@@ -100,7 +100,7 @@ func (m *Moto) Stop(grace time.Duration) {
 	if m == nil || m.cmd.Process == nil {
 		return
 	}
-	defer func() { _ = os.Remove(m.script) }()
+	defer func() { _ = os.Remove(m.script); _ = os.Remove(m.images) }()
 	stopGroup(m.cmd, m.done, grace)
 }
 

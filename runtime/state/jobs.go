@@ -192,6 +192,7 @@ type DynamoAPI interface {
 	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
 	GetItem(ctx context.Context, in *dynamodb.GetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
 	Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
+	BatchGetItem(ctx context.Context, in *dynamodb.BatchGetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.BatchGetItemOutput, error)
 }
 
 // Store reads and writes job records in one table.
@@ -531,6 +532,50 @@ func (s *Store) Get(ctx context.Context, jobID int64) (job *Job, ok bool, err er
 		return nil, false, nil
 	}
 	return decodeJob(out.Item), true, nil
+}
+
+// batchGetKeys is the most keys one BatchGetItem may name.
+const batchGetKeys = 100
+
+// GetMany reads the records of jobIDs with consistent reads, in
+// BatchGetItem calls of up to 100 keys; jobs without a record are left
+// out. Keys DynamoDB leaves unprocessed (throttling) are asked for again
+// with backoff, at most 5 times.
+func (s *Store) GetMany(ctx context.Context, jobIDs []int64) (map[int64]*Job, error) {
+	jobs := make(map[int64]*Job, len(jobIDs))
+	for start := 0; start < len(jobIDs); start += batchGetKeys {
+		keys := make([]map[string]types.AttributeValue, 0, batchGetKeys)
+		seen := map[int64]bool{}
+		for _, id := range jobIDs[start:min(start+batchGetKeys, len(jobIDs))] {
+			if !seen[id] { // BatchGetItem refuses a key named twice
+				seen[id] = true
+				keys = append(keys, jobKey(id))
+			}
+		}
+		req := map[string]types.KeysAndAttributes{s.table: {Keys: keys, ConsistentRead: aws.Bool(true)}}
+		for attempt := 0; len(req) > 0; attempt++ {
+			if attempt > 0 {
+				if attempt > 5 {
+					return nil, fmt.Errorf("read %d jobs: keys still unprocessed after %d attempts", len(jobIDs), attempt)
+				}
+				select {
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				case <-time.After(time.Duration(50<<attempt) * time.Millisecond):
+				}
+			}
+			out, err := s.api.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: req})
+			if err != nil {
+				return nil, fmt.Errorf("read %d jobs: %w", len(jobIDs), err)
+			}
+			for _, item := range out.Responses[s.table] {
+				j := decodeJob(item)
+				jobs[j.JobID] = j
+			}
+			req = out.UnprocessedKeys
+		}
+	}
+	return jobs, nil
 }
 
 func decodeJob(item map[string]types.AttributeValue) *Job {

@@ -130,3 +130,44 @@ func TestRecordEventRejectsUnknownAction(t *testing.T) {
 		t.Fatal("unknown action accepted")
 	}
 }
+
+// GetMany reads any number of records (BatchGetItem takes 100 keys per
+// call), ignores a key named twice and leaves out jobs without a record.
+func TestGetMany(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	var ids []int64
+	for id := int64(1); id <= 130; id++ {
+		if id%13 == 0 {
+			ids = append(ids, id) // asked for, never recorded
+			continue
+		}
+		if _, err := s.RecordEvent(ctx, &state.JobEvent{JobID: id, Action: state.StatusQueued, Repository: "o/r", Owner: "o",
+			InstallationID: 7, Ours: true, Profile: "default", JobName: "build"}); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	ids = append([]int64{5}, ids...) // named twice within one call
+	ids = append(ids, 1, 2)          // and across the 100-key boundary
+	jobs, err := s.GetMany(ctx, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs) != 120 {
+		t.Fatalf("%d records; want 120 (130 asked, 10 never recorded)", len(jobs))
+	}
+	for _, id := range ids {
+		j, ok := jobs[id]
+		if id%13 == 0 {
+			if ok {
+				t.Errorf("job %d has no record, yet GetMany returned %+v", id, j)
+			}
+			continue
+		}
+		if !ok || j.JobID != id || j.JobName != "build" || !j.Enqueued {
+			t.Errorf("job %d: %+v", id, j)
+		}
+	}
+}

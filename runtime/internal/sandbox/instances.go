@@ -106,47 +106,33 @@ func (w *instanceWatcher) instances(ctx context.Context) {
 	}
 }
 
-// launches reads the job records of jobs awaiting a launch: one Query of the
-// live index, and a GetItem for each launch found (capacity type) and for
-// each job that left the index (skipped).
+// launches reads the records of the jobs awaiting a launch (BatchGetItem:
+// the sandbox's own reads are not the control plane's and should cost the
+// emulator little) and reports the launched and the skipped ones.
 func (w *instanceWatcher) launches(ctx context.Context, pending []int64) {
-	live, _, err := w.store.LiveJobs(ctx)
+	jobs, err := w.store.GetMany(ctx, pending)
 	if err != nil {
 		if ctx.Err() == nil {
-			w.s.log.Warn("query live jobs failed", slog.String("error", err.Error()))
+			w.s.log.Warn("read awaited jobs failed", slog.String("error", err.Error()))
 		}
 		return
 	}
-	byID := make(map[int64]*state.Job, len(live))
-	for _, j := range live {
-		byID[j.JobID] = j
-	}
 	for _, id := range pending {
-		j, ok := byID[id]
+		j, ok := jobs[id]
 		switch {
-		case ok && j.InstanceID != "" && !j.LaunchedAt.IsZero():
+		case !ok:
+		case j.InstanceID != "" && !j.LaunchedAt.IsZero():
 			w.launched(ctx, j)
-			continue
-		case ok:
-			continue // not launched yet
-		}
-		// Not in the index: skipped, or settled already.
-		full, found, err := w.store.Get(ctx, id)
-		if err != nil || !found {
-			continue
-		}
-		switch {
-		case full.InstanceID != "" && !full.LaunchedAt.IsZero():
-			w.launched(ctx, full)
-		case full.Phase == state.PhaseSkipped:
-			w.s.tracker.onSkipped(id, full.SkipReason)
+		case j.Phase == state.PhaseSkipped:
+			w.s.tracker.onSkipped(id, j.SkipReason)
 		}
 	}
 }
 
-// launched reports a launch the record shows. The index's projection has no
-// capacity type: the instance tells (spot instances carry
-// InstanceLifecycle=spot, and every instance its jitr:profile tag), and an
+// launched reports a launch the record shows. The capacity type comes from
+// the instance, not from the record scaleup wrote (the summary checks the
+// control plane, so it does not take its word): spot instances carry
+// InstanceLifecycle=spot, and every instance its jitr:profile tag; an
 // on-demand instance of a spot profile is a fallback.
 func (w *instanceWatcher) launched(ctx context.Context, j *state.Job) {
 	capacity, name := fleet.CapacityTypeOnDemand, j.Profile

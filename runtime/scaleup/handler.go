@@ -138,6 +138,8 @@ type Handler struct {
 	holdMu      sync.Mutex
 	holdUntil   time.Time
 	wakeAt      time.Time
+	sharedAt    time.Time // when the hold and the interrupted pools were last read
+	sharedMu    sync.Mutex
 	metrics     *metrics.Recorder
 	now         func() time.Time
 	concurrency int
@@ -196,10 +198,16 @@ func New(cfg *config.Config, d Deps, opts ...Option) *Handler {
 	return h
 }
 
+// sharedReadEvery bounds how often a container reads what other
+// invocations share through the table (GitHub's rate-limit hold, the spot
+// pools scaledown saw interrupted): at most once per this, not per batch.
+// A hold missed meanwhile costs one refused GitHub call, which then holds
+// this container too; a pool missed meanwhile, one launch attempt there.
+const sharedReadEvery = 5 * time.Second
+
 // Handle processes a batch and reports the records to retry.
 func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
-	h.loadOfferings(ctx)
-	h.loadHold(ctx)
+	h.loadShared(ctx)
 	var (
 		mu       sync.Mutex
 		failures []events.SQSBatchItemFailure
@@ -237,8 +245,24 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 	return events.SQSEventResponse{BatchItemFailures: failures}, nil
 }
 
-// loadHold reads the GitHub rate-limit hold other invocations recorded (one
-// read per batch).
+// loadShared reads the hold and the interrupted pools, unless this
+// container did within sharedReadEvery.
+func (h *Handler) loadShared(ctx context.Context) {
+	h.sharedMu.Lock()
+	now := h.now()
+	due := h.sharedAt.IsZero() || now.Sub(h.sharedAt) >= sharedReadEvery || now.Before(h.sharedAt)
+	if due {
+		h.sharedAt = now
+	}
+	h.sharedMu.Unlock()
+	if !due {
+		return
+	}
+	h.loadOfferings(ctx)
+	h.loadHold(ctx)
+}
+
+// loadHold reads the GitHub rate-limit hold other invocations recorded.
 func (h *Handler) loadHold(ctx context.Context) {
 	until, err := h.jobs.GitHubHold(ctx)
 	if err != nil {
@@ -318,7 +342,7 @@ func (h *Handler) wakeAtReset(ctx context.Context, until time.Time) {
 }
 
 // loadOfferings feeds the launcher's cache with the pools scaledown saw
-// interrupting our spot instances (one read per batch).
+// interrupting our spot instances.
 func (h *Handler) loadOfferings(ctx context.Context) {
 	m, ok := h.launcher.(offeringMarker)
 	if h.offerings == nil || !ok {
@@ -597,8 +621,8 @@ func (h *Handler) launched(log *slog.Logger, a *admission, res fleet.Result, run
 // limitAndClaim claims the job and then checks the limits, counting the
 // slot the claim just took. Over a limit the job waits in the table
 // (state.Wait: the claim is given back, the message is done) until a wake
-// launches it; so does a new job while older ones wait, first come first
-// served. Claiming first lets a duplicate of a launched job succeed at once
+// launches it; so does a new job while older ones wait near a limit
+// (queueBehindWithin), first come first served. Claiming first lets a duplicate of a launched job succeed at once
 // even when every slot is taken. Within one invocation the steps run under
 // a lock, so the records of one batch never exceed a limit between them;
 // concurrent invocations can overshoot it by at most their number (see
@@ -616,12 +640,12 @@ func (h *Handler) limitAndClaim(ctx context.Context, m *queue.Message, claimID, 
 		since = h.now()
 	}
 	var reason string
-	switch err := h.checkLimits(ctx, name, p); {
+	switch free, err := h.checkLimits(ctx, name, p); {
 	case errors.Is(err, errLimit):
 		reason = strings.TrimPrefix(err.Error(), errLimit.Error()+": ")
 	case err != nil:
 		return 0, 0, h.giveBack(ctx, m.JobID, claimID, name, woken, since, err)
-	case !woken:
+	case !woken && free < queueBehindWithin:
 		older, err := h.jobs.Waiting(ctx, name, since, 1)
 		if err != nil {
 			return 0, 0, h.giveBack(ctx, m.JobID, claimID, name, woken, since, err)
@@ -641,6 +665,14 @@ func (h *Handler) limitAndClaim(ctx context.Context, m *queue.Message, claimID, 
 	}
 	return 0, 0, fmt.Errorf("%w: %s", errWaiting, reason)
 }
+
+// queueBehindWithin: a new job checks for older waiting jobs (and queues
+// behind them) only when fewer slots than this stay free after its own.
+// Further from every limit no job competes for a slot: jobs that wait then
+// wait for GitHub's reset or a retry, each with its own wake, and a wake
+// drains up to drainBatch jobs beyond the free slots. That saves a Query
+// per job on the common path.
+const queueBehindWithin = drainBatch
 
 // giveBack releases the claim after err (a woken job waits again) and
 // returns err.
@@ -740,25 +772,28 @@ func (h *Handler) drain(ctx context.Context, log *slog.Logger, r events.SQSMessa
 }
 
 // checkLimits returns errLimit when the runners counted (this job's claim
-// included) exceed the profile's or the deployment's limit.
-func (h *Handler) checkLimits(ctx context.Context, name string, p config.Profile) error {
+// included) exceed the profile's or the deployment's limit; otherwise free
+// is the number of slots that stay free under the tighter of the two.
+func (h *Handler) checkLimits(ctx context.Context, name string, p config.Profile) (free int, err error) {
+	free = h.cfg.MaxRunners
 	if p.MaxRunners > 0 {
 		n, err := h.jobs.CountSlots(ctx, name)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if n > p.MaxRunners {
-			return fmt.Errorf("%w: profile %s has %d of %d runners", errLimit, name, n-1, p.MaxRunners)
+			return 0, fmt.Errorf("%w: profile %s has %d of %d runners", errLimit, name, n-1, p.MaxRunners)
 		}
+		free = p.MaxRunners - n
 	}
 	total, err := h.jobs.CountSlots(ctx, "")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if total > h.cfg.MaxRunners {
-		return fmt.Errorf("%w: %d of maxRunners %d", errLimit, total-1, h.cfg.MaxRunners)
+		return 0, fmt.Errorf("%w: %d of maxRunners %d", errLimit, total-1, h.cfg.MaxRunners)
 	}
-	return nil
+	return min(free, h.cfg.MaxRunners-total), nil
 }
 
 // release gives the claim back after a failure and returns the failure, so

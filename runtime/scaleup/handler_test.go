@@ -2,12 +2,15 @@ package scaleup_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/jit-runners/jit-runners/runtime/config"
 	"github.com/jit-runners/jit-runners/runtime/fleet"
@@ -269,6 +272,23 @@ func TestLimitedJobWaitsInTheTable(t *testing.T) {
 	}
 }
 
+// delayed counts the queue's messages that SQS still holds back (a wake
+// sent with a delay).
+func (h *harness) delayed() int {
+	h.t.Helper()
+	out, err := sqs.NewFromConfig(h.aws.Config).GetQueueAttributes(context.Background(), &sqs.GetQueueAttributesInput{
+		QueueUrl: aws.String(h.p.Queue), AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameApproximateNumberOfMessagesDelayed},
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	n, err := strconv.Atoi(out.Attributes[string(sqstypes.QueueAttributeNameApproximateNumberOfMessagesDelayed)])
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return n
+}
+
 // wakes drains the harness queue's wake messages.
 func (h *harness) wakes() []queue.Message {
 	h.t.Helper()
@@ -454,18 +474,59 @@ func TestRateLimitHoldsJobsWithoutLaunching(t *testing.T) {
 	if n := h.gh.JITConfigRequests(); n != calls {
 		t.Fatalf("%d JIT config requests during a known hold; want none", n-calls)
 	}
-	wakes := h.wakes()
-	if len(wakes) != 1 {
-		t.Fatalf("%d wakes; want one, for the reset", len(wakes))
+	// One wake, for the reset: SQS holds it back until then.
+	if wakes := h.wakes(); len(wakes) != 0 {
+		t.Fatalf("%d wakes visible during the hold; want none before the reset", len(wakes))
+	}
+	if n := h.delayed(); n != 1 {
+		t.Fatalf("%d delayed wakes; want one, for the reset", n)
 	}
 	// The reset: GitHub answers again, the wake launches every held job.
 	h.gh.ClearFaults()
 	h.clock.Advance(time.Minute + time.Second)
-	h.run(h.batch(wakes[0]))
+	h.run(h.batch(*queue.WakeMessage("GitHub's rate limit reset")))
 	if n := len(h.instances("pending", "running")); n != 4 {
 		t.Fatalf("%d instances after the reset; want the 4 held jobs launched", n)
 	}
 	if n := len(h.instances()); n != 4 {
 		t.Fatalf("%d instances in all; want 4 (none launched and terminated)", n)
+	}
+}
+
+// A container reads the state other invocations share (GitHub's hold)
+// at most every few seconds, not per batch: a hold recorded just after a
+// read costs one refused GitHub call (which holds this container too), and
+// a hold recorded before a read holds the batch without a call.
+func TestSharedHoldReadAtMostEveryFewSeconds(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, config.ScopeOrg)
+	h.run(h.batch(h.enqueue(1301))) // reads the shared state: no hold
+	if j := h.job(1301); j.Phase != state.PhaseLaunched {
+		t.Fatalf("job before any hold: %+v", j)
+	}
+	// Another invocation sees GitHub's rate limit and shares the hold.
+	h.gh.RateLimitFor(time.Minute, ghfake.RouteOrgJITConfig)
+	if err := h.store.HoldGitHub(context.Background(), h.clock.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	calls := h.gh.JITConfigRequests()
+	h.clock.Advance(time.Second)
+	h.run(h.batch(h.enqueue(1302)))
+	if n := h.gh.JITConfigRequests() - calls; n != 1 {
+		t.Fatalf("%d JIT config requests a second after the last read; want 1 (the hold not read yet, GitHub refuses)", n)
+	}
+	// A fresh container reads the hold at once and asks GitHub nothing.
+	fresh := h.newHandler(h.ghc, nil)
+	calls = h.gh.JITConfigRequests()
+	if _, err := fresh.Handle(context.Background(), h.batch(h.enqueue(1303))); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.gh.JITConfigRequests() - calls; n != 0 {
+		t.Fatalf("%d JIT config requests from a container that read the hold; want 0", n)
+	}
+	for _, id := range []int64{1302, 1303} {
+		if j := h.job(id); !j.Waiting || !strings.Contains(j.WaitReason, "held until") {
+			t.Fatalf("job %d: %+v; want it held", id, j)
+		}
 	}
 }

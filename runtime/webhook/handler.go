@@ -127,9 +127,9 @@ type Waker interface {
 	SendAfter(ctx context.Context, m *queue.Message, delay time.Duration) (string, error)
 }
 
-// WithWaiters lets the handler wake waiting jobs when a completed job frees
-// a runner slot: any reports whether jobs wait (state.Store.AnyWaiting), and only
-// then is a wake sent, through waker.
+// WithWaiters lets the handler hand a completed job's runner slot to
+// waiting jobs: any reports whether jobs wait (state.Store.AnyWaiting), and
+// only then is the slot freed and a wake sent, through waker.
 func WithWaiters(any func(ctx context.Context) (bool, error), waker Waker) Option {
 	return func(h *Handler) { h.waiters, h.waker = any, waker }
 }
@@ -265,16 +265,7 @@ func (h *Handler) handleJob(ctx context.Context, log *slog.Logger, delivery stri
 		return respond(http.StatusInternalServerError, `{"error":"internal error"}`), nil
 	}
 	if ev.RunnerJob != 0 && p.Action == state.StatusCompleted {
-		// The job on one of our runners is over: that runner's instance no
-		// longer holds a runner slot (whichever job it was launched for).
-		// If this fails, the instance's end frees the slot.
-		freed, err := h.store.FreeRunnerSlot(ctx, ev.RunnerJob, j.RunnerName)
-		if err != nil {
-			log.Warn("could not free the runner's slot; its instance's end will", slog.String("error", err.Error()))
-		}
-		if freed {
-			h.wakeWaiters(ctx, log)
-		}
+		h.freeSlotForWaiters(ctx, log, ev.RunnerJob, j.RunnerName)
 	}
 	decision := outcome.String()
 	switch {
@@ -314,17 +305,33 @@ func (h *Handler) handleJob(ctx context.Context, log *slog.Logger, delivery stri
 	return respond(http.StatusOK, `{"status":"`+decision+`"}`), nil
 }
 
-// wakeWaiters sends a wake when jobs wait for the slot just freed. A
-// failure is logged: scaledown's sweep wakes waiting jobs too.
-func (h *Handler) wakeWaiters(ctx context.Context, log *slog.Logger) {
+// freeSlotForWaiters hands the slot of a runner whose job is over to the
+// jobs waiting for one: the runner's instance no longer holds a runner slot
+// (whichever job it was launched for), so the slot is freed and a wake
+// sent. When no job waits, nothing is written: the slot is freed when the
+// instance ends, moments later (scaledown's state-change rule), and a job
+// that starts waiting meanwhile is woken then. That keeps the common path
+// at one Query. Failures are logged for the same reason.
+func (h *Handler) freeSlotForWaiters(ctx context.Context, log *slog.Logger, launchJobID int64, runnerName string) {
 	if h.waiters == nil {
 		return
 	}
 	any, err := h.waiters(ctx)
-	if err == nil && any {
-		_, err = h.waker.SendAfter(ctx, queue.WakeMessage("a runner slot was freed"), 0)
+	if err != nil || !any {
+		if err != nil {
+			log.Warn("could not tell whether jobs wait; the instance's end frees the slot", slog.String("error", err.Error()))
+		}
+		return
 	}
+	freed, err := h.store.FreeRunnerSlot(ctx, launchJobID, runnerName)
 	if err != nil {
+		log.Warn("could not free the runner's slot; its instance's end will", slog.String("error", err.Error()))
+		return
+	}
+	if !freed {
+		return // freed already, or the slot is another launch's
+	}
+	if _, err := h.waker.SendAfter(ctx, queue.WakeMessage("a runner slot was freed"), 0); err != nil {
 		log.Warn("could not wake the waiting jobs; the next sweep will", slog.String("error", err.Error()))
 	}
 }

@@ -488,3 +488,48 @@ func TestQueueToStartMetric(t *testing.T) {
 		t.Fatalf("no queue-to-start metric of 31 s in %s", out.String())
 	}
 }
+
+// A completed job on one of our runners hands that runner's slot to the
+// jobs that wait: the slot is freed and one wake sent. When none waits,
+// nothing is written: the slot stays until the instance ends.
+func TestCompletedJobHandsItsSlotToWaitingJobs(t *testing.T) {
+	t.Parallel()
+	for _, waiting := range []bool{false, true} {
+		t.Run(map[bool]string{false: "none-waits", true: "jobs-wait"}[waiting], func(t *testing.T) {
+			t.Parallel()
+			var asked int
+			waiters := func(context.Context) (bool, error) { asked++; return waiting, nil }
+			in := newIntegration(t, webhook.WithNamePrefix("jitr"))
+			in.h = webhook.New(staticSecret, in.store, queue.NewSender(in.aws.SQS, in.queue.URL, 0), labels.NewMatcher(testConfig(t)),
+				webhook.WithNamePrefix("jitr"), webhook.WithWaiters(waiters, queue.NewSender(in.aws.SQS, in.queue.URL, 0)))
+			ctx := context.Background()
+			in.deliver(t, jobPayload(t, "queued", 7), "q")
+			in.messages(t) // the job's own scale-up message
+			if out, _, err := in.store.ClaimAttempt(ctx, 7, "claim-1", "default", time.Minute); err != nil || out != state.Claimed {
+				t.Fatalf("claim: %v %v", out, err)
+			}
+			if err := in.store.RecordLaunch(ctx, 7, "claim-1", state.Launch{InstanceID: "i-7", InstanceType: "t3.large",
+				CapacityType: "spot", RunnerName: "jitr-j7-1", RunnerID: 77}); err != nil {
+				t.Fatal(err)
+			}
+			in.deliver(t, jobPayload(t, "completed", 7), "c")
+			job, _, err := in.store.Get(ctx, 7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wakes := in.messages(t)
+			if asked != 1 {
+				t.Fatalf("asked %d times whether jobs wait; want once", asked)
+			}
+			if waiting {
+				if job.SlotProfile != "" || len(wakes) != 1 || !wakes[0].Wake {
+					t.Fatalf("slot %q, messages %+v; want the slot freed and one wake", job.SlotProfile, wakes)
+				}
+				return
+			}
+			if job.SlotProfile != "default" || len(wakes) != 0 {
+				t.Fatalf("slot %q, messages %+v; want the slot kept (the instance's end frees it) and no wake", job.SlotProfile, wakes)
+			}
+		})
+	}
+}

@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 
-	"github.com/jit-runners/jit-runners/runtime/labels"
 	"github.com/jit-runners/jit-runners/runtime/queue"
 	"github.com/jit-runners/jit-runners/runtime/state"
 	"github.com/jit-runners/jit-runners/runtime/webhook"
@@ -46,16 +46,21 @@ func (enqueueAll) FreeRunnerSlot(context.Context, int64, string) (bool, error) {
 	return true, nil
 }
 
+func (enqueueAll) AnyWaiting(context.Context, []string) (bool, error) { return false, nil }
+
 type discardQueue struct{}
 
 func (discardQueue) Send(context.Context, *queue.Message) (string, error) { return "m", nil }
+func (discardQueue) SendAfter(context.Context, *queue.Message, time.Duration) (string, error) {
+	return "m", nil
+}
 
 // BenchmarkHandler20KB measures the handler on a signed 20 KB delivery,
 // excluding AWS calls. Targets: <= 100 µs and <= 60 allocations per op.
 func BenchmarkHandler20KB(b *testing.B) {
 	body := payloadOfSize(b, 20<<10)
 	req := signed(body, "workflow_job", "bench")
-	h := webhook.New(staticSecret, enqueueAll{}, discardQueue{}, labels.NewMatcher(testConfig(b)))
+	h := webhook.New(testConfig(b), webhook.Deps{Secret: staticSecret, Store: enqueueAll{}, Queue: discardQueue{}})
 	ctx := context.Background()
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()

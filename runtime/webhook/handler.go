@@ -24,6 +24,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 
+	"github.com/jit-runners/jit-runners/runtime/config"
 	"github.com/jit-runners/jit-runners/runtime/labels"
 	"github.com/jit-runners/jit-runners/runtime/metrics"
 	"github.com/jit-runners/jit-runners/runtime/queue"
@@ -47,11 +48,16 @@ type Recorder interface {
 	RecordEvent(ctx context.Context, ev *state.JobEvent) (state.Outcome, error)
 	ReleaseEnqueue(ctx context.Context, ev *state.JobEvent) error
 	FreeRunnerSlot(ctx context.Context, launchJobID int64, runnerName string) (bool, error)
+	// AnyWaiting reports whether a job of any of profiles waits for a
+	// runner slot (see freeSlotForWaiters).
+	AnyWaiting(ctx context.Context, profiles []string) (bool, error)
 }
 
-// Enqueuer sends scale-up messages; *queue.Sender implements it.
-type Enqueuer interface {
+// Queue sends scale-up messages and wakes; *queue.Sender implements it.
+type Queue interface {
 	Send(ctx context.Context, m *queue.Message) (string, error)
+	// SendAfter sends a wake without the queue's delay.
+	SendAfter(ctx context.Context, m *queue.Message, delay time.Duration) (string, error)
 }
 
 // SecretFunc returns the webhook secret. It is called for every delivery and
@@ -62,13 +68,12 @@ type SecretFunc func(ctx context.Context) ([]byte, error)
 type Handler struct {
 	secret        SecretFunc
 	store         Recorder
-	queue         Enqueuer
+	queue         Queue
 	matcher       *labels.Matcher
-	allowedOwners map[string]bool
+	allowedOwners map[string]bool // nil: every owner
 	namePrefix    string
+	profiles      []string
 	keys          keyring
-	waiters       func(ctx context.Context) (bool, error)
-	waker         Waker
 	log           *slog.Logger
 	metrics       *metrics.Recorder
 	now           func() time.Time
@@ -86,21 +91,6 @@ func WithMetrics(m *metrics.Recorder) Option { return func(h *Handler) { h.metri
 // WithClock sets the clock; the default is time.Now.
 func WithClock(now func() time.Time) Option { return func(h *Handler) { h.now = now } }
 
-// WithAllowedOwners limits the owners whose jobs are served (case-insensitive);
-// none means every owner.
-func WithAllowedOwners(owners []string) Option {
-	return func(h *Handler) {
-		if len(owners) == 0 {
-			h.allowedOwners = nil
-			return
-		}
-		h.allowedOwners = make(map[string]bool, len(owners))
-		for _, o := range owners {
-			h.allowedOwners[strings.ToLower(o)] = true
-		}
-	}
-}
-
 // WithSecretRefresh reads the webhook secret again (fresh, bypassing any
 // cache) when a signature does not match, at most once per every: a secret
 // rotated in place is picked up at once, not when the container recycles.
@@ -116,33 +106,41 @@ func WithPreviousSecret(previous SecretFunc) Option {
 	return func(h *Handler) { h.keys.previous = previous }
 }
 
-// WithNamePrefix names the deployment's runners (tags.RunnerName): a job
+// Deps are the handler's required collaborators.
+type Deps struct {
+	// Secret is the webhook secret (github.webhookSecretArn).
+	Secret SecretFunc
+	// Store records every delivery on the job's record.
+	Store Recorder
+	// Queue takes each queued job's one scale-up message, and the wakes
+	// of waiting jobs when a completed job frees a runner slot.
+	Queue Queue
+}
+
+// New returns a Handler for cfg (which must be valid): its profiles and
+// allowed instance types decide which jobs are ours, github.allowedOwners
+// whose jobs are served (case-insensitive; none: every owner), and
+// namePrefix which runners are the deployment's (tags.RunnerName): a job
 // that runs on one of them is recorded with the job that runner was
 // launched for, which keeps the record live for scaledown (see
-// state.JobEvent) and frees that runner's slot when the job completes.
-func WithNamePrefix(prefix string) Option { return func(h *Handler) { h.namePrefix = prefix } }
-
-// Waker sends a wake without the queue's delay; *queue.Sender implements it.
-type Waker interface {
-	SendAfter(ctx context.Context, m *queue.Message, delay time.Duration) (string, error)
-}
-
-// WithWaiters lets the handler hand a completed job's runner slot to
-// waiting jobs: any reports whether jobs wait (state.Store.AnyWaiting), and
-// only then is the slot freed and a wake sent, through waker.
-func WithWaiters(any func(ctx context.Context) (bool, error), waker Waker) Option {
-	return func(h *Handler) { h.waiters, h.waker = any, waker }
-}
-
-// New returns a Handler. All four collaborators are required.
-func New(secret SecretFunc, store Recorder, q Enqueuer, matcher *labels.Matcher, opts ...Option) *Handler {
+// state.JobEvent) and hands that runner's slot to waiting jobs when the
+// job completes.
+func New(cfg *config.Config, d Deps, opts ...Option) *Handler {
 	h := &Handler{
-		secret:  secret,
-		store:   store,
-		queue:   q,
-		matcher: matcher,
-		log:     slog.New(slog.DiscardHandler),
-		now:     time.Now,
+		secret:     d.Secret,
+		store:      d.Store,
+		queue:      d.Queue,
+		matcher:    labels.NewMatcher(cfg),
+		namePrefix: cfg.NamePrefix,
+		profiles:   cfg.ProfileNames(),
+		log:        slog.New(slog.DiscardHandler),
+		now:        time.Now,
+	}
+	if owners := cfg.GitHub.AllowedOwners; len(owners) > 0 {
+		h.allowedOwners = make(map[string]bool, len(owners))
+		for _, o := range owners {
+			h.allowedOwners[strings.ToLower(o)] = true
+		}
 	}
 	for _, o := range opts {
 		o(h)
@@ -248,7 +246,7 @@ func (h *Handler) handleJob(ctx context.Context, log *slog.Logger, delivery stri
 		RunnerID:       j.RunnerID,
 		ReceivedAt:     h.now(),
 	}
-	if h.namePrefix != "" && ev.Action != state.StatusQueued && ev.Action != state.StatusWaiting {
+	if ev.Action != state.StatusQueued && ev.Action != state.StatusWaiting {
 		ev.RunnerJob, _ = tags.RunnerJob(h.namePrefix, j.RunnerName)
 	}
 	match, reason := h.classify(p)
@@ -313,10 +311,7 @@ func (h *Handler) handleJob(ctx context.Context, log *slog.Logger, delivery stri
 // that starts waiting meanwhile is woken then. That keeps the common path
 // at one Query. Failures are logged for the same reason.
 func (h *Handler) freeSlotForWaiters(ctx context.Context, log *slog.Logger, launchJobID int64, runnerName string) {
-	if h.waiters == nil {
-		return
-	}
-	any, err := h.waiters(ctx)
+	any, err := h.store.AnyWaiting(ctx, h.profiles)
 	if err != nil || !any {
 		if err != nil {
 			log.Warn("could not tell whether jobs wait; the instance's end frees the slot", slog.String("error", err.Error()))
@@ -331,7 +326,7 @@ func (h *Handler) freeSlotForWaiters(ctx context.Context, log *slog.Logger, laun
 	if !freed {
 		return // freed already, or the slot is another launch's
 	}
-	if _, err := h.waker.SendAfter(ctx, queue.WakeMessage("a runner slot was freed"), 0); err != nil {
+	if _, err := h.queue.SendAfter(ctx, queue.WakeMessage("a runner slot was freed"), 0); err != nil {
 		log.Warn("could not wake the waiting jobs; the next sweep will", slog.String("error", err.Error()))
 	}
 }

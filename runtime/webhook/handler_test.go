@@ -12,9 +12,9 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 
+	"github.com/jit-runners/jit-runners/runtime/config"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
 	"github.com/jit-runners/jit-runners/runtime/internal/testkit"
-	"github.com/jit-runners/jit-runners/runtime/labels"
 	"github.com/jit-runners/jit-runners/runtime/metrics"
 	"github.com/jit-runners/jit-runners/runtime/queue"
 	"github.com/jit-runners/jit-runners/runtime/state"
@@ -191,7 +191,7 @@ func TestHandleSecretUnavailable(t *testing.T) {
 	t.Parallel()
 	st, q := &memStore{}, &memQueue{}
 	failing := func(context.Context) ([]byte, error) { return nil, errors.New("AccessDenied") }
-	h := webhook.New(failing, st, q, labels.NewMatcher(testConfig(t)))
+	h := webhook.New(testConfig(t), webhook.Deps{Secret: failing, Store: st, Queue: q})
 	resp, _ := h.Handle(context.Background(), signed(jobPayload(t, "queued", 1), "workflow_job", "d"))
 	if resp.StatusCode != 500 || st.Writes() != 0 {
 		t.Fatalf("status %d, writes %d; want 500, 0", resp.StatusCode, st.Writes())
@@ -209,12 +209,23 @@ type integration struct {
 
 func newIntegration(t *testing.T, opts ...webhook.Option) *integration {
 	t.Helper()
+	return newIntegrationWith(t, testConfig(t), nil, opts...)
+}
+
+// newIntegrationWith builds the handler for cfg; wrap, when set, wraps the
+// store the handler records with.
+func newIntegrationWith(t *testing.T, cfg *config.Config, wrap func(*state.Store) webhook.Recorder, opts ...webhook.Option) *integration {
+	t.Helper()
 	a := testenv.AWSForTest(t)
 	table, q := a.JobsTable(t), a.Queue(t)
 	st := state.NewStore(a.Dynamo, table, 24*time.Hour, nil)
+	var rec webhook.Recorder = st
+	if wrap != nil {
+		rec = wrap(st)
+	}
 	logs := &testkit.Buffer{}
 	opts = append([]webhook.Option{webhook.WithLogger(slog.New(slog.NewJSONHandler(logs, nil)))}, opts...)
-	h := webhook.New(staticSecret, st, queue.NewSender(a.SQS, q.URL, 0), labels.NewMatcher(testConfig(t)), opts...)
+	h := webhook.New(cfg, webhook.Deps{Secret: staticSecret, Store: rec, Queue: queue.NewSender(a.SQS, q.URL, 0)}, opts...)
 	return &integration{h: h, store: st, aws: a, queue: q, logs: logs}
 }
 
@@ -294,7 +305,7 @@ func TestActionsRecordedOutOfOrder(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("get: %v %v", ok, err)
 	}
-	if job.Status != state.StatusInProgress || job.RunnerName != "jitr-j7-1" || job.RunnerID != 77 || job.StartedAt == "" {
+	if job.Status != state.StatusInProgress || job.RunnerName != foreignRunner || job.RunnerID != 77 || job.StartedAt == "" {
 		t.Errorf("after in_progress + late queued: %+v", job)
 	}
 	in.deliver(t, jobPayload(t, "completed", 200), "c")
@@ -315,11 +326,12 @@ func TestActionsRecordedOutOfOrder(t *testing.T) {
 // nothing. A job on a runner that is not ours enqueues nothing.
 func TestStartedOnOurRunnerEnqueuesOnce(t *testing.T) {
 	t.Parallel()
-	in := newIntegration(t, webhook.WithNamePrefix("jitr"))
+	in := newIntegration(t)
 	ctx := context.Background()
-	in.deliver(t, jobPayload(t, "in_progress", 210), "a")
-	in.deliver(t, jobPayload(t, "in_progress", 210), "a2") // a duplicate delivery
-	in.deliver(t, jobPayload(t, "queued", 210), "b")       // late
+	ours := onRunner(jobPayload(t, "in_progress", 210), "jitr-j7-1")
+	in.deliver(t, ours, "a")
+	in.deliver(t, ours, "a2")                        // a duplicate delivery
+	in.deliver(t, jobPayload(t, "queued", 210), "b") // late
 	msgs := in.messages(t)
 	if len(msgs) != 1 || msgs[0].JobID != 210 || msgs[0].Profile != "default" {
 		t.Fatalf("messages %+v; want exactly one for job 210", msgs)
@@ -332,8 +344,7 @@ func TestStartedOnOurRunnerEnqueuesOnce(t *testing.T) {
 		t.Errorf("record %+v; want it live, in progress on the runner launched for job 7", job)
 	}
 
-	foreign := bytes.Replace(jobPayload(t, "in_progress", 211), []byte(`"jitr-j7-1"`), []byte(`"build-box-7"`), 1)
-	in.deliver(t, foreign, "c")
+	in.deliver(t, jobPayload(t, "in_progress", 211), "c")
 	if n := len(in.messages(t)); n != 0 {
 		t.Fatalf("a job on a foreign runner sent %d messages; want 0", n)
 	}
@@ -403,7 +414,12 @@ func TestProfileAndInstanceTypeLabels(t *testing.T) {
 
 func TestOwnerAllowList(t *testing.T) {
 	t.Parallel()
-	in := newIntegration(t, webhook.WithAllowedOwners([]string{"Some-Other-Org"}))
+	owners := func(o ...string) *config.Config {
+		c := testConfig(t)
+		c.GitHub.AllowedOwners = o
+		return c
+	}
+	in := newIntegrationWith(t, owners("Some-Other-Org"), nil)
 	in.deliver(t, jobPayload(t, "queued", 600), "o1")
 	if n := len(in.messages(t)); n != 0 {
 		t.Fatalf("owner outside allow-list sent %d; want 0", n)
@@ -413,7 +429,7 @@ func TestOwnerAllowList(t *testing.T) {
 		t.Errorf("record = %+v", job)
 	}
 
-	allowed := newIntegration(t, webhook.WithAllowedOwners([]string{"OCTO-ORG"}))
+	allowed := newIntegrationWith(t, owners("OCTO-ORG"), nil)
 	allowed.deliver(t, jobPayload(t, "queued", 601), "o2")
 	if n := len(allowed.messages(t)); n != 1 {
 		t.Fatalf("allowed owner (other case) sent %d; want 1", n)
@@ -427,15 +443,18 @@ func (failingQueue) Send(context.Context, *queue.Message) (string, error) {
 	return "", errors.New("send scale-up message: ServiceUnavailable")
 }
 
+func (q failingQueue) SendAfter(ctx context.Context, m *queue.Message, _ time.Duration) (string, error) {
+	return q.Send(ctx, m)
+}
+
 func TestSendFailureReleasesClaim(t *testing.T) {
 	t.Parallel()
 	a := testenv.AWSForTest(t)
 	table, q := a.JobsTable(t), a.Queue(t)
 	st := state.NewStore(a.Dynamo, table, time.Hour, nil)
-	m := labels.NewMatcher(testConfig(t))
 	body := jobPayload(t, "queued", 700)
 
-	broken := webhook.New(staticSecret, st, failingQueue{}, m)
+	broken := webhook.New(testConfig(t), webhook.Deps{Secret: staticSecret, Store: st, Queue: failingQueue{}})
 	resp, _ := broken.Handle(context.Background(), signed(body, "workflow_job", "r1"))
 	if resp.StatusCode != 500 {
 		t.Fatalf("status %d; want 500 when SQS fails", resp.StatusCode)
@@ -445,7 +464,7 @@ func TestSendFailureReleasesClaim(t *testing.T) {
 		t.Fatal("failed send left the enqueue claim in place; a redelivery could never enqueue")
 	}
 
-	fixed := webhook.New(staticSecret, st, queue.NewSender(a.SQS, q.URL, 0), m)
+	fixed := webhook.New(testConfig(t), webhook.Deps{Secret: staticSecret, Store: st, Queue: queue.NewSender(a.SQS, q.URL, 0)})
 	if resp, _ := fixed.Handle(context.Background(), signed(body, "workflow_job", "r2")); resp.StatusCode != 200 {
 		t.Fatalf("redelivery status %d", resp.StatusCode)
 	}
@@ -498,10 +517,9 @@ func TestCompletedJobHandsItsSlotToWaitingJobs(t *testing.T) {
 		t.Run(map[bool]string{false: "none-waits", true: "jobs-wait"}[waiting], func(t *testing.T) {
 			t.Parallel()
 			var asked int
-			waiters := func(context.Context) (bool, error) { asked++; return waiting, nil }
-			in := newIntegration(t, webhook.WithNamePrefix("jitr"))
-			in.h = webhook.New(staticSecret, in.store, queue.NewSender(in.aws.SQS, in.queue.URL, 0), labels.NewMatcher(testConfig(t)),
-				webhook.WithNamePrefix("jitr"), webhook.WithWaiters(waiters, queue.NewSender(in.aws.SQS, in.queue.URL, 0)))
+			in := newIntegrationWith(t, testConfig(t), func(st *state.Store) webhook.Recorder {
+				return waitingStore{Store: st, waiting: waiting, asked: &asked}
+			})
 			ctx := context.Background()
 			in.deliver(t, jobPayload(t, "queued", 7), "q")
 			in.messages(t) // the job's own scale-up message
@@ -512,7 +530,7 @@ func TestCompletedJobHandsItsSlotToWaitingJobs(t *testing.T) {
 				CapacityType: "spot", RunnerName: "jitr-j7-1", RunnerID: 77}); err != nil {
 				t.Fatal(err)
 			}
-			in.deliver(t, jobPayload(t, "completed", 7), "c")
+			in.deliver(t, onRunner(jobPayload(t, "completed", 7), "jitr-j7-1"), "c")
 			job, _, err := in.store.Get(ctx, 7)
 			if err != nil {
 				t.Fatal(err)
@@ -532,4 +550,16 @@ func TestCompletedJobHandsItsSlotToWaitingJobs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// waitingStore answers AnyWaiting as told and counts the questions.
+type waitingStore struct {
+	*state.Store
+	waiting bool
+	asked   *int
+}
+
+func (w waitingStore) AnyWaiting(context.Context, []string) (bool, error) {
+	*w.asked++
+	return w.waiting, nil
 }

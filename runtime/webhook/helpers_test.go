@@ -1,17 +1,18 @@
 package webhook_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/jit-runners/jit-runners/runtime/config"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
-	"github.com/jit-runners/jit-runners/runtime/labels"
 	"github.com/jit-runners/jit-runners/runtime/queue"
 	"github.com/jit-runners/jit-runners/runtime/state"
 	"github.com/jit-runners/jit-runners/runtime/webhook"
@@ -78,6 +79,8 @@ func (m *memStore) FreeRunnerSlot(context.Context, int64, string) (bool, error) 
 	return true, nil
 }
 
+func (m *memStore) AnyWaiting(context.Context, []string) (bool, error) { return false, nil }
+
 func (m *memStore) Writes() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -100,6 +103,10 @@ func (q *memQueue) Send(_ context.Context, m *queue.Message) (string, error) {
 	return "msg-1", nil
 }
 
+func (q *memQueue) SendAfter(ctx context.Context, m *queue.Message, _ time.Duration) (string, error) {
+	return q.Send(ctx, m)
+}
+
 func (q *memQueue) Sent() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -113,6 +120,15 @@ func fixture(tb testing.TB) []byte {
 		tb.Fatal(err)
 	}
 	return b
+}
+
+// foreignRunner is the runner jobPayload's started jobs run on: not one of
+// the deployment's (testConfig's namePrefix is jitr).
+const foreignRunner = "build-box-7"
+
+// onRunner moves a jobPayload onto the runner named name.
+func onRunner(body []byte, name string) []byte {
+	return bytes.Replace(body, []byte(`"`+foreignRunner+`"`), []byte(`"`+name+`"`), 1)
 }
 
 // jobPayload returns the fixture with the given action, job id and labels.
@@ -131,9 +147,9 @@ func jobPayload(tb testing.TB, action string, jobID int64, lbls ...string) []byt
 	}
 	switch action {
 	case state.StatusInProgress:
-		j["runner_name"], j["runner_id"] = "jitr-j7-1", 77
+		j["runner_name"], j["runner_id"] = foreignRunner, 77
 	case state.StatusCompleted:
-		j["runner_name"], j["runner_id"] = "jitr-j7-1", 77
+		j["runner_name"], j["runner_id"] = foreignRunner, 77
 		j["conclusion"], j["completed_at"] = "success", "2021-06-15T19:30:00Z"
 	}
 	b, err := json.Marshal(p)
@@ -161,5 +177,5 @@ func signed(body []byte, event, delivery string) events.APIGatewayV2HTTPRequest 
 func newMemHandler(tb testing.TB, opts ...webhook.Option) (*webhook.Handler, *memStore, *memQueue) {
 	tb.Helper()
 	st, q := &memStore{}, &memQueue{}
-	return webhook.New(staticSecret, st, q, labels.NewMatcher(testConfig(tb)), opts...), st, q
+	return webhook.New(testConfig(tb), webhook.Deps{Secret: staticSecret, Store: st, Queue: q}, opts...), st, q
 }

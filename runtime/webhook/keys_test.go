@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jit-runners/jit-runners/runtime/labels"
 	"github.com/jit-runners/jit-runners/runtime/webhook"
 )
 
@@ -34,7 +33,7 @@ func TestSecretRotation(t *testing.T) {
 	}
 	now := time.Now()
 	clock := func() time.Time { return now }
-	h := webhook.New(cached, &memStore{}, &memQueue{}, labels.NewMatcher(testConfig(t)),
+	h := webhook.New(testConfig(t), webhook.Deps{Secret: cached, Store: &memStore{}, Queue: &memQueue{}},
 		webhook.WithSecretRefresh(fresh, 30*time.Second), webhook.WithClock(clock),
 		webhook.WithPreviousSecret(func(context.Context) ([]byte, error) { return []byte("configured-previous"), nil }))
 	deliver := func(sig string) int {

@@ -9,7 +9,6 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
-	"github.com/jit-runners/jit-runners/runtime/labels"
 	"github.com/jit-runners/jit-runners/runtime/lambdaenv"
 	"github.com/jit-runners/jit-runners/runtime/queue"
 	"github.com/jit-runners/jit-runners/runtime/webhook"
@@ -30,18 +29,14 @@ func start(ctx context.Context, e *lambdaenv.Env) error {
 	}
 	sender := queue.NewSender(sqs.NewFromConfig(e.AWS), cfg.QueueURL, cfg.QueueDelaySeconds)
 	opts := []webhook.Option{
-		webhook.WithLogger(e.Log), webhook.WithAllowedOwners(cfg.GitHub.AllowedOwners), webhook.WithNamePrefix(cfg.NamePrefix),
-		webhook.WithWaiters(func(ctx context.Context) (bool, error) {
-			return e.Store.AnyWaiting(ctx, cfg.ProfileNames())
-		}, sender),
+		webhook.WithLogger(e.Log), webhook.WithMetrics(e.Metrics),
 		webhook.WithSecretRefresh(func(ctx context.Context) ([]byte, error) {
 			return e.Secrets.Refresh(ctx, cfg.GitHub.WebhookSecretARN)
 		}, secretRefreshEvery),
-		webhook.WithMetrics(e.Metrics),
 	}
 	if prev := cfg.GitHub.PreviousWebhookSecretARN; prev != "" {
 		opts = append(opts, webhook.WithPreviousSecret(func(ctx context.Context) ([]byte, error) { return e.Secrets.Get(ctx, prev) }))
 	}
-	lambda.Start(webhook.New(secret, e.Store, sender, labels.NewMatcher(cfg), opts...).Handle)
+	lambda.Start(webhook.New(cfg, webhook.Deps{Secret: secret, Store: e.Store, Queue: sender}, opts...).Handle)
 	return nil
 }

@@ -76,11 +76,8 @@ func (c *Config) Args(ctx *pulumi.Context, o Options) (*runners.RunnersArgs, err
 	}
 	c.checkAMI(mode, add)
 	profiles := c.Profiles
-	defaultProfile := c.DefaultProfile
-	if defaultProfile == "" {
-		defaultProfile = config.DefaultProfileName
-	}
-	if _, ok := profiles[defaultProfile]; profiles == nil || (!ok && defaultProfile == config.DefaultProfileName) {
+	namesDefault := c.DefaultProfile == "" || c.DefaultProfile == config.DefaultProfileName
+	if _, ok := profiles[config.DefaultProfileName]; profiles == nil || (!ok && namesDefault) {
 		// The default profile is always there unless another is named
 		// default: setting profiles.gpu.* must not remove it.
 		profiles = clone(profiles)
@@ -95,7 +92,7 @@ func (c *Config) Args(ctx *pulumi.Context, o Options) (*runners.RunnersArgs, err
 			PreviousWebhookSecretARN: c.GitHub.PreviousWebhookSecretARN,
 		},
 		RunnerVersion: c.RunnerVersion, RunnerSHA256X64: c.RunnerSHA256.X64, RunnerSHA256ARM64: c.RunnerSHA256.ARM64,
-		MaxRunners: c.MaxRunners, DefaultProfile: defaultProfile, Profiles: map[string]runners.Profile{},
+		MaxRunners: c.MaxRunners, DefaultProfile: c.DefaultProfile, Profiles: map[string]runners.Profile{},
 		AllowedInstanceTypes: c.AllowedInstanceTypes, QueueDelaySeconds: c.QueueDelaySeconds,
 		RecordRetentionSeconds: c.RecordRetentionSeconds, LogLevel: c.LogLevel,
 		ScaleDown: c.ScaleDown, ScaleUp: c.ScaleUp, Redelivery: c.Redelivery,
@@ -108,24 +105,6 @@ func (c *Config) Args(ctx *pulumi.Context, o Options) (*runners.RunnersArgs, err
 		ThrottlingBurstLimit: c.API.ThrottlingBurstLimit, ThrottlingRateLimit: c.API.ThrottlingRateLimit,
 		AlarmEmail: c.Alarms.Email, Tags: c.Tags, Builder: o.Builder,
 	}
-	if a.NamePrefix == "" {
-		a.NamePrefix = config.DefaultNamePrefix
-	}
-	if a.MaxRunners == 0 {
-		a.MaxRunners = runners.DefaultMaxRunners
-	}
-	if a.RunnerVersion == "" {
-		a.RunnerVersion = config.DefaultRunnerVersion
-	}
-	if _, known := runners.KnownRunnerChecksums[a.RunnerVersion]; !known {
-		if c.RunnerSHA256.X64 == "" {
-			add("runnerSha256.x64", "is required for runnerVersion %s: the SHA-256 of actions-runner-linux-x64-%s.tar.gz from the release notes", a.RunnerVersion, a.RunnerVersion)
-		}
-		if c.RunnerSHA256.ARM64 == "" {
-			add("runnerSha256.arm64", "is required for runnerVersion %s: the SHA-256 of actions-runner-linux-arm64-%s.tar.gz from the release notes", a.RunnerVersion, a.RunnerVersion)
-		}
-	}
-
 	a.Network = c.network(add)
 
 	c.profileArgs(a, profiles, mode, add)
@@ -135,12 +114,27 @@ func (c *Config) Args(ctx *pulumi.Context, o Options) (*runners.RunnersArgs, err
 
 	c.githubSecrets(a, add)
 
-	if _, err := a.Validate(); err != nil {
+	// The component fills in the defaults (one layer: runners.RunnersArgs
+	// withDefaults) and checks everything; its errors are renamed to the
+	// configuration keys they come from.
+	valid, err := a.Validate()
+	if _, known := runners.KnownRunnerChecksums[valid.RunnerVersion]; !known {
+		// Ahead of the component's own "must be 64 hex digits", which
+		// dedupe then drops: this says where the digests come from.
+		if c.RunnerSHA256.X64 == "" {
+			add("runnerSha256.x64", "is required for runnerVersion %s: the SHA-256 of actions-runner-linux-x64-%s.tar.gz from the release notes", valid.RunnerVersion, valid.RunnerVersion)
+		}
+		if c.RunnerSHA256.ARM64 == "" {
+			add("runnerSha256.arm64", "is required for runnerVersion %s: the SHA-256 of actions-runner-linux-arm64-%s.tar.gz from the release notes", valid.RunnerVersion, valid.RunnerVersion)
+		}
+	}
+	if err != nil {
 		errs = append(errs, translate(err)...)
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(dedupe(errs)...)
 	}
+	a = &valid
 
 	// Only now, with everything valid, look up the images.
 	if mode == AMIStock || mode == AMIPrebaked {

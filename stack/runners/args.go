@@ -35,7 +35,7 @@ type RunnersArgs struct {
 	RunnerSHA256X64   string
 	RunnerSHA256ARM64 string
 
-	// MaxRunners caps the runners alive at once. Required.
+	// MaxRunners caps the runners alive at once. Default DefaultMaxRunners.
 	MaxRunners int
 	// DefaultProfile names the profile for jobs that name none. Default config.DefaultProfileName.
 	DefaultProfile string
@@ -165,6 +165,9 @@ var KnownRunnerChecksums = map[string]struct{ X64, ARM64 string }{
 }
 
 // Defaults of RunnersArgs fields that JITR_CONFIG does not default itself.
+// withDefaults is the one place they (and the runtime defaults the stack
+// needs before JITR_CONFIG exists: name prefix, runner version, default
+// profile) are applied; the program passes unset keys through unset.
 const (
 	DefaultMaxRunners           = 20
 	DefaultLogRetentionDays     = 30
@@ -233,6 +236,9 @@ func (a RunnersArgs) withDefaults() RunnersArgs {
 	}
 	if a.DefaultProfile == "" {
 		a.DefaultProfile = config.DefaultProfileName
+	}
+	if a.MaxRunners == 0 {
+		a.MaxRunners = DefaultMaxRunners
 	}
 	if a.LogRetentionDays == 0 {
 		a.LogRetentionDays = DefaultLogRetentionDays

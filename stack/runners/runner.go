@@ -55,18 +55,29 @@ func egressRules(allowSSH bool) ec2.SecurityGroupEgressArray {
 // runnerResources creates the security group, the runner role and instance
 // profile, and the launch template.
 func (d *deployment) runnerResources() error {
-	a := d.args
-	var err error
 	r := &d.runner
+	var err error
 	if r.securityGroup, err = ec2.NewSecurityGroup(d.ctx, d.n("runner"), &ec2.SecurityGroupArgs{
 		Description: pulumi.String("jit-runners " + d.name + " runner instances"),
 		VpcId:       d.net.vpcID,
-		Egress:      egressRules(a.Runner.AllowSSHEgress),
+		Egress:      egressRules(d.args.Runner.AllowSSHEgress),
 		Tags:        d.tags("Name", d.n("runner")),
 	}, d.opts()...); err != nil {
 		return err
 	}
+	if err := d.runnerRole(); err != nil {
+		return err
+	}
+	r.imageARNs = d.imageARNs()
+	r.template, err = ec2.NewLaunchTemplate(d.ctx, d.n("runner"), d.launchTemplate(), d.opts()...)
+	return err
+}
 
+// runnerRole creates the runner role with its one policy (plus Session
+// Manager's when enabled) and its instance profile.
+func (d *deployment) runnerRole() error {
+	r := &d.runner
+	var err error
 	if r.role, err = d.role("runner", "ec2.amazonaws.com"); err != nil {
 		return err
 	}
@@ -76,24 +87,27 @@ func (d *deployment) runnerResources() error {
 	if _, err := iam.NewRolePolicy(d.ctx, d.n("runner"), &iam.RolePolicyArgs{Role: r.role.ID(), Policy: doc}, d.opts()...); err != nil {
 		return err
 	}
-	if a.Runner.SSMSessionManager {
+	if d.args.Runner.SSMSessionManager {
 		if _, err := iam.NewRolePolicy(d.ctx, d.n("runner-ssm"), &iam.RolePolicyArgs{
 			Role: r.role.ID(), Policy: pulumi.String(mustJSON(d.sessionManagerPolicy())),
 		}, d.opts()...); err != nil {
 			return err
 		}
 	}
-	if r.instanceProfile, err = iam.NewInstanceProfile(d.ctx, d.n("runner"), &iam.InstanceProfileArgs{
+	r.instanceProfile, err = iam.NewInstanceProfile(d.ctx, d.n("runner"), &iam.InstanceProfileArgs{
 		Role: r.role.Name, Tags: d.tags(),
-	}, d.opts()...); err != nil {
-		return err
-	}
+	}, d.opts()...)
+	return err
+}
 
+// imageARNs are the ARNs of every profile's AMI, each once.
+func (d *deployment) imageARNs() pulumi.StringArrayOutput {
+	a := d.args
 	imageIDs := pulumi.StringArray{}
 	for _, name := range sortedKeys(a.Profiles) {
 		imageIDs = append(imageIDs, a.Profiles[name].ImageID)
 	}
-	r.imageARNs = imageIDs.ToStringArrayOutput().ApplyT(func(ids []string) []string {
+	return imageIDs.ToStringArrayOutput().ApplyT(func(ids []string) []string {
 		seen := map[string]bool{}
 		var arns []string
 		for _, id := range ids {
@@ -104,7 +118,14 @@ func (d *deployment) runnerResources() error {
 		}
 		return arns
 	}).(pulumi.StringArrayOutput)
+}
 
+// launchTemplate is the runner launch template: the default profile's
+// image, the rendered bootstrap as user-data, launchspec.Runner's settings,
+// the instance profile and the security group (on a public interface when
+// runners get public IPs).
+func (d *deployment) launchTemplate() *ec2.LaunchTemplateArgs {
+	a, r := d.args, &d.runner
 	userData := d.data.jit.Name.ApplyT(func(table string) (string, error) {
 		script, err := bootstrap.Render(a.bootstrapParams(table))
 		if err != nil {
@@ -140,8 +161,7 @@ func (d *deployment) runnerResources() error {
 	} else {
 		lt.VpcSecurityGroupIds = sgs
 	}
-	r.template, err = ec2.NewLaunchTemplate(d.ctx, d.n("runner"), lt, d.opts()...)
-	return err
+	return lt
 }
 
 func enabled(on bool) string {

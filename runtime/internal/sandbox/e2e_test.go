@@ -90,6 +90,11 @@ func TestEndToEnd(t *testing.T) {
 		Stdout:            stdout,
 		Progress:          true,
 		Logger:            slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		// Bursts of 25 queued jobs a second (and their duplicates) need
+		// more concurrent webhook executions than the default 8, as Lambda
+		// would give them; with 8, deliveries queue in the sandbox's front
+		// and GitHub's 10 s timeout fails them.
+		WebhookConcurrency: 16,
 	})
 	if err != nil {
 		t.Fatal(err)

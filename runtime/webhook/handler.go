@@ -100,6 +100,19 @@ func WithSecretRefresh(fresh SecretFunc, every time.Duration) Option {
 	return func(h *Handler) { h.keys.fresh, h.keys.every = fresh, every }
 }
 
+// ReplacedFunc returns the value the current webhook secret replaced and
+// when (secrets.Cache.Previous); secrets.ErrNoPrevious when there is none.
+type ReplacedFunc func(ctx context.Context) ([]byte, time.Time, error)
+
+// WithReplacedSecret lets a container that never saw the old secret (one
+// started after a rotation in place) accept deliveries GitHub signed with
+// it just before, for as long as a refresh would have (10 minutes after the
+// rotation). It is asked only when a signature matches neither the current
+// secret nor a fresh read of it, within WithSecretRefresh's limit.
+func WithReplacedSecret(replaced ReplacedFunc) Option {
+	return func(h *Handler) { h.keys.replaced = replaced }
+}
+
 // WithPreviousSecret accepts a second secret besides the current one, for a
 // rotation window (github.previousWebhookSecretArn).
 func WithPreviousSecret(previous SecretFunc) Option {

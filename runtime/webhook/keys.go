@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/jit-runners/jit-runners/runtime/secrets"
 )
 
 // retiredFor is how long a secret replaced by a refresh is still accepted:
@@ -19,6 +21,7 @@ type keyring struct {
 	fresh    SecretFunc    // a read that bypasses the cache; nil: no refresh
 	every    time.Duration // at most one refresh per every
 	previous SecretFunc    // a configured previous secret; nil: none
+	replaced ReplacedFunc  // the value the current secret replaced; nil: none
 
 	mu           sync.Mutex
 	lastRefresh  time.Time
@@ -70,9 +73,33 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, body []byte, sig
 	}
 	if !bytes.Equal(fresh, current) {
 		log.Info("webhook secret changed; the previous one is accepted for a while", slog.Duration("window", retiredFor))
-		k.mu.Lock()
-		k.retired, k.retiredUntil = current, now.Add(retiredFor)
-		k.mu.Unlock()
+		k.retire(current, now.Add(retiredFor))
+		return Verify(fresh, body, sig), nil
 	}
-	return Verify(fresh, body, sig), nil
+	if verdict = Verify(fresh, body, sig); verdict == nil || k.replaced == nil {
+		return verdict, nil
+	}
+	// This container already had the newest secret: it may have started
+	// after a rotation in place, and the delivery be one GitHub signed just
+	// before it. The value the rotation replaced is accepted as a refresh
+	// would have kept it: for retiredFor after the rotation.
+	prev, at, err := k.replaced(ctx)
+	switch {
+	case err != nil:
+		if !errors.Is(err, secrets.ErrNoPrevious) {
+			log.Warn("could not read the webhook secret's previous version", slog.String("error", err.Error()))
+		}
+		return verdict, nil
+	case now.Sub(at) >= retiredFor:
+		return verdict, nil
+	}
+	k.retire(prev, at.Add(retiredFor))
+	return Verify(prev, body, sig), nil
+}
+
+// retire accepts old until until.
+func (k *keyring) retire(old []byte, until time.Time) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.retired, k.retiredUntil = old, until
 }

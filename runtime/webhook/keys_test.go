@@ -2,11 +2,17 @@ package webhook_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
+	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
+	"github.com/jit-runners/jit-runners/runtime/secrets"
 	"github.com/jit-runners/jit-runners/runtime/webhook"
 )
 
@@ -72,4 +78,97 @@ func TestSecretRotation(t *testing.T) {
 	if got := deliver(signedWith("old-secret")); got != http.StatusUnauthorized {
 		t.Fatalf("the replaced secret an hour later: %d; want 401", got)
 	}
+}
+
+// A container started after a rotation in place never saw the old secret,
+// yet GitHub may have signed a delivery with it just before: the version
+// Secrets Manager keeps as AWSPREVIOUS is accepted for the same window as
+// after a refresh, counted from the rotation, and never read more than
+// once per refresh interval however many forged deliveries come.
+func TestColdContainerAcceptsTheReplacedSecret(t *testing.T) {
+	t.Parallel()
+	a := testenv.AWSForTest(t)
+	arn := a.Secret(t, "old-secret")
+	if _, err := a.Secrets.PutSecretValue(context.Background(), &secretsmanager.PutSecretValueInput{
+		SecretId: aws.String(arn), SecretString: aws.String("new-secret"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	reads := &countingSecretsAPI{api: a.Secrets}
+	cache := secrets.New(reads)
+	now := time.Now()
+	clock := func() time.Time { return now }
+	h := webhook.New(testConfig(t), webhook.Deps{
+		Secret: func(ctx context.Context) ([]byte, error) { return cache.Get(ctx, arn) }, Store: &memStore{}, Queue: &memQueue{},
+	},
+		webhook.WithClock(clock),
+		webhook.WithSecretRefresh(func(ctx context.Context) ([]byte, error) { return cache.Refresh(ctx, arn) }, 30*time.Second),
+		webhook.WithReplacedSecret(func(ctx context.Context) ([]byte, time.Time, error) { return cache.Previous(ctx, arn) }))
+	body := jobPayload(t, "queued", 4712)
+	deliver := func(secret string) int {
+		t.Helper()
+		req := signed(body, "workflow_job", "d")
+		req.Headers["x-hub-signature-256"] = githubSignature([]byte(secret), body)
+		resp, err := h.Handle(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode
+	}
+	if got := deliver("new-secret"); got != http.StatusOK {
+		t.Fatalf("current secret: %d", got)
+	}
+	if got := deliver("old-secret"); got != http.StatusOK {
+		t.Fatalf("a delivery signed just before the rotation, at a container that never knew that secret: %d; want 200", got)
+	}
+	before := reads.calls.Load()
+	if got := deliver("old-secret"); got != http.StatusOK {
+		t.Fatalf("the replaced secret again: %d", got)
+	}
+	for range 10 {
+		if got := deliver("forged"); got != http.StatusUnauthorized {
+			t.Fatalf("forged signature: %d", got)
+		}
+	}
+	if n := reads.calls.Load() - before; n != 0 {
+		t.Fatalf("%d Secrets Manager reads for the replaced secret again and 10 forged deliveries within 30 s; want 0", n)
+	}
+	now = now.Add(11 * time.Minute)
+	if got := deliver("old-secret"); got != http.StatusUnauthorized {
+		t.Fatalf("the replaced secret 11 minutes after the rotation: %d; want 401", got)
+	}
+}
+
+// A container whose secret was never rotated answers a forged delivery
+// with 401 (no previous version is no error).
+func TestNoReplacedSecretIsNoError(t *testing.T) {
+	t.Parallel()
+	a := testenv.AWSForTest(t)
+	arn := a.Secret(t, "only-secret")
+	cache := secrets.New(a.Secrets)
+	h := webhook.New(testConfig(t), webhook.Deps{
+		Secret: func(ctx context.Context) ([]byte, error) { return cache.Get(ctx, arn) }, Store: &memStore{}, Queue: &memQueue{},
+	},
+		webhook.WithSecretRefresh(func(ctx context.Context) ([]byte, error) { return cache.Refresh(ctx, arn) }, 30*time.Second),
+		webhook.WithReplacedSecret(func(ctx context.Context) ([]byte, time.Time, error) { return cache.Previous(ctx, arn) }))
+	body := jobPayload(t, "queued", 4713)
+	req := signed(body, "workflow_job", "d")
+	req.Headers["x-hub-signature-256"] = githubSignature([]byte("forged"), body)
+	if resp, _ := h.Handle(context.Background(), req); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("forged signature: %d; want 401", resp.StatusCode)
+	}
+	if _, _, err := cache.Previous(context.Background(), arn); !errors.Is(err, secrets.ErrNoPrevious) {
+		t.Fatalf("Previous of a secret never rotated: %v; want ErrNoPrevious", err)
+	}
+}
+
+// countingSecretsAPI counts the reads that reach Secrets Manager (moto).
+type countingSecretsAPI struct {
+	api   secrets.API
+	calls atomic.Int32
+}
+
+func (c *countingSecretsAPI) GetSecretValue(ctx context.Context, in *secretsmanager.GetSecretValueInput, opts ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error) {
+	c.calls.Add(1)
+	return c.api.GetSecretValue(ctx, in, opts...)
 }

@@ -33,6 +33,9 @@ func start(ctx context.Context, e *lambdaenv.Env) error {
 		webhook.WithSecretRefresh(func(ctx context.Context) ([]byte, error) {
 			return e.Secrets.Refresh(ctx, cfg.GitHub.WebhookSecretARN)
 		}, secretRefreshEvery),
+		webhook.WithReplacedSecret(func(ctx context.Context) ([]byte, time.Time, error) {
+			return e.Secrets.Previous(ctx, cfg.GitHub.WebhookSecretARN)
+		}),
 	}
 	if prev := cfg.GitHub.PreviousWebhookSecretARN; prev != "" {
 		opts = append(opts, webhook.WithPreviousSecret(func(ctx context.Context) ([]byte, error) { return e.Secrets.Get(ctx, prev) }))

@@ -92,8 +92,8 @@ func valueOf(out *secretsmanager.GetSecretValueOutput) ([]byte, error) {
 // Previous returns the value the secret's current version replaced (the
 // version Secrets Manager labels AWSPREVIOUS after a rotation in place) and
 // when it was replaced: the creation time of the current version as last
-// read (Get or Refresh; read now when it never was). ErrNoPrevious when
-// the secret was never rotated. The previous value is not cached: callers
+// read (Get or Refresh; read now when it never was). A nil value and no
+// error when the secret was never rotated. The previous value is not cached: callers
 // keep what they accept, for as long as they accept it.
 func (s *Cache) Previous(ctx context.Context, arn string) (value []byte, replacedAt time.Time, err error) {
 	s.mu.Lock()
@@ -111,7 +111,7 @@ func (s *Cache) Previous(ctx context.Context, arn string) (value []byte, replace
 	var nf *smtypes.ResourceNotFoundException
 	switch {
 	case errors.As(err, &nf):
-		return nil, time.Time{}, fmt.Errorf("fetch secret %s (%s): %w", arn, previousStage, ErrNoPrevious)
+		return nil, time.Time{}, nil // never rotated
 	case err != nil:
 		return nil, time.Time{}, fmt.Errorf("fetch secret %s (%s): %w", arn, previousStage, err)
 	}
@@ -125,9 +125,6 @@ func (s *Cache) Previous(ctx context.Context, arn string) (value []byte, replace
 // previousStage is the staging label Secrets Manager moves to the version
 // a new current version replaces.
 const previousStage = "AWSPREVIOUS"
-
-// ErrNoPrevious is returned by Previous for a secret never rotated.
-var ErrNoPrevious = errors.New("no previous version")
 
 // ErrEmpty is returned for a secret that exists but holds no value.
 var ErrEmpty = errors.New("secret is empty")

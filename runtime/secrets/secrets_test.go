@@ -5,10 +5,7 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
-
-	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
 	"github.com/jit-runners/jit-runners/runtime/secrets"
@@ -16,22 +13,11 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
-// countingSecrets counts calls to the real (moto) client.
-type countingSecrets struct {
-	api   secrets.API
-	calls atomic.Int32
-}
-
-func (c *countingSecrets) GetSecretValue(ctx context.Context, in *secretsmanager.GetSecretValueInput, opts ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error) {
-	c.calls.Add(1)
-	return c.api.GetSecretValue(ctx, in, opts...)
-}
-
 func TestSecretsFetchedOnceAndCached(t *testing.T) {
 	t.Parallel()
 	a := testenv.AWSForTest(t)
 	arn := a.Secret(t, "s3cr3t-value")
-	api := &countingSecrets{api: a.Secrets}
+	api := &testenv.CountingSecrets{API: a.Secrets}
 	s := secrets.New(api)
 
 	var wg sync.WaitGroup
@@ -46,7 +32,7 @@ func TestSecretsFetchedOnceAndCached(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n := api.calls.Load(); n != 1 {
+	if n := int32(api.Calls()); n != 1 {
 		t.Fatalf("10 Gets made %d GetSecretValue calls; want 1", n)
 	}
 }
@@ -54,7 +40,7 @@ func TestSecretsFetchedOnceAndCached(t *testing.T) {
 func TestSecretsErrorNotCachedAndNamesARN(t *testing.T) {
 	t.Parallel()
 	a := testenv.AWSForTest(t)
-	api := &countingSecrets{api: a.Secrets}
+	api := &testenv.CountingSecrets{API: a.Secrets}
 	s := secrets.New(api)
 	missing := "arn:aws:secretsmanager:us-east-1:123456789012:secret:does-not-exist-AbCdEf"
 	for i := 0; i < 2; i++ {
@@ -63,7 +49,7 @@ func TestSecretsErrorNotCachedAndNamesARN(t *testing.T) {
 			t.Fatalf("Get(missing) = %v; want an error naming the ARN", err)
 		}
 	}
-	if n := api.calls.Load(); n != 2 {
+	if n := int32(api.Calls()); n != 2 {
 		t.Fatalf("failed fetch was cached: %d calls; want 2", n)
 	}
 }

@@ -101,7 +101,7 @@ func WithSecretRefresh(fresh SecretFunc, every time.Duration) Option {
 }
 
 // ReplacedFunc returns the value the current webhook secret replaced and
-// when (secrets.Cache.Previous); secrets.ErrNoPrevious when there is none.
+// when (secrets.Cache.Previous); a nil value when it was never rotated.
 type ReplacedFunc func(ctx context.Context) ([]byte, time.Time, error)
 
 // WithReplacedSecret lets a container that never saw the old secret (one

@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"sync"
 	"time"
-
-	"github.com/jit-runners/jit-runners/runtime/secrets"
 )
 
 // retiredFor is how long a secret replaced by a refresh is still accepted:
@@ -86,12 +84,10 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, body []byte, sig
 	prev, at, err := k.replaced(ctx)
 	switch {
 	case err != nil:
-		if !errors.Is(err, secrets.ErrNoPrevious) {
-			log.Warn("could not read the webhook secret's previous version", slog.String("error", err.Error()))
-		}
+		log.Warn("could not read the webhook secret's previous version", slog.String("error", err.Error()))
 		return verdict, nil
-	case now.Sub(at) >= retiredFor:
-		return verdict, nil
+	case prev == nil || now.Sub(at) >= retiredFor:
+		return verdict, nil // never rotated, or too long ago
 	}
 	k.retire(prev, at.Add(retiredFor))
 	return Verify(prev, body, sig), nil

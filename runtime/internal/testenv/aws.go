@@ -148,3 +148,21 @@ func (a *AWS) ReceiveAll(tb testing.TB, url string, max int) []string {
 	}
 	return bodies
 }
+
+// CountingSecrets passes GetSecretValue calls to API and counts them: how
+// many reads reach Secrets Manager.
+type CountingSecrets struct {
+	API interface {
+		GetSecretValue(ctx context.Context, in *secretsmanager.GetSecretValueInput, opts ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error)
+	}
+	calls atomic.Int32
+}
+
+// GetSecretValue implements the Secrets Manager read.
+func (c *CountingSecrets) GetSecretValue(ctx context.Context, in *secretsmanager.GetSecretValueInput, opts ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error) {
+	c.calls.Add(1)
+	return c.API.GetSecretValue(ctx, in, opts...)
+}
+
+// Calls is how many reads were made.
+func (c *CountingSecrets) Calls() int { return int(c.calls.Load()) }

@@ -16,10 +16,11 @@
 //  5. generate the JIT config for runner <prefix>-j<job-id>-<attempt> first,
 //     so that nothing is launched while GitHub refuses;
 //  6. launch one instance with CreateFleet, spot first, on-demand in the same
-//     call on capacity errors only, its runner's name in its Name tag, and
-//     hand the JIT config to that instance only (jitstore);
-//  7. record the launch on the job. A failure after the launch retires the
-//     instance through runtime/retire: its runner may already have a job.
+//     call on capacity errors only, its runner's name in its Name tag;
+//  7. record the launch on the job and hand the JIT config to that instance
+//     only (jitstore), in one transaction. A failure after the launch
+//     retires the instance through runtime/retire: a write whose response
+//     was lost may have handed the config over, and its runner taken a job.
 package scaleup
 
 import (
@@ -36,6 +37,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambdacontext"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/jit-runners/jit-runners/runtime/config"
 	"github.com/jit-runners/jit-runners/runtime/fleet"
@@ -91,7 +93,9 @@ type Waker interface {
 
 // JITStore hands JIT configs to instances; *jitstore.Store implements it.
 type JITStore interface {
-	Put(ctx context.Context, instanceARN, encoded string) error
+	// Handover is the hand-over as an item of the launch's record
+	// (state.Launch.With): both are written, or neither.
+	Handover(instanceARN, encoded string) types.TransactWriteItem
 	Delete(ctx context.Context, instanceARN string) error
 }
 
@@ -535,22 +539,21 @@ func (h *Handler) launch(ctx context.Context, a *admission) error {
 		h.metrics.Inc(metrics.SpotFallbacks, map[string]string{"Profile": match.Profile})
 	}
 
+	// The launch's record and the instance's JIT config in one
+	// transaction: a lost claim writes neither, so the instance never
+	// gets a runner.
 	arn := h.instanceARN(res.InstanceID)
 	own := retire.Target{InstanceID: res.InstanceID, Installation: inst, RunnerName: name, RunnerID: jit.RunnerID}
-	if err := h.jit.Put(ctx, arn, jit.Encoded); err != nil {
-		// A put whose response was lost may have stored the config.
-		h.undo(ctx, log, own, arn)
-		return h.release(ctx, log, m, claimID, woken, fmt.Errorf("hand over JIT config: %w", err))
-	}
-
 	err = h.jobs.RecordLaunch(ctx, m.JobID, claimID, state.Launch{
 		InstanceID: res.InstanceID, InstanceType: res.InstanceType, AvailabilityZone: res.AvailabilityZone,
 		SubnetID: res.SubnetID, CapacityType: res.CapacityType, SpotFallback: res.SpotFallback,
 		RunnerName: name, RunnerID: jit.RunnerID, LaunchedAt: h.now(),
+		With: []types.TransactWriteItem{h.jit.Handover(arn, jit.Encoded)},
 	})
 	if err != nil {
 		// Our claim ran out and another invocation owns the job now, or the
-		// record could not be written: this instance must not run.
+		// record could not be written (a write whose response was lost may
+		// have stored both): this instance must not run.
 		h.undo(ctx, log, own, arn)
 		if errors.Is(err, state.ErrClaimLost) {
 			log.Warn("claim lost before the launch was recorded; instance terminated", slog.String("decision", "claim_lost"))

@@ -146,16 +146,28 @@ type Launch struct {
 	RunnerName string
 	RunnerID   int64
 	LaunchedAt time.Time
+	// With are written in the same transaction as the launch, all or
+	// nothing: the JIT-config hand-over (jitstore.Store.Handover), so that
+	// no instance gets a runner configuration for a launch that was not
+	// recorded (a lost claim).
+	With []types.TransactWriteItem
 }
 
 // RecordLaunch records the launch on the job, provided claimID still holds
-// it; otherwise it returns ErrClaimLost.
+// it; otherwise it returns ErrClaimLost and writes nothing (l.With
+// included).
 func (s *Store) RecordLaunch(ctx context.Context, jobID int64, claimID string, l Launch) error {
 	now := s.now()
 	if l.LaunchedAt.IsZero() {
 		l.LaunchedAt = now
 	}
-	ok, err := s.update(ctx, jobID,
+	write := s.update
+	if len(l.With) > 0 {
+		write = func(ctx context.Context, jobID int64, expr, cond string, names map[string]string, vals map[string]types.AttributeValue) (bool, error) {
+			return s.updateWith(ctx, jobID, expr, cond, names, vals, l.With)
+		}
+	}
+	ok, err := write(ctx, jobID,
 		"SET #phase = :phase, #launchedAt = :at, #instance = :instance, #type = :type, "+
 			"#az = :az, #subnet = :subnet, #capacity = :capacity, #fallback = :fallback, #runnerName = :rname, "+
 			"#runnerId = :rid, #updated = :now REMOVE #claimExp, #lastError",

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -89,25 +90,15 @@ func ownWrite(old map[string]types.AttributeValue, token string) bool {
 // joins it, so a retried call whose first attempt was applied still
 // reports ok=true.
 func (s *Store) update(ctx context.Context, jobID int64, expr, cond string, names map[string]string, vals map[string]types.AttributeValue) (bool, error) {
-	rest, ok := strings.CutPrefix(expr, "SET ")
-	if !ok {
-		return false, fmt.Errorf("update job %d: expression %q has no leading SET clause", jobID, expr)
+	u, token, err := s.tokenUpdate(jobID, expr, cond, names, vals)
+	if err != nil {
+		return false, err
 	}
-	token := newWriteToken()
-	names["#wtok"] = attrWriteToken
-	vals[":wtok"] = &types.AttributeValueMemberS{Value: token}
-	in := &dynamodb.UpdateItemInput{
-		TableName:                           aws.String(s.table),
-		Key:                                 jobKey(jobID),
-		UpdateExpression:                    aws.String("SET #wtok = :wtok, " + rest),
-		ExpressionAttributeNames:            names,
-		ExpressionAttributeValues:           vals,
+	_, err = s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: u.TableName, Key: u.Key, UpdateExpression: u.UpdateExpression, ConditionExpression: u.ConditionExpression,
+		ExpressionAttributeNames: u.ExpressionAttributeNames, ExpressionAttributeValues: u.ExpressionAttributeValues,
 		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-	}
-	if cond != "" {
-		in.ConditionExpression = aws.String(cond)
-	}
-	_, err := s.api.UpdateItem(ctx, in)
+	})
 	var ccf *types.ConditionalCheckFailedException
 	if errors.As(err, &ccf) {
 		return ownWrite(ccf.Item, token), nil
@@ -116,6 +107,88 @@ func (s *Store) update(ctx context.Context, jobID int64, expr, cond string, name
 		return false, fmt.Errorf("update job %d: %w", jobID, err)
 	}
 	return true, nil
+}
+
+// tokenUpdate is update's write as a transaction item: expr with the write
+// token joined to its SET clause, and the token.
+func (s *Store) tokenUpdate(jobID int64, expr, cond string, names map[string]string, vals map[string]types.AttributeValue) (*types.Update, string, error) {
+	rest, ok := strings.CutPrefix(expr, "SET ")
+	if !ok {
+		return nil, "", fmt.Errorf("update job %d: expression %q has no leading SET clause", jobID, expr)
+	}
+	token := newWriteToken()
+	names["#wtok"] = attrWriteToken
+	vals[":wtok"] = &types.AttributeValueMemberS{Value: token}
+	u := &types.Update{
+		TableName:                           aws.String(s.table),
+		Key:                                 jobKey(jobID),
+		UpdateExpression:                    aws.String("SET #wtok = :wtok, " + rest),
+		ExpressionAttributeNames:            names,
+		ExpressionAttributeValues:           vals,
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	}
+	if cond != "" {
+		u.ConditionExpression = aws.String(cond)
+	}
+	return u, token, nil
+}
+
+// transactAttempts bounds the tries of a transaction DynamoDB cancels for
+// a conflict (another write on one of its items in flight) or throttling;
+// the SDK does not retry a cancelled transaction itself.
+const transactAttempts = 4
+
+// updateWith applies update's write and the other items in one
+// TransactWriteItems: all or nothing. ok=false: the update's condition
+// failed (and not on an earlier attempt of the caller's own, which the
+// write token tells); the other items were then not written either.
+func (s *Store) updateWith(ctx context.Context, jobID int64, expr, cond string, names map[string]string, vals map[string]types.AttributeValue, others []types.TransactWriteItem) (bool, error) {
+	u, token, err := s.tokenUpdate(jobID, expr, cond, names, vals)
+	if err != nil {
+		return false, err
+	}
+	in := &dynamodb.TransactWriteItemsInput{TransactItems: append([]types.TransactWriteItem{{Update: u}}, others...)}
+	for attempt := 1; ; attempt++ {
+		// The SDK gives the call one idempotency token (ClientRequestToken)
+		// for all its own retries: a retry after a lost response that
+		// DynamoDB had applied succeeds without writing again.
+		_, err = s.api.TransactWriteItems(ctx, in)
+		var tce *types.TransactionCanceledException
+		if !errors.As(err, &tce) {
+			break
+		}
+		if len(tce.CancellationReasons) > 0 && aws.ToString(tce.CancellationReasons[0].Code) == "ConditionalCheckFailed" {
+			return ownWrite(tce.CancellationReasons[0].Item, token), nil
+		}
+		if attempt == transactAttempts || !transientCancel(tce) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(time.Duration(mrand.N(int64(25<<attempt))) * time.Millisecond):
+		}
+	}
+	if err != nil {
+		return false, fmt.Errorf("update job %d (with %d more items): %w", jobID, len(others), err)
+	}
+	return true, nil
+}
+
+// transientCancel reports whether a transaction was cancelled only for
+// reasons a retry can clear.
+func transientCancel(tce *types.TransactionCanceledException) bool {
+	transient := false
+	for _, r := range tce.CancellationReasons {
+		switch aws.ToString(r.Code) {
+		case "", "None":
+		case "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded":
+			transient = true
+		default:
+			return false
+		}
+	}
+	return transient
 }
 
 // JobKey returns the partition key value of a job's record.
@@ -193,6 +266,7 @@ type DynamoAPI interface {
 	GetItem(ctx context.Context, in *dynamodb.GetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
 	Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
 	BatchGetItem(ctx context.Context, in *dynamodb.BatchGetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.BatchGetItemOutput, error)
+	TransactWriteItems(ctx context.Context, in *dynamodb.TransactWriteItemsInput, opts ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error)
 }
 
 // Store reads and writes job records in one table.

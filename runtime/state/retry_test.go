@@ -8,9 +8,11 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/smithy-go"
 
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
+	"github.com/jit-runners/jit-runners/runtime/jitstore"
 	"github.com/jit-runners/jit-runners/runtime/state"
 )
 
@@ -125,5 +127,54 @@ func TestTableCreateSurvivesRetriedTTL(t *testing.T) {
 	}
 	if api.replays.Load() != 1 {
 		t.Fatalf("%d calls replayed; want the TTL update", api.replays.Load())
+	}
+}
+
+// TestLaunchTransactionSurvivesRetries: the launch's record and the JIT
+// config are one TransactWriteItems; retried after its first attempt was
+// applied (moto, unlike DynamoDB, ignores the SDK's ClientRequestToken, so
+// the retry fails its condition) it still reports success, from the write
+// token; a lost claim writes neither item.
+func TestLaunchTransactionSurvivesRetries(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := testenv.AWSForTest(t)
+	rt := testenv.NewReplay(func(op string) bool { return op == "TransactWriteItems" })
+	api := dynamodb.NewFromConfig(a.Config, func(o *dynamodb.Options) { o.HTTPClient = rt.Client() })
+	s := state.NewStore(api, a.JobsTable(t), 24*time.Hour, nil)
+	jitTable := testenv.UniqueName(t)
+	if err := jitstore.Table.Create(ctx, a.Dynamo, jitTable); err != nil {
+		t.Fatal(err)
+	}
+	jit := jitstore.New(a.Dynamo, jitTable, nil)
+	if _, err := s.RecordEvent(ctx, &state.JobEvent{JobID: 7, Action: state.StatusQueued, Repository: "o/r", Owner: "o",
+		InstallationID: 1, Ours: true, Profile: "default", ReceivedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Claim(ctx, 7, "inv-a", "default", time.Minute); err != nil || got != state.Claimed {
+		t.Fatalf("claim: %v %v", got, err)
+	}
+	arnA, arnB := jitstore.InstanceARN("aws", "us-east-1", "123456789012", "i-0a"), jitstore.InstanceARN("aws", "us-east-1", "123456789012", "i-0b")
+	err := s.RecordLaunch(ctx, 7, "inv-a", state.Launch{InstanceID: "i-0a", InstanceType: "t3.large", CapacityType: "spot",
+		RunnerName: "jitr-j7-1", With: []types.TransactWriteItem{jit.Handover(arnA, "config-a")}})
+	if err != nil {
+		t.Fatalf("record launch whose transaction was retried: %v", err)
+	}
+	if n := len(rt.Replayed()); n != 1 {
+		t.Fatalf("%d transactions replayed; want 1", n)
+	}
+	err = s.RecordLaunch(ctx, 7, "inv-b", state.Launch{InstanceID: "i-0b", InstanceType: "t3.large", CapacityType: "spot",
+		With: []types.TransactWriteItem{jit.Handover(arnB, "config-b")}})
+	if !errors.Is(err, state.ErrClaimLost) {
+		t.Fatalf("record launch by another claim: %v; want ErrClaimLost", err)
+	}
+	if got, err := jit.Take(ctx, arnA); err != nil || got != "config-a" {
+		t.Fatalf("config of the recorded launch: %q %v", got, err)
+	}
+	if _, err := jit.Take(ctx, arnB); !errors.Is(err, jitstore.ErrNotFound) {
+		t.Fatalf("config of the refused launch: %v; want none written", err)
+	}
+	if job, _, err := s.Get(ctx, 7); err != nil || job.InstanceID != "i-0a" || job.Phase != state.PhaseLaunched {
+		t.Fatalf("record %+v %v; want launched on i-0a", job, err)
 	}
 }

@@ -194,7 +194,7 @@ func TestEndToEnd(t *testing.T) {
 	if sum.AWS.ByCondition["scaleup"]["ec2:RunInstances ec2:LaunchTemplate=launch-template"] == 0 {
 		t.Errorf("no launch recorded with its template: %v", sum.AWS.ByCondition["scaleup"])
 	}
-	for _, ops := range sum.AWS.ByFunction {
+	for _, ops := range sum.AWS.Calls {
 		for _, n := range ops {
 			attributed += n
 		}

@@ -39,12 +39,13 @@ type faultProxy struct {
 	next http.Handler // the AWS router
 	log  *slog.Logger
 
-	mu    sync.Mutex
-	rng   *mrand.Rand
-	ops   map[string]int64            // requests per operation, e.g. "dynamodb.PutItem"
-	fnOps map[string]map[string]int64 // per function, then operation
-	fnRes map[string]map[string]int64 // per function, then "operation resource"
-	fnCon map[string]map[string]int64 // per function, then condition fact (conditions.go)
+	mu     sync.Mutex
+	rng    *mrand.Rand
+	ops    map[string]int64            // requests per operation, e.g. "dynamodb.PutItem"
+	fnCall map[string]map[string]int64 // per function, then operation as called
+	fnOps  map[string]map[string]int64 // per function, then operation IAM authorises
+	fnRes  map[string]map[string]int64 // per function, then "operation resource"
+	fnCon  map[string]map[string]int64 // per function, then condition fact (conditions.go)
 	// classes names the deployment's resources by table name, queue URL
 	// and secret ARN (setResources); nil records no resources.
 	classes map[string]string
@@ -63,9 +64,14 @@ type FaultStats struct {
 	Injected500 int64 `json:"injected500"`
 	// Operations counts the requests per operation ("dynamodb.PutItem").
 	Operations map[string]int64 `json:"operations,omitempty"`
-	// ByFunction counts them per Lambda ("scaleup") and operation: each
-	// function signs with its own access key id (functionKeyID), the record
-	// the IAM sufficiency check reads.
+	// Calls counts them per Lambda ("scaleup") and operation as made: each
+	// function signs with its own access key id (functionKeyID). One
+	// TransactWriteItems is one call.
+	Calls map[string]map[string]int64 `json:"calls,omitempty"`
+	// ByFunction counts, per Lambda, the operations IAM authorises: the
+	// calls, with a transaction counted as its items (IAM has no
+	// TransactWriteItems action; each Put or Update in it needs PutItem or
+	// UpdateItem on its table). The record the IAM sufficiency check reads.
 	ByFunction map[string]map[string]int64 `json:"byFunction,omitempty"`
 	// ByResource counts them per function and "operation resource", where
 	// resource names the deployment's table (and index), queue or secret
@@ -119,6 +125,7 @@ func (p *faultProxy) stats() FaultStats {
 	for k, v := range p.ops {
 		st.Operations[k] = v
 	}
+	st.Calls = copyCounts(p.fnCall)
 	st.ByFunction = copyCounts(p.fnOps)
 	st.ByResource = copyCounts(p.fnRes)
 	st.ByCondition = copyCounts(p.fnCon)
@@ -131,7 +138,7 @@ func (st FaultStats) sub(before FaultStats) FaultStats {
 	d := FaultStats{
 		Requests: st.Requests - before.Requests, Injected500: st.Injected500 - before.Injected500,
 		SpotRequests: st.SpotRequests - before.SpotRequests, InjectedSpot: st.InjectedSpot - before.InjectedSpot,
-		Operations: map[string]int64{}, ByFunction: subCounts(st.ByFunction, before.ByFunction),
+		Operations: map[string]int64{}, Calls: subCounts(st.Calls, before.Calls), ByFunction: subCounts(st.ByFunction, before.ByFunction),
 		ByResource: subCounts(st.ByResource, before.ByResource), ByCondition: subCounts(st.ByCondition, before.ByCondition),
 	}
 	d.InjectedTotal = d.Injected500 + d.InjectedSpot
@@ -188,20 +195,61 @@ func (p *faultProxy) setResources(classes map[string]string, cond *conditionCont
 	p.cond = cond
 }
 
-func (p *faultProxy) count(fn, op string, target jsonTarget, facts []string) {
+// count records one call of fn. body is a JSON request's body: a
+// transaction's items are recorded as the operations IAM authorises.
+func (p *faultProxy) count(fn, op string, target jsonTarget, body []byte, facts []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.ops[op]++
 	if fn == "" {
 		return
 	}
-	increment(&p.fnOps, fn, op)
-	if res := target.class(p.classes); res != "" {
-		increment(&p.fnRes, fn, op+" "+res)
+	increment(&p.fnCall, fn, op)
+	items := []authorised{{op, target}}
+	if op == "dynamodb.TransactWriteItems" {
+		items = transactItems(body)
+	}
+	for _, it := range items {
+		increment(&p.fnOps, fn, it.op)
+		if res := it.target.class(p.classes); res != "" {
+			increment(&p.fnRes, fn, it.op+" "+res)
+		}
 	}
 	for _, f := range facts {
 		increment(&p.fnCon, fn, f)
 	}
+}
+
+// authorised is one operation IAM authorises, on the resource it names.
+type authorised struct {
+	op     string
+	target jsonTarget
+}
+
+// transactOps are the IAM actions of a TransactWriteItems item's kinds.
+var transactOps = map[string]string{
+	"Put": "dynamodb.PutItem", "Update": "dynamodb.UpdateItem",
+	"Delete": "dynamodb.DeleteItem", "ConditionCheck": "dynamodb.ConditionCheckItem",
+}
+
+// transactItems lists a TransactWriteItems request's items as the
+// operations IAM authorises, each on its table.
+func transactItems(body []byte) []authorised {
+	var req struct {
+		TransactItems []map[string]jsonTarget `json:"TransactItems"`
+	}
+	_ = json.Unmarshal(body, &req)
+	var out []authorised
+	for _, item := range req.TransactItems {
+		for kind, t := range item {
+			op, ok := transactOps[kind]
+			if !ok {
+				op = "dynamodb.Unknown" + kind // fails the sufficiency check: nothing grants it
+			}
+			out = append(out, authorised{op, t})
+		}
+	}
+	return out
 }
 
 func (p *faultProxy) conditions() *conditionContext {
@@ -330,7 +378,7 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if fn != "" {
 		facts = p.conditions().conditionFacts(r, op, form, body)
 	}
-	p.count(fn, op, target, facts)
+	p.count(fn, op, target, body, facts)
 	if p.rate > 0 && !lastAttempt(r) && p.chance() {
 		p.injected500.Add(1)
 		writeInternalError(w, r)

@@ -263,3 +263,24 @@ func TestAWSRouter(t *testing.T) {
 		t.Error("a fallback that is not a URL was accepted")
 	}
 }
+
+// A TransactWriteItems is one call, and to IAM its items: a PutItem and an
+// UpdateItem on their own tables, which the sufficiency check must find
+// granted.
+func TestTransactionRecordedAsItsItems(t *testing.T) {
+	t.Parallel()
+	p := &faultProxy{ops: map[string]int64{}}
+	p.setResources(map[string]string{"jobs": "jobs-table", "jit": "jit-table"}, nil)
+	body := []byte(`{"TransactItems":[{"Update":{"TableName":"jobs","Key":{}}},{"Put":{"TableName":"jit","Item":{}}}]}`)
+	p.count("scaleup", "dynamodb.TransactWriteItems", jsonTarget{}, body, nil)
+	st := p.stats()
+	if got := st.Calls["scaleup"]; len(got) != 1 || got["dynamodb.TransactWriteItems"] != 1 {
+		t.Errorf("calls %v; want one TransactWriteItems", got)
+	}
+	if got := st.ByFunction["scaleup"]; len(got) != 2 || got["dynamodb.PutItem"] != 1 || got["dynamodb.UpdateItem"] != 1 {
+		t.Errorf("IAM operations %v; want PutItem and UpdateItem", got)
+	}
+	if got := st.ByResource["scaleup"]; got["dynamodb.PutItem jit-table"] != 1 || got["dynamodb.UpdateItem jobs-table"] != 1 {
+		t.Errorf("resources %v; want PutItem on the JIT table, UpdateItem on the jobs table", got)
+	}
+}

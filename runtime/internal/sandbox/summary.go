@@ -187,8 +187,8 @@ func (s *Summary) Print(w io.Writer) {
 	row("github calls", "%d (%.2f per job; injected faults %d)", s.GitHubCalls, s.GitHubCallsPerJob, s.GitHubInjectedFaults)
 	row("aws calls (lambdas)", "%d (%.1f per job; injected 500s %d; spot requests %d, spot capacity errors %d)",
 		s.AWS.Requests, s.AWSCallsPerJob, s.AWS.Injected500, s.AWS.SpotRequests, s.AWS.InjectedSpot)
-	for _, fn := range slices.Sorted(maps.Keys(s.AWS.ByFunction)) {
-		ops := s.AWS.ByFunction[fn]
+	for _, fn := range slices.Sorted(maps.Keys(s.AWS.Calls)) {
+		ops := s.AWS.Calls[fn]
 		var total int64
 		for _, n := range ops {
 			total += n

@@ -74,16 +74,9 @@ type RunnerSHA256 struct {
 	ARM64 string `json:"arm64"`
 }
 
-// Profile is JITR_CONFIG's profile; imageId may be left out when ami.mode
-// is stock.
-type Profile struct {
-	InstanceTypes []string `json:"instanceTypes"`
-	ImageID       string   `json:"imageId"`
-	Arch          string   `json:"arch"`
-	Spot          *bool    `json:"spot"`
-	VolumeGiB     int      `json:"volumeGiB"`
-	MaxRunners    int      `json:"maxRunners"`
-}
+// Profile is JITR_CONFIG's profile, key for key (one definition); imageId
+// may be left out where ami.mode gives the image.
+type Profile = config.Profile
 
 // AMI modes.
 const (

@@ -225,12 +225,10 @@ stack.test: ## The stack's tests (a cold build of pulumi-aws takes minutes and ~
 # moto, the GitHub fake, the three Lambdas under the Runtime Interface Emulator.
 # `make sandbox SANDBOX_ARGS='--jobs 50 --rate 10'` generates load and prints a
 # summary. The short end-to-end test runs in `make test`; `make e2e` runs the
-# long one (E2E_JOBS jobs at E2E_RATE per second, faults and duplicates on;
-# 15/s is what a 2-core AMD EPYC sustains under the race detector, see
-# docs/sandbox.md).
+# long one (E2E_JOBS jobs at E2E_RATE per second, faults and duplicates on).
 SANDBOX_ARGS ?=
 E2E_JOBS     ?= 300
-E2E_RATE     ?= 15
+E2E_RATE     ?= 25
 
 .PHONY: sandbox e2e
 sandbox: $(TOOLS_BIN)/aws-lambda-rie ## Run the control plane locally (moto, GitHub fake, Lambdas under RIE); Ctrl-C stops it.

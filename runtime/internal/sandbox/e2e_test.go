@@ -161,10 +161,28 @@ func TestEndToEnd(t *testing.T) {
 	if sum.Swaps == 0 {
 		t.Errorf("no job ran on another job's runner; the fake's assignment is kinder than GitHub's")
 	}
+	// GitHub never redelivers by itself: a redelivery is the recovery
+	// asking for one, and only for a delivery whose attempts all failed
+	// (no fault is injected in front of the webhook here; one fails only
+	// when the machine is too slow to answer within GitHub's 10 s).
+	failed := map[string]bool{}
 	for _, d := range fake.Deliveries() {
-		if d.Redelivery {
-			t.Errorf("delivery %s was redelivered; nothing redelivers in this run", d.GUID)
+		if !d.OK() && !d.Redelivery {
+			failed[d.GUID] = true
 		}
+	}
+	redelivered := 0
+	for _, d := range fake.Deliveries() {
+		if !d.Redelivery {
+			continue
+		}
+		redelivered++
+		if !failed[d.GUID] {
+			t.Errorf("delivery %s was redelivered, though no attempt of it had failed", d.GUID)
+		}
+	}
+	if redelivered > 0 {
+		t.Logf("%d deliveries timed out at GitHub's 10 s on this machine and were redelivered by the recovery", redelivered)
 	}
 	if sum.Duplicates == 0 || sum.Deliveries <= jobs {
 		t.Errorf("deliveries %d, duplicates recognised %d; want some duplicates at a 30%% rate", sum.Deliveries, sum.Duplicates)

@@ -90,7 +90,12 @@ func ownWrite(old map[string]types.AttributeValue, token string) bool {
 // joins it, so a retried call whose first attempt was applied still
 // reports ok=true.
 func (s *Store) update(ctx context.Context, jobID int64, expr, cond string, names map[string]string, vals map[string]types.AttributeValue) (bool, error) {
-	u, token, err := s.tokenUpdate(jobID, expr, cond, names, vals)
+	return s.updateKey(ctx, jobKey(jobID), "job "+strconv.FormatInt(jobID, 10), expr, cond, names, vals)
+}
+
+// updateKey is update on any item of the table (key), named what in errors.
+func (s *Store) updateKey(ctx context.Context, key map[string]types.AttributeValue, what, expr, cond string, names map[string]string, vals map[string]types.AttributeValue) (bool, error) {
+	u, token, err := s.tokenUpdate(key, what, expr, cond, names, vals)
 	if err != nil {
 		return false, err
 	}
@@ -104,24 +109,24 @@ func (s *Store) update(ctx context.Context, jobID int64, expr, cond string, name
 		return ownWrite(ccf.Item, token), nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("update job %d: %w", jobID, err)
+		return false, fmt.Errorf("update %s: %w", what, err)
 	}
 	return true, nil
 }
 
-// tokenUpdate is update's write as a transaction item: expr with the write
-// token joined to its SET clause, and the token.
-func (s *Store) tokenUpdate(jobID int64, expr, cond string, names map[string]string, vals map[string]types.AttributeValue) (*types.Update, string, error) {
+// tokenUpdate is updateKey's write as a transaction item: expr with the
+// write token joined to its SET clause, and the token.
+func (s *Store) tokenUpdate(key map[string]types.AttributeValue, what, expr, cond string, names map[string]string, vals map[string]types.AttributeValue) (*types.Update, string, error) {
 	rest, ok := strings.CutPrefix(expr, "SET ")
 	if !ok {
-		return nil, "", fmt.Errorf("update job %d: expression %q has no leading SET clause", jobID, expr)
+		return nil, "", fmt.Errorf("update %s: expression %q has no leading SET clause", what, expr)
 	}
 	token := newWriteToken()
 	names["#wtok"] = attrWriteToken
 	vals[":wtok"] = &types.AttributeValueMemberS{Value: token}
 	u := &types.Update{
 		TableName:                           aws.String(s.table),
-		Key:                                 jobKey(jobID),
+		Key:                                 key,
 		UpdateExpression:                    aws.String("SET #wtok = :wtok, " + rest),
 		ExpressionAttributeNames:            names,
 		ExpressionAttributeValues:           vals,
@@ -143,7 +148,7 @@ const transactAttempts = 4
 // failed (and not on an earlier attempt of the caller's own, which the
 // write token tells); the other items were then not written either.
 func (s *Store) updateWith(ctx context.Context, jobID int64, expr, cond string, names map[string]string, vals map[string]types.AttributeValue, others []types.TransactWriteItem) (bool, error) {
-	u, token, err := s.tokenUpdate(jobID, expr, cond, names, vals)
+	u, token, err := s.tokenUpdate(jobKey(jobID), "job "+strconv.FormatInt(jobID, 10), expr, cond, names, vals)
 	if err != nil {
 		return false, err
 	}

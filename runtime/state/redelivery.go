@@ -91,25 +91,18 @@ func (s *Store) LeaseRedelivery(ctx context.Context, holder string, d time.Durat
 // the next run, which cannot see it in the log yet).
 func (s *Store) ClaimRedelivery(ctx context.Context, guid string, max int, gap time.Duration) (bool, error) {
 	now := s.now()
-	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                aws.String(s.table),
-		Key:                      map[string]types.AttributeValue{AttrPK: &types.AttributeValueMemberS{Value: redeliveryPrefix + guid}},
-		UpdateExpression:         aws.String("SET #last = :now, #exp = :exp ADD #attempts :one"),
-		ConditionExpression:      aws.String("attribute_not_exists(#attempts) OR (#attempts < :max AND #last < :before)"),
-		ExpressionAttributeNames: map[string]string{"#last": attrLastAt, "#exp": AttrExpiresAt, "#attempts": attrAttempts},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
+	// With the write token, a retry whose first attempt was applied (a lost
+	// response) still reports the claim, rather than skip a redelivery
+	// whose attempt it just counted.
+	return s.updateKey(ctx, map[string]types.AttributeValue{AttrPK: &types.AttributeValueMemberS{Value: redeliveryPrefix + guid}},
+		"the redelivery of "+guid,
+		"SET #last = :now, #exp = :exp ADD #attempts :one",
+		"attribute_not_exists(#attempts) OR (#attempts < :max AND #last < :before)",
+		map[string]string{"#last": attrLastAt, "#exp": AttrExpiresAt, "#attempts": attrAttempts},
+		map[string]types.AttributeValue{
 			":now": num(now.UnixMilli()), ":exp": num(now.Add(4 * 24 * time.Hour).Unix()), ":one": num(1),
 			":max": num(int64(max)), ":before": num(now.Add(-gap).UnixMilli()),
-		},
-	})
-	var ccf *types.ConditionalCheckFailedException
-	switch {
-	case errors.As(err, &ccf):
-		return false, nil
-	case err != nil:
-		return false, fmt.Errorf("claim the redelivery of %s: %w", guid, err)
-	}
-	return true, nil
+		})
 }
 
 // ReleaseRedelivery ends holder's lease (a lease of another holder stays).

@@ -93,7 +93,15 @@ func TestWritesSurviveRetriesOfAppliedCalls(t *testing.T) {
 	if job.InstanceID != "" || !job.Enqueued {
 		t.Errorf("after re-queue: instance %q enqueued %v", job.InstanceID, job.Enqueued)
 	}
-	if n := len(rt.Replayed()); n < 7 {
+	// A redelivery claimed by a retried call is claimed (its attempt was
+	// counted), and a second claim within the gap is refused.
+	if ok, err := s.ClaimRedelivery(ctx, "guid-1", 3, time.Minute); err != nil || !ok {
+		t.Fatalf("claim a redelivery whose update was retried: %v %v; want true", ok, err)
+	}
+	if ok, err := s.ClaimRedelivery(ctx, "guid-1", 3, time.Minute); err != nil || ok {
+		t.Fatalf("second claim of the redelivery within the gap: %v %v; want false", ok, err)
+	}
+	if n := len(rt.Replayed()); n < 8 {
 		t.Fatalf("only %d writes were replayed; the test does not exercise retries", n)
 	}
 }

@@ -64,6 +64,14 @@ func TestWritesSurviveRetriesOfAppliedCalls(t *testing.T) {
 	if !errors.Is(err, state.ErrClaimLost) {
 		t.Fatalf("record launch by another claim: %v; want ErrClaimLost", err)
 	}
+	// The job on job 5's runner is over: its slot is freed by a retried
+	// call (so its wake is sent), and only once.
+	if freed, err := s.FreeRunnerSlot(ctx, 5, "jitr-j5-1"); err != nil || !freed {
+		t.Fatalf("free a slot whose update was retried: %v %v; want freed", freed, err)
+	}
+	if freed, err := s.FreeRunnerSlot(ctx, 5, "jitr-j5-1"); err != nil || freed {
+		t.Fatalf("free the same slot again: %v %v; want not freed", freed, err)
+	}
 	if ok, err := s.MarkInstanceInterrupted(ctx, 5, "i-0a"); err != nil || !ok {
 		t.Fatalf("mark instance interrupted whose update was retried: %v %v; want true", ok, err)
 	}

@@ -3,7 +3,6 @@ package state
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -171,23 +170,16 @@ func (s *Store) MarkJobInterrupted(ctx context.Context, jobID int64, runnerName 
 // instance, and is held until the job on its runner (whichever job that is)
 // completes or the instance is gone. It reports whether a slot was freed.
 func (s *Store) FreeRunnerSlot(ctx context.Context, launchJobID int64, runnerName string) (bool, error) {
-	out, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                 aws.String(s.table),
-		Key:                       jobKey(launchJobID),
-		UpdateExpression:          aws.String("SET #updated = :now REMOVE #slot, #slotKey"),
-		ConditionExpression:       aws.String("#rname = :runner AND attribute_exists(#slot)"),
-		ExpressionAttributeNames:  map[string]string{"#updated": AttrUpdatedAt, "#slot": AttrSlot, "#slotKey": AttrSlotKey, "#rname": attrInstanceRunnerName},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":now": num(s.now().UnixMilli()), ":runner": &types.AttributeValueMemberS{Value: runnerName}},
-		ReturnValues:              types.ReturnValueUpdatedOld,
-	})
-	var ccf *types.ConditionalCheckFailedException
-	switch {
-	case errors.As(err, &ccf):
-		return false, nil // freed already (a retried call), or another launch's runner
-	case err != nil:
+	// The write token makes a retry whose first attempt was applied report
+	// the slot freed (and its wake sent), not "freed already".
+	freed, err := s.update(ctx, launchJobID, "SET #updated = :now REMOVE #slot, #slotKey",
+		"#rname = :runner AND attribute_exists(#slot)",
+		map[string]string{"#updated": AttrUpdatedAt, "#slot": AttrSlot, "#slotKey": AttrSlotKey, "#rname": attrInstanceRunnerName},
+		map[string]types.AttributeValue{":now": num(s.now().UnixMilli()), ":runner": &types.AttributeValueMemberS{Value: runnerName}})
+	if err != nil {
 		return false, fmt.Errorf("free the slot of runner %s: %w", runnerName, err)
 	}
-	return out.Attributes[AttrSlot] != nil, nil
+	return freed, nil // false: freed already, or another launch's runner
 }
 
 // RunningOn returns the live records of the jobs that ran on runnerName,

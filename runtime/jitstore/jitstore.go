@@ -46,7 +46,6 @@ const TTL = 2 * time.Hour
 
 // API is the part of the DynamoDB client the store uses.
 type API interface {
-	PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
 	DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error)
 }
 
@@ -71,28 +70,18 @@ func InstanceARN(partition, region, account, instanceID string) string {
 	return "arn:" + partition + ":ec2:" + region + ":" + account + ":instance/" + instanceID
 }
 
-// Put stores encoded for the instance. Errors never contain the value.
-func (s *Store) Put(ctx context.Context, instanceARN, encoded string) error {
-	_, err := s.api.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(s.table), Item: s.item(instanceARN, encoded)})
-	if err != nil {
-		return fmt.Errorf("store JIT config for %s: %w", instanceARN, err)
-	}
-	return nil
-}
-
-// Handover is Put as an item of a transaction: scaleup writes it with the
-// launch's record (state.Launch.With), so an instance whose launch could
-// not be recorded never finds a configuration.
+// Handover stores encoded for the instance, as an item of a transaction:
+// scaleup writes it with the launch's record (state.Launch.With), so an
+// instance whose launch could not be recorded never finds a configuration.
 func (s *Store) Handover(instanceARN, encoded string) types.TransactWriteItem {
-	return types.TransactWriteItem{Put: &types.Put{TableName: aws.String(s.table), Item: s.item(instanceARN, encoded)}}
-}
-
-func (s *Store) item(instanceARN, encoded string) map[string]types.AttributeValue {
-	return map[string]types.AttributeValue{
-		AttrInstanceARN: &types.AttributeValueMemberS{Value: instanceARN},
-		AttrJITConfig:   &types.AttributeValueMemberS{Value: encoded},
-		AttrExpiresAt:   &types.AttributeValueMemberN{Value: strconv.FormatInt(s.now().Add(TTL).Unix(), 10)},
-	}
+	return types.TransactWriteItem{Put: &types.Put{
+		TableName: aws.String(s.table),
+		Item: map[string]types.AttributeValue{
+			AttrInstanceARN: &types.AttributeValueMemberS{Value: instanceARN},
+			AttrJITConfig:   &types.AttributeValueMemberS{Value: encoded},
+			AttrExpiresAt:   &types.AttributeValueMemberN{Value: strconv.FormatInt(s.now().Add(TTL).Unix(), 10)},
+		},
+	}}
 }
 
 // ErrNotFound is returned by Take when the instance has no entry (yet).

@@ -7,13 +7,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
 	"github.com/jit-runners/jit-runners/runtime/jitstore"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
-func TestPutTakeOnce(t *testing.T) {
+func TestHandoverTakeOnce(t *testing.T) {
 	ctx := context.Background()
 	a := testenv.AWSForTest(t)
 	table := testenv.UniqueName(t)
@@ -26,11 +29,9 @@ func TestPutTakeOnce(t *testing.T) {
 		t.Fatalf("InstanceARN = %s", arn)
 	}
 	if _, err := s.Take(ctx, arn); !errors.Is(err, jitstore.ErrNotFound) {
-		t.Fatalf("Take before Put = %v; want ErrNotFound", err)
+		t.Fatalf("Take before the hand-over = %v; want ErrNotFound", err)
 	}
-	if err := s.Put(ctx, arn, "ZW5jb2RlZA=="); err != nil {
-		t.Fatal(err)
-	}
+	handOver(t, a, s, arn, "ZW5jb2RlZA==")
 	other := jitstore.InstanceARN("aws", "us-east-1", "123456789012", "i-0fedcba9876543210")
 	if _, err := s.Take(ctx, other); !errors.Is(err, jitstore.ErrNotFound) {
 		t.Fatalf("another instance's Take = %v; want ErrNotFound", err)
@@ -42,13 +43,21 @@ func TestPutTakeOnce(t *testing.T) {
 	if _, err := s.Take(ctx, arn); !errors.Is(err, jitstore.ErrNotFound) {
 		t.Fatalf("second Take = %v; want ErrNotFound (read once)", err)
 	}
-	if err := s.Put(ctx, arn, "eA=="); err != nil {
-		t.Fatal(err)
-	}
+	handOver(t, a, s, arn, "eA==")
 	if err := s.Delete(ctx, arn); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Take(ctx, arn); !errors.Is(err, jitstore.ErrNotFound) {
 		t.Fatalf("Take after Delete = %v", err)
+	}
+}
+
+// handOver writes the hand-over item in a transaction of its own.
+func handOver(t *testing.T, a *testenv.AWS, s *jitstore.Store, arn, encoded string) {
+	t.Helper()
+	if _, err := a.Dynamo.TransactWriteItems(context.Background(), &dynamodb.TransactWriteItemsInput{
+		TransactItems: []types.TransactWriteItem{s.Handover(arn, encoded)},
+	}); err != nil {
+		t.Fatal(err)
 	}
 }

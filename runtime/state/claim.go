@@ -161,13 +161,7 @@ func (s *Store) RecordLaunch(ctx context.Context, jobID int64, claimID string, l
 	if l.LaunchedAt.IsZero() {
 		l.LaunchedAt = now
 	}
-	write := s.update
-	if len(l.With) > 0 {
-		write = func(ctx context.Context, jobID int64, expr, cond string, names map[string]string, vals map[string]types.AttributeValue) (bool, error) {
-			return s.updateWith(ctx, jobID, expr, cond, names, vals, l.With)
-		}
-	}
-	ok, err := write(ctx, jobID,
+	ok, err := s.updateWith(ctx, jobID,
 		"SET #phase = :phase, #launchedAt = :at, #instance = :instance, #type = :type, "+
 			"#az = :az, #subnet = :subnet, #capacity = :capacity, #fallback = :fallback, #runnerName = :rname, "+
 			"#runnerId = :rid, #updated = :now REMOVE #claimExp, #lastError",
@@ -191,7 +185,7 @@ func (s *Store) RecordLaunch(ctx context.Context, jobID int64, claimID string, l
 			":rid":      num(l.RunnerID),
 			":now":      num(now.UnixMilli()),
 			":claim":    &types.AttributeValueMemberS{Value: claimID},
-		})
+		}, l.With)
 	if err != nil {
 		return fmt.Errorf("record launch: %w", err)
 	}

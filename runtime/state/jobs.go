@@ -144,10 +144,14 @@ func (s *Store) tokenUpdate(key map[string]types.AttributeValue, what, expr, con
 const transactAttempts = 4
 
 // updateWith applies update's write and the other items in one
-// TransactWriteItems: all or nothing. ok=false: the update's condition
-// failed (and not on an earlier attempt of the caller's own, which the
-// write token tells); the other items were then not written either.
+// TransactWriteItems: all or nothing (without others, it is update).
+// ok=false: the update's condition failed (and not on an earlier attempt of
+// the caller's own, which the write token tells); the other items were then
+// not written either.
 func (s *Store) updateWith(ctx context.Context, jobID int64, expr, cond string, names map[string]string, vals map[string]types.AttributeValue, others []types.TransactWriteItem) (bool, error) {
+	if len(others) == 0 {
+		return s.update(ctx, jobID, expr, cond, names, vals)
+	}
 	u, token, err := s.tokenUpdate(jobKey(jobID), "job "+strconv.FormatInt(jobID, 10), expr, cond, names, vals)
 	if err != nil {
 		return false, err

@@ -254,7 +254,7 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 func (h *Handler) loadShared(ctx context.Context) {
 	h.sharedMu.Lock()
 	now := h.now()
-	due := h.sharedAt.IsZero() || now.Sub(h.sharedAt) >= sharedReadEvery || now.Before(h.sharedAt)
+	due := now.Sub(h.sharedAt) >= sharedReadEvery || now.Before(h.sharedAt) // a zero sharedAt is long ago
 	if due {
 		h.sharedAt = now
 	}
@@ -625,8 +625,9 @@ func (h *Handler) launched(log *slog.Logger, a *admission, res fleet.Result, run
 // slot the claim just took. Over a limit the job waits in the table
 // (state.Wait: the claim is given back, the message is done) until a wake
 // launches it; so does a new job while older ones wait near a limit
-// (queueBehindWithin), first come first served. Claiming first lets a duplicate of a launched job succeed at once
-// even when every slot is taken. Within one invocation the steps run under
+// (queueBehindWithin), first come first served. Claiming first lets a
+// duplicate of a launched job succeed at once even when every slot is
+// taken. Within one invocation the steps run under
 // a lock, so the records of one batch never exceed a limit between them;
 // concurrent invocations can overshoot it by at most their number (see
 // state.Store.CountSlots).

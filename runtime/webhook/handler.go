@@ -325,10 +325,11 @@ func (h *Handler) handleJob(ctx context.Context, log *slog.Logger, delivery stri
 // at one Query. Failures are logged for the same reason.
 func (h *Handler) freeSlotForWaiters(ctx context.Context, log *slog.Logger, launchJobID int64, runnerName string) {
 	any, err := h.store.AnyWaiting(ctx, h.profiles)
-	if err != nil || !any {
-		if err != nil {
-			log.Warn("could not tell whether jobs wait; the instance's end frees the slot", slog.String("error", err.Error()))
-		}
+	if err != nil {
+		log.Warn("could not tell whether jobs wait; the instance's end frees the slot", slog.String("error", err.Error()))
+		return
+	}
+	if !any {
 		return
 	}
 	freed, err := h.store.FreeRunnerSlot(ctx, launchJobID, runnerName)

@@ -74,8 +74,8 @@ func (h *Handler) verify(ctx context.Context, log *slog.Logger, body []byte, sig
 		k.retire(current, now.Add(retiredFor))
 		return Verify(fresh, body, sig), nil
 	}
-	if verdict = Verify(fresh, body, sig); verdict == nil || k.replaced == nil {
-		return verdict, nil
+	if k.replaced == nil {
+		return verdict, nil // fresh is current, which did not match
 	}
 	// This container already had the newest secret: it may have started
 	// after a rotation in place, and the delivery be one GitHub signed just

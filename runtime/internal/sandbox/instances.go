@@ -17,7 +17,6 @@ import (
 // records show launches.
 type instanceWatcher struct {
 	s     *Sandbox
-	db    *dynamodb.Client
 	store *state.Store
 	alive map[string]fleet.Instance
 	known map[string]fleet.Instance // every instance seen, alive or not
@@ -27,10 +26,9 @@ type instanceWatcher struct {
 }
 
 func newInstanceWatcher(s *Sandbox) *instanceWatcher {
-	db := dynamodb.NewFromConfig(s.awsCfg)
 	return &instanceWatcher{
-		s: s, db: db,
-		store: state.NewStore(db, s.cfg.TableName, time.Duration(s.cfg.RecordRetentionSeconds)*time.Second, nil),
+		s:     s,
+		store: state.NewStore(dynamodb.NewFromConfig(s.awsCfg), s.cfg.TableName, time.Duration(s.cfg.RecordRetentionSeconds)*time.Second, nil),
 		alive: map[string]fleet.Instance{}, known: map[string]fleet.Instance{},
 	}
 }

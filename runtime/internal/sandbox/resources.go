@@ -88,7 +88,7 @@ func (s *Sandbox) startAWS(ctx context.Context) error {
 	s.routerSrv = &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = s.routerSrv.Serve(ln) }()
 	s.awsURL = "http://" + ln.Addr().String()
-	s.log.Info("AWS router started", slog.String("url", s.awsURL), slog.Any("services", router.services()))
+	s.log.Info("AWS router started", slog.String("url", s.awsURL), slog.String("other services", fallback))
 	id, secret, token := s.awsCredentials()
 	s.awsCfg = aws.Config{
 		Region:       s.region,

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"sort"
 	"sync"
 
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
@@ -28,7 +27,6 @@ var motoServices = []string{"dynamodb", "ec2", "sqs", "secretsmanager"}
 type awsRouter struct {
 	byService map[string]*httputil.ReverseProxy
 	fallback  *httputil.ReverseProxy
-	upstreams map[string]string // service ("" = any other) -> URL, for the log
 }
 
 // newAWSRouter routes service -> URL; fallback serves every other service.
@@ -53,7 +51,7 @@ func newAWSRouter(upstreams map[string]string, fallback string, log *slog.Logger
 			},
 		}, nil
 	}
-	r := &awsRouter{byService: map[string]*httputil.ReverseProxy{}, upstreams: map[string]string{"": fallback}}
+	r := &awsRouter{byService: map[string]*httputil.ReverseProxy{}}
 	var err error
 	if r.fallback, err = proxyTo(fallback); err != nil {
 		return nil, err
@@ -62,7 +60,6 @@ func newAWSRouter(upstreams map[string]string, fallback string, log *slog.Logger
 		if r.byService[svc], err = proxyTo(target); err != nil {
 			return nil, err
 		}
-		r.upstreams[svc] = target
 	}
 	return r, nil
 }
@@ -73,19 +70,6 @@ func (r *awsRouter) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.fallback.ServeHTTP(w, req)
-}
-
-// services lists "service=URL" pairs, sorted, for the log.
-func (r *awsRouter) services() []string {
-	out := make([]string, 0, len(r.upstreams))
-	for svc, u := range r.upstreams {
-		if svc == "" {
-			svc = "other"
-		}
-		out = append(out, svc+"="+u)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // startMotos starts one moto server per service in motoServices, in

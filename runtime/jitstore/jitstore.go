@@ -30,6 +30,21 @@ const (
 	AttrInstanceARN = "instanceArn"
 	AttrJITConfig   = "jitConfig"
 	AttrExpiresAt   = "expiresAt"
+	// AttrPool marks the entry of a pooled instance that has no job yet:
+	// its value (PoolHot or PoolStopped) tells the bootstrap which pool it
+	// is in. The bootstrap reads it with the same DeleteItem as a config,
+	// and consuming it is the instance's sign that it is prepared.
+	AttrPool = "pool"
+)
+
+// Pool kinds, the values of AttrPool.
+const (
+	// PoolHot: the instance stays running and waits, without a deadline,
+	// for a job's JIT config.
+	PoolHot = "hot"
+	// PoolStopped: the instance is prepared; the control plane stops it,
+	// and its next boot (StartInstances) finds a job's JIT config.
+	PoolStopped = "stopped"
 )
 
 // Table is the JIT-config table's shape; the stack, the sandbox and the tests

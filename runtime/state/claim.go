@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -146,6 +147,10 @@ type Launch struct {
 	RunnerName string
 	RunnerID   int64
 	LaunchedAt time.Time
+	// FromPool is the kind of warm pool the instance was taken from (empty:
+	// launched for the job); With then holds the pool item's deletion
+	// (Store.TakePooled).
+	FromPool string
 	// With are written in the same transaction as the launch, all or
 	// nothing: the JIT-config hand-over (jitstore.Store.Handover), so that
 	// no instance gets a runner configuration for a launch that was not
@@ -161,31 +166,34 @@ func (s *Store) RecordLaunch(ctx context.Context, jobID int64, claimID string, l
 	if l.LaunchedAt.IsZero() {
 		l.LaunchedAt = now
 	}
+	names := map[string]string{
+		"#phase": attrPhase, "#launchedAt": attrLaunchedAt, "#instance": attrInstanceID, "#type": attrInstanceType,
+		"#az": attrAZ, "#subnet": attrSubnetID, "#capacity": attrCapacityType, "#fallback": attrSpotFallback,
+		"#runnerName": attrInstanceRunnerName, "#runnerId": attrInstanceRunnerID, "#updated": AttrUpdatedAt,
+		"#claimExp": attrClaimExpiresAt, "#lastError": attrLastError, "#claimId": attrClaimID,
+	}
+	vals := map[string]types.AttributeValue{
+		":phase":    &types.AttributeValueMemberS{Value: PhaseLaunched},
+		":at":       num(l.LaunchedAt.UnixMilli()),
+		":instance": &types.AttributeValueMemberS{Value: l.InstanceID},
+		":type":     &types.AttributeValueMemberS{Value: l.InstanceType},
+		":az":       &types.AttributeValueMemberS{Value: orDash(l.AvailabilityZone)},
+		":subnet":   &types.AttributeValueMemberS{Value: orDash(l.SubnetID)},
+		":capacity": &types.AttributeValueMemberS{Value: l.CapacityType},
+		":fallback": &types.AttributeValueMemberBOOL{Value: l.SpotFallback},
+		":rname":    &types.AttributeValueMemberS{Value: l.RunnerName},
+		":rid":      num(l.RunnerID),
+		":now":      num(now.UnixMilli()),
+		":claim":    &types.AttributeValueMemberS{Value: claimID},
+	}
+	poolExpr, poolNames, poolVals := poolLaunchAttributes(l.FromPool)
+	maps.Copy(names, poolNames)
+	maps.Copy(vals, poolVals)
 	ok, err := s.updateWith(ctx, jobID,
 		"SET #phase = :phase, #launchedAt = :at, #instance = :instance, #type = :type, "+
 			"#az = :az, #subnet = :subnet, #capacity = :capacity, #fallback = :fallback, #runnerName = :rname, "+
-			"#runnerId = :rid, #updated = :now REMOVE #claimExp, #lastError",
-		"#claimId = :claim AND attribute_not_exists(#launchedAt)",
-		map[string]string{
-			"#phase": attrPhase, "#launchedAt": attrLaunchedAt, "#instance": attrInstanceID, "#type": attrInstanceType,
-			"#az": attrAZ, "#subnet": attrSubnetID, "#capacity": attrCapacityType, "#fallback": attrSpotFallback,
-			"#runnerName": attrInstanceRunnerName, "#runnerId": attrInstanceRunnerID, "#updated": AttrUpdatedAt,
-			"#claimExp": attrClaimExpiresAt, "#lastError": attrLastError, "#claimId": attrClaimID,
-		},
-		map[string]types.AttributeValue{
-			":phase":    &types.AttributeValueMemberS{Value: PhaseLaunched},
-			":at":       num(l.LaunchedAt.UnixMilli()),
-			":instance": &types.AttributeValueMemberS{Value: l.InstanceID},
-			":type":     &types.AttributeValueMemberS{Value: l.InstanceType},
-			":az":       &types.AttributeValueMemberS{Value: orDash(l.AvailabilityZone)},
-			":subnet":   &types.AttributeValueMemberS{Value: orDash(l.SubnetID)},
-			":capacity": &types.AttributeValueMemberS{Value: l.CapacityType},
-			":fallback": &types.AttributeValueMemberBOOL{Value: l.SpotFallback},
-			":rname":    &types.AttributeValueMemberS{Value: l.RunnerName},
-			":rid":      num(l.RunnerID),
-			":now":      num(now.UnixMilli()),
-			":claim":    &types.AttributeValueMemberS{Value: claimID},
-		}, l.With)
+			"#runnerId = :rid, #updated = :now"+poolExpr+" REMOVE #claimExp, #lastError",
+		"#claimId = :claim AND attribute_not_exists(#launchedAt)", names, vals, l.With)
 	if err != nil {
 		return fmt.Errorf("record launch: %w", err)
 	}

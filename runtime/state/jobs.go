@@ -169,6 +169,11 @@ func (s *Store) updateWith(ctx context.Context, jobID int64, expr, cond string, 
 		if len(tce.CancellationReasons) > 0 && aws.ToString(tce.CancellationReasons[0].Code) == "ConditionalCheckFailed" {
 			return ownWrite(tce.CancellationReasons[0].Item, token), nil
 		}
+		if otherConditionFailed(tce) {
+			// Another item's condition (a pooled instance's claim, see
+			// TakePooled) no longer holds: the write is not the caller's.
+			return false, nil
+		}
 		if attempt == transactAttempts || !transientCancel(tce) {
 			break
 		}
@@ -182,6 +187,17 @@ func (s *Store) updateWith(ctx context.Context, jobID int64, expr, cond string, 
 		return false, fmt.Errorf("update job %d (with %d more items): %w", jobID, len(others), err)
 	}
 	return true, nil
+}
+
+// otherConditionFailed reports whether the condition of an item after the
+// first failed.
+func otherConditionFailed(tce *types.TransactionCanceledException) bool {
+	for _, r := range tce.CancellationReasons[min(1, len(tce.CancellationReasons)):] {
+		if aws.ToString(r.Code) == "ConditionalCheckFailed" {
+			return true
+		}
+	}
+	return false
 }
 
 // transientCancel reports whether a transaction was cancelled only for
@@ -276,6 +292,7 @@ type DynamoAPI interface {
 	Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
 	BatchGetItem(ctx context.Context, in *dynamodb.BatchGetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.BatchGetItemOutput, error)
 	TransactWriteItems(ctx context.Context, in *dynamodb.TransactWriteItemsInput, opts ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error)
+	DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error)
 }
 
 // Store reads and writes job records in one table.
@@ -573,6 +590,9 @@ type Job struct {
 	SubnetID         string
 	CapacityType     string
 	SpotFallback     bool
+	// FromPool is the kind of warm pool (jitstore.PoolHot or PoolStopped)
+	// the instance was taken from; empty for a launch for the job.
+	FromPool string
 	// InstanceRunnerName and InstanceRunnerID name the runner the instance
 	// was launched with (tags.RunnerName), fixed at launch: the
 	// runner whose deletion must come before the instance's termination,
@@ -700,6 +720,7 @@ func decodeJob(item map[string]types.AttributeValue) *Job {
 	j.AvailabilityZone = getS(item, attrAZ)
 	j.SubnetID = getS(item, attrSubnetID)
 	j.CapacityType = getS(item, attrCapacityType)
+	j.FromPool = getS(item, attrFromPool)
 	j.InstanceRunnerName = getS(item, attrInstanceRunnerName)
 	j.InstanceRunnerID = getN(item, attrInstanceRunnerID)
 	if v, ok := item[attrSpotFallback].(*types.AttributeValueMemberBOOL); ok {

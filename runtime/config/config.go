@@ -212,7 +212,7 @@ func Parse(data []byte) (*Config, error) {
 	dec.DisallowUnknownFields()
 	var c Config
 	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("config: %w", describeDecodeError(err))
+		return nil, fmt.Errorf("config: %w", describeDecodeError(err, data))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, errors.New("config: trailing data after the JSON document")
@@ -234,10 +234,16 @@ func FromEnv() (*Config, error) {
 
 // describeDecodeError turns encoding/json's messages into ones that name the
 // key in the document's own spelling.
-func describeDecodeError(err error) error {
+func describeDecodeError(err error, data []byte) error {
 	var typeErr *json.UnmarshalTypeError
 	if errors.As(err, &typeErr) {
-		return fmt.Errorf("key %q: expected %s, got JSON %s", typeErr.Field, typeErr.Type, typeErr.Value)
+		// encoding/json leaves map keys out of Field ("profiles.volumeGiB");
+		// the generic walk has the whole path.
+		key := typeErr.Field
+		if p := kindProblems(data); len(p) > 0 {
+			key = p[0].Key
+		}
+		return fmt.Errorf("key %q: expected %s, got JSON %s", key, typeErr.Type, typeErr.Value)
 	}
 	var syntaxErr *json.SyntaxError
 	if errors.As(err, &syntaxErr) {

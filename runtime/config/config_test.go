@@ -114,6 +114,9 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"bad runnerVersion", func(m map[string]any) { m["runnerVersion"] = "latest" }, "runnerVersion"},
 		{"missing maxRunners", func(m map[string]any) { delete(m, "maxRunners") }, "maxRunners"},
 		{"maxRunners wrong type", func(m map[string]any) { m["maxRunners"] = "many" }, "maxRunners"},
+		{"profile key wrong type", func(m map[string]any) {
+			m["profiles"].(map[string]any)["default"].(map[string]any)["volumeGiB"] = "big"
+		}, "profiles.default.volumeGiB"},
 		{"missing launchTemplateId", func(m map[string]any) { delete(m["launch"].(map[string]any), "launchTemplateId") }, "launch.launchTemplateId"},
 		{"missing subnetIds", func(m map[string]any) { delete(m["launch"].(map[string]any), "subnetIds") }, "launch.subnetIds"},
 		{"bad subnet", func(m map[string]any) { m["launch"].(map[string]any)["subnetIds"] = []string{"sg-1"} }, "launch.subnetIds[0]"},

@@ -164,3 +164,13 @@ func strictKeys(data []byte) error {
 	}
 	return nil
 }
+
+// kindProblems decodes data generically and returns the values whose kind
+// does not fit Config, each named by its whole path.
+func kindProblems(data []byte) []*KeyError {
+	var doc any
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return nil
+	}
+	return CheckKeys(doc, reflect.TypeOf(Config{}), "", KeyCheck{Kinds: true})
+}

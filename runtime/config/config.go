@@ -10,7 +10,18 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
+	"sort"
 	"strings"
+	"sync"
+	"time"
+
+	// Pool schedules name IANA time zones. Lambda's OS-only runtime images
+	// are minimal and need not carry /usr/share/zoneinfo, so the database is
+	// embedded: about 400 KB (under 4%) per Lambda binary, measured on the
+	// linux/arm64 builds. time.LoadLocation uses it only when the system has
+	// no zone database.
+	_ "time/tzdata"
 )
 
 // EnvVar is the environment variable that carries the configuration document.
@@ -35,6 +46,9 @@ const (
 	DefaultLimitRetrySeconds      = 30
 	DefaultRedeliveryMaxPerRun    = 100
 	DefaultRedeliveryLookback     = 60 // minutes
+	DefaultPoolMaxAgeMinutes      = 1440
+	DefaultPoolTimeZone           = "UTC"
+	MaxPoolSize                   = 500 // per pool spec, in and off hours
 	// DefaultRunnerVersion is the actions/runner version a deployment pins
 	// unless it says otherwise; the Packer template's runner_version default
 	// is checked against it (packer/packer_test.go), so the pre-baked AMI's
@@ -191,10 +205,294 @@ type Profile struct {
 	// MaxRunners caps this profile's concurrent runners. 0: only the
 	// deployment-wide maxRunners applies.
 	MaxRunners int `json:"maxRunners,omitempty"`
+	// Pool keeps instances of this profile ready before jobs come (optional).
+	Pool *Pool `json:"pool,omitempty"`
 }
 
 // UseSpot reports whether the profile asks for spot capacity first.
 func (p Profile) UseSpot() bool { return p.Spot == nil || *p.Spot }
+
+// Pool is a profile's warm pool: instances launched ahead of jobs. Each
+// pooled instance still serves exactly one job and is then terminated, and
+// each holds a runner slot (maxRunners, and the profile's maxRunners) while
+// it waits.
+type Pool struct {
+	// Hot instances are running, the runner installed, waiting for a job's
+	// JIT config.
+	Hot *PoolSpec `json:"hot,omitempty"`
+	// Stopped instances were booted once, prepared and stopped (EBS only).
+	// Always on-demand: AWS cannot stop a one-time spot instance.
+	Stopped *PoolSpec `json:"stopped,omitempty"`
+	// MaxAgeMinutes: a pooled instance older than this is replaced.
+	// Default DefaultPoolMaxAgeMinutes, 30..10080.
+	MaxAgeMinutes int `json:"maxAgeMinutes,omitempty"`
+}
+
+// PoolSpec is the target size of one kind of pool, optionally by schedule.
+type PoolSpec struct {
+	// Size is the number of instances kept ready, 0..MaxPoolSize (inside
+	// the schedules when there are any).
+	Size int `json:"size"`
+	// Schedules: when set, Size applies while any window is open and
+	// OffHoursSize otherwise (default 0).
+	Schedules    []PoolSchedule `json:"schedules,omitempty"`
+	OffHoursSize int            `json:"offHoursSize,omitempty"`
+	// TimeZone of the schedules, an IANA name (default "UTC" when there
+	// are schedules).
+	TimeZone string `json:"timeZone,omitempty"`
+}
+
+// PoolSchedule is a weekly window of local (TimeZone) wall-clock time.
+type PoolSchedule struct {
+	// Days the window starts on: "mon-fri", "sat,sun", "mon,wed-fri",
+	// "sat-mon" (ranges wrap), "daily"; lower-case three-letter names.
+	Days string `json:"days"`
+	// From is when the window opens, "07:00" (HH:MM, 24 h, 00:00-23:59).
+	From string `json:"from"`
+	// To is when it closes, "19:00" (00:00-24:00; "24:00" is the end of
+	// the day). To earlier than From spans midnight: the window belongs to
+	// the day it starts. To equal to From is an error (00:00-24:00 is a
+	// whole day).
+	To string `json:"to"`
+}
+
+// PoolSizes returns the profile's hot and stopped pool sizes at instant t
+// (0, 0 without a pool).
+func (p Profile) PoolSizes(t time.Time) (hot, stopped int) {
+	if p.Pool == nil {
+		return 0, 0
+	}
+	if p.Pool.Hot != nil {
+		hot = p.Pool.Hot.SizeAt(t)
+	}
+	if p.Pool.Stopped != nil {
+		stopped = p.Pool.Stopped.SizeAt(t)
+	}
+	return hot, stopped
+}
+
+// PooledProfiles returns the sorted names of the profiles that have a pool.
+func (c *Config) PooledProfiles() []string {
+	var names []string
+	for name, p := range c.Profiles {
+		if p.Pool != nil {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// SizeAt returns the spec's target size at instant t: Size without
+// schedules; with schedules, Size while any window is open and OffHoursSize
+// otherwise.
+//
+// Windows are read on the wall clock of TimeZone. A window opens at the
+// first instant the clock reads From on one of its days and closes at the
+// first instant it then reads To; where a daylight-saving jump skips the
+// reading (02:30 on a spring-forward night), at the jump. A window is
+// therefore one interval even on the night the clock goes back and repeats
+// an hour. Validate rejects what SizeAt would otherwise have to guess; on a
+// spec it did not check, a window that does not parse is never open and an
+// unknown time zone is read as UTC.
+func (s PoolSpec) SizeAt(t time.Time) int {
+	if len(s.Schedules) == 0 {
+		return s.Size
+	}
+	loc, err := loadLocation(s.TimeZone)
+	if err != nil {
+		loc = time.UTC
+	}
+	for _, sc := range s.Schedules {
+		w, err := parseWindow(sc)
+		if err == nil && w.open(t, loc) {
+			return s.Size
+		}
+	}
+	return s.OffHoursSize
+}
+
+// maxSize is the most instances the spec asks for at any time (sizes out of
+// range clamped; Validate reports them).
+func (s PoolSpec) maxSize() int {
+	n := s.Size
+	if len(s.Schedules) > 0 {
+		n = max(n, s.OffHoursSize)
+	}
+	return min(max(n, 0), MaxPoolSize)
+}
+
+// window is a parsed PoolSchedule.
+type window struct {
+	days     [7]bool // by time.Weekday: the days the window starts on
+	from, to int     // minutes after midnight; to may be 1440
+}
+
+// dayNames are the weekday names of PoolSchedule.Days, by time.Weekday.
+var dayNames = [7]string{"sun", "mon", "tue", "wed", "thu", "fri", "sat"}
+
+func parseWindow(sc PoolSchedule) (window, error) {
+	var w window
+	var err error
+	if w.days, err = parseDays(sc.Days); err != nil {
+		return w, err
+	}
+	if w.from, err = parseClock(sc.From, false); err != nil {
+		return w, err
+	}
+	if w.to, err = parseClock(sc.To, true); err != nil {
+		return w, err
+	}
+	if w.from == w.to {
+		return w, errors.New("empty window")
+	}
+	return w, nil
+}
+
+// parseDays parses "mon-fri", "sat,sun", "mon,wed-fri", "sat-mon", "daily".
+func parseDays(s string) ([7]bool, error) {
+	var days [7]bool
+	if s == "daily" {
+		for i := range days {
+			days[i] = true
+		}
+		return days, nil
+	}
+	if s == "" {
+		return days, errors.New(`is required: "mon-fri", "sat,sun", "mon,wed-fri" or "daily"`)
+	}
+	for _, part := range strings.Split(s, ",") {
+		a, b, isRange := strings.Cut(part, "-")
+		first, err := parseDay(a)
+		if err != nil {
+			return days, err
+		}
+		last := first
+		if isRange {
+			if last, err = parseDay(b); err != nil {
+				return days, err
+			}
+		}
+		for d := first; ; d = (d + 1) % 7 { // a range wraps: sat-mon
+			days[d] = true
+			if d == last {
+				break
+			}
+		}
+	}
+	return days, nil
+}
+
+func parseDay(s string) (int, error) {
+	for i, n := range dayNames {
+		if s == n {
+			return i, nil
+		}
+	}
+	return 0, fmt.Errorf(`has an unknown day %q: days are mon, tue, wed, thu, fri, sat, sun (lower case), `+
+		`joined into ranges ("mon-fri") and lists ("sat,sun"), or "daily"`, s)
+}
+
+// parseClock parses "HH:MM" (24 h) into minutes after midnight; end allows
+// "24:00".
+func parseClock(s string, end bool) (int, error) {
+	bad := func() (int, error) {
+		if end {
+			return 0, fmt.Errorf("must be a time HH:MM between 00:00 and 24:00, got %q", s)
+		}
+		return 0, fmt.Errorf("must be a time HH:MM between 00:00 and 23:59, got %q", s)
+	}
+	if len(s) != 5 || s[2] != ':' {
+		return bad()
+	}
+	for _, i := range []int{0, 1, 3, 4} {
+		if s[i] < '0' || s[i] > '9' {
+			return bad()
+		}
+	}
+	h := int(s[0]-'0')*10 + int(s[1]-'0')
+	m := int(s[3]-'0')*10 + int(s[4]-'0')
+	switch {
+	case end && h == 24 && m == 0:
+		return 24 * 60, nil
+	case h > 23 || m > 59:
+		return bad()
+	}
+	return h*60 + m, nil
+}
+
+// open reports whether the window is open at t, in loc. Only a window that
+// starts on t's local date or the day before can be open at t.
+func (w window) open(t time.Time, loc *time.Location) bool {
+	y, m, d := t.In(loc).Date()
+	for back := range 2 {
+		day := time.Date(y, m, d-back, 0, 0, 0, 0, time.UTC) // a civil date
+		if !w.days[day.Weekday()] {
+			continue
+		}
+		endDay := day
+		if w.to <= w.from {
+			endDay = day.AddDate(0, 0, 1)
+		}
+		if !t.Before(wallInstant(day, w.from, loc)) && t.Before(wallInstant(endDay, w.to, loc)) {
+			return true
+		}
+	}
+	return false
+}
+
+// wallInstant returns the first instant at which loc's clock reads the
+// civil date day (a UTC midnight) plus minutes; where a daylight-saving jump
+// skips that reading, the instant of the jump. It assumes at most one
+// offset change within 36 hours of the reading, true of every zone today.
+func wallInstant(day time.Time, minutes int, loc *time.Location) time.Time {
+	naive := day.Add(time.Duration(minutes) * time.Minute).Unix() // the reading, as if loc were UTC
+	const span = 36 * 3600
+	var first time.Time
+	for _, probe := range []int64{naive - span, naive + span} {
+		_, off := time.Unix(probe, 0).In(loc).Zone()
+		c := time.Unix(naive-int64(off), 0).In(loc)
+		if _, o := c.Zone(); o == off && (first.IsZero() || c.Before(first)) {
+			first = c // the clock reads the time here: in the overlap the clock goes back over, the earlier one wins
+		}
+	}
+	if !first.IsZero() {
+		return first
+	}
+	// A gap: under the offset before the jump the reading falls after it,
+	// in the period that starts at the jump.
+	_, before := time.Unix(naive-span, 0).In(loc).Zone()
+	start, _ := time.Unix(naive-int64(before), 0).In(loc).ZoneBounds()
+	return start
+}
+
+// locations caches time zones that loaded (time.LoadLocation reads and
+// parses the zone on every call).
+var locations sync.Map // name -> *time.Location
+
+// tzNameRE is the shape of an IANA zone name ("UTC", "Europe/Berlin",
+// "America/Argentina/Buenos_Aires", "Etc/GMT+5"). Checked before the name
+// reaches time.LoadLocation, which opens files by it.
+var tzNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_+-]{0,29}(?:/[A-Za-z0-9][A-Za-z0-9_+-]{0,29}){0,2}$`)
+
+// loadLocation returns the IANA time zone name ("" is UTC).
+func loadLocation(name string) (*time.Location, error) {
+	if name == "" {
+		return time.UTC, nil
+	}
+	if v, ok := locations.Load(name); ok {
+		return v.(*time.Location), nil
+	}
+	if !tzNameRE.MatchString(name) || name == "Local" {
+		return nil, fmt.Errorf("must be an IANA time zone name such as \"Europe/Berlin\" or \"UTC\", got %q", name)
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, fmt.Errorf("is not a known IANA time zone: %q", name)
+	}
+	locations.Store(name, loc)
+	return loc, nil
+}
 
 // Parse decodes and validates a configuration document. Unknown keys are an
 // error; so is anything Validate rejects. Defaults are filled in.

@@ -176,6 +176,8 @@ func (c *Config) validateProfiles(add func(string, string, ...any)) {
 		add("profiles", "is required (at least one profile)")
 		return
 	}
+	pooled := 0        // the most instances all pools hold at once
+	var pools []string // "default 8" for the message
 	for _, name := range c.ProfileNames() {
 		p := c.Profiles[name]
 		key := "profiles." + name
@@ -207,9 +209,88 @@ func (c *Config) validateProfiles(add func(string, string, ...any)) {
 		if p.MaxRunners < 0 {
 			add(key+".maxRunners", "must not be negative, got %d", p.MaxRunners)
 		}
+		if p.Pool != nil {
+			n := validatePool(add, key+".pool", p)
+			pooled += n
+			pools = append(pools, fmt.Sprintf("%s %d", name, n))
+		}
+	}
+	if c.MaxRunners > 0 && pooled > c.MaxRunners {
+		add("maxRunners", "is %d, fewer than the %d instances the pools hold at most (%s): "+
+			"pooled instances hold runner slots; jobs would wait behind idle instances", c.MaxRunners, pooled, strings.Join(pools, ", "))
 	}
 	if _, ok := c.Profiles[c.DefaultProfile]; !ok {
 		add("defaultProfile", "names no profile: %q (profiles: %s)", c.DefaultProfile, strings.Join(c.ProfileNames(), ", "))
+	}
+}
+
+// validatePool checks the pool at key (profiles.<name>.pool) and returns the
+// most instances it holds at once: in or off hours, whichever is larger, hot
+// and stopped together.
+func validatePool(add func(string, string, ...any), key string, p Profile) int {
+	pl := p.Pool
+	if pl.Hot == nil && pl.Stopped == nil {
+		add(key, "needs hot, stopped or both (leave the pool out for none)")
+	}
+	if pl.MaxAgeMinutes < 30 || pl.MaxAgeMinutes > 7*24*60 {
+		add(key+".maxAgeMinutes", "must be between 30 and 10080 (a week), got %d", pl.MaxAgeMinutes)
+	}
+	n := 0
+	for _, s := range []struct {
+		name string
+		spec *PoolSpec
+	}{{"hot", pl.Hot}, {"stopped", pl.Stopped}} {
+		if s.spec != nil {
+			validatePoolSpec(add, key+"."+s.name, s.spec)
+			n += s.spec.maxSize()
+		}
+	}
+	if p.MaxRunners > 0 && n > p.MaxRunners {
+		add(key, "holds up to %d instances, more than the profile's maxRunners (%d): "+
+			"pooled instances hold runner slots; jobs would wait behind idle instances", n, p.MaxRunners)
+	}
+	return n
+}
+
+// validatePoolSpec checks profiles.<name>.pool.hot or .stopped. The
+// strings are only parsed and compared (the time zone's name is checked
+// for its shape before it names a file of the zone database).
+func validatePoolSpec(add func(string, string, ...any), key string, s *PoolSpec) {
+	size := func(k string, v int) {
+		if v < 0 || v > MaxPoolSize {
+			add(k, "must be between 0 and %d, got %d", MaxPoolSize, v)
+		}
+	}
+	size(key+".size", s.Size)
+	if len(s.Schedules) == 0 {
+		if s.OffHoursSize != 0 {
+			add(key+".offHoursSize", "is the size outside the schedules, and there are none: set schedules or leave it out")
+		}
+		if s.TimeZone != "" {
+			add(key+".timeZone", "is the time zone of the schedules, and there are none: set schedules or leave it out")
+		}
+		return
+	}
+	size(key+".offHoursSize", s.OffHoursSize)
+	if _, err := loadLocation(s.TimeZone); err != nil {
+		add(key+".timeZone", "%v", err)
+	}
+	for i, sc := range s.Schedules {
+		k := fmt.Sprintf("%s.schedules[%d]", key, i)
+		if _, err := parseDays(sc.Days); err != nil {
+			add(k+".days", "%v", err)
+		}
+		from, errFrom := parseClock(sc.From, false)
+		if errFrom != nil {
+			add(k+".from", "%v", errFrom)
+		}
+		to, errTo := parseClock(sc.To, true)
+		if errTo != nil {
+			add(k+".to", "%v", errTo)
+		}
+		if errFrom == nil && errTo == nil && from == to {
+			add(k+".to", "equals from (%s), an empty window: use 00:00 to 24:00 for a whole day", sc.From)
+		}
 	}
 }
 
@@ -268,8 +349,29 @@ func (c *Config) applyDefaults() {
 			p.Arch = ArchX64
 		}
 		setDefault(&p.VolumeGiB, DefaultVolumeGiB)
+		if p.Pool != nil { // copies: the caller's pool is left as it was
+			pool := *p.Pool
+			setDefault(&pool.MaxAgeMinutes, DefaultPoolMaxAgeMinutes)
+			pool.Hot = poolSpecDefaults(pool.Hot)
+			pool.Stopped = poolSpecDefaults(pool.Stopped)
+			p.Pool = &pool
+		}
 		c.Profiles[name] = p
 	}
+}
+
+// poolSpecDefaults returns a copy of s with its defaults (nil for nil). The
+// time zone is set only where there are schedules: without them it is an
+// error, and Marshal's output must parse again.
+func poolSpecDefaults(s *PoolSpec) *PoolSpec {
+	if s == nil {
+		return nil
+	}
+	c := *s
+	if len(c.Schedules) > 0 && c.TimeZone == "" {
+		c.TimeZone = DefaultPoolTimeZone
+	}
+	return &c
 }
 
 func setDefault(v *int, d int) {

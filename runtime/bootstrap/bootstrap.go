@@ -26,7 +26,8 @@
 //     so the script reads and deletes the item in one call
 //     (delete-item --return-values ALL_OLD), retrying while it is absent for
 //     up to Params.JITWaitSeconds. No other instance can read it, and it can
-//     be read once.
+//     be read once. The same call reads a pooled instance's marker (see Warm
+//     pools).
 //  5. runner: run.sh runs once as user runner; the JIT config reaches it only
 //     as ACTIONS_RUNNER_INPUT_JITCONFIG (the runner's environment input for
 //     --jitconfig), exported in a subshell that execs runuser, so it is never
@@ -38,17 +39,55 @@
 //     the runner when no job has started (no _diag/Worker_*.log) within
 //     Params.IdleTimeoutSeconds.
 //
+// # Warm pools
+//
+// The control plane also launches pooled instances ahead of jobs and, right
+// after the launch, writes the instance's item without jitConfig but with
+// attribute pool (jitstore.AttrPool). The fetch reads both attributes in its
+// one DeleteItem; consuming the marker, after install and download, is the
+// instance's sign to the control plane that it is prepared. A JIT config in
+// the item always wins. The marker's value:
+//
+//   - hot (jitstore.PoolHot): the instance drops the JITWaitSeconds deadline
+//     and polls once a second (backing off up to 30 s while DeleteItem fails)
+//     until a job's config arrives, then runs it as above.
+//   - stopped (jitstore.PoolStopped): the instance sleeps, without polling,
+//     until the control plane stops it (StopInstances; when a job claims it,
+//     the control plane writes the config and starts it again). No stop
+//     within Params.StopWaitSeconds terminates it like any other failure.
+//   - anything else is data, never evaluated: logged (defanged) as unknown,
+//     and polling goes on (under the deadline unless hot was seen).
+//
+// Hot polling costs at most one DeleteItem per second per hot instance.
+// Counting one write request unit (WRU) per DeleteItem (the items are under
+// 1 KB; assumed billed alike when there is nothing to delete), that is 3,600
+// WRU per instance-hour, about 2.6 million per instance-month (730 h).
+// Assuming on-demand capacity at $0.625 per million WRU (us-east-1; other
+// regions and provisioned capacity are priced differently), that is about
+// $1.64 per hot instance-month. Each poll also starts the AWS CLI on the
+// instance.
+//
 // # Exit paths
 //
 // A trap on EXIT (ERR, INT, TERM and HUP lead to it) terminates the instance
 // on every path: the runner finished or failed, the idle timeout, no JIT
-// config in time, an install, download, checksum or IMDS failure, a signal.
-// It runs shutdown -h now, which terminates the instance because the launch
-// template sets InstanceInitiatedShutdownBehavior=terminate; the runner role
-// grants no ec2:TerminateInstances (job code runs with its credentials, and
-// IAM cannot confine the action to the caller's own instance). Each phase logs a timestamped
-// "jit-runner: <phase> ..." line with its duration to stdout and the serial
-// console, and the exit line names the reason.
+// config in time, no stop in time, an install, download, checksum or IMDS
+// failure, a signal. It runs shutdown -h now, which terminates the instance
+// because the launch template sets InstanceInitiatedShutdownBehavior=terminate;
+// the runner role grants no ec2:TerminateInstances (job code runs with its
+// credentials, and IAM cannot confine the action to the caller's own
+// instance). Each phase logs a timestamped "jit-runner: <phase> ..." line with
+// its duration to stdout and the serial console, and the exit line names the
+// reason.
+//
+// The one exit that does not shut down is a SIGTERM while waiting in the
+// stopped pool ("stopped for the stopped pool", status 0). That TERM is
+// systemd stopping services because the control plane is stopping the
+// instance (on the first boot it comes from the final kill of leftover
+// processes, since cloud-final.service has KillMode=process), which must stay
+// stopped, with its disk, for its next boot: a shutdown then would terminate
+// it and empty the pool. Anywhere else, including while hot, a TERM is a
+// failure and terminates.
 package bootstrap
 
 import (
@@ -75,6 +114,9 @@ const (
 	// DefaultJITWait is how long the instance waits for its JIT config when
 	// Params.JITWaitSeconds is zero.
 	DefaultJITWait = 3 * time.Minute
+	// DefaultStopWait is how long an instance prepared for the stopped pool
+	// waits to be stopped when Params.StopWaitSeconds is zero.
+	DefaultStopWait = 10 * time.Minute
 	// DefaultDownloadBaseURL is where runner releases are downloaded from
 	// when Params.DownloadBaseURL is empty.
 	DefaultDownloadBaseURL = "https://github.com/actions/runner/releases/download"
@@ -83,6 +125,7 @@ const (
 
 	maxIdleTimeoutSeconds = 24 * 60 * 60
 	maxJITWaitSeconds     = 60 * 60
+	maxStopWaitSeconds    = 60 * 60
 )
 
 // Params are the deployment-wide values rendered into the script. Zero values
@@ -104,6 +147,10 @@ type Params struct {
 	// JITWaitSeconds is how long the instance waits for its JIT config to
 	// appear; 0 means DefaultJITWait, at most 1 h.
 	JITWaitSeconds int
+	// StopWaitSeconds is how long an instance prepared for the stopped pool
+	// waits for the control plane to stop it before it terminates itself; 0
+	// means DefaultStopWait, at most 1 h.
+	StopWaitSeconds int
 	// RunnerSHA256X64 and RunnerSHA256ARM64 are the hex SHA-256 digests of
 	// actions-runner-linux-{x64,arm64}-<RunnerVersion>.tar.gz. Required.
 	RunnerSHA256X64   string
@@ -143,6 +190,9 @@ func (p *Params) Validate() error {
 	if p.JITWaitSeconds == 0 {
 		p.JITWaitSeconds = int(DefaultJITWait / time.Second)
 	}
+	if p.StopWaitSeconds == 0 {
+		p.StopWaitSeconds = int(DefaultStopWait / time.Second)
+	}
 	if p.DownloadBaseURL == "" {
 		p.DownloadBaseURL = DefaultDownloadBaseURL
 	}
@@ -167,6 +217,9 @@ func (p *Params) Validate() error {
 	}
 	if p.JITWaitSeconds < 1 || p.JITWaitSeconds > maxJITWaitSeconds {
 		add("JITWaitSeconds", "must be 1-%d (0 for the default), got %d", maxJITWaitSeconds, p.JITWaitSeconds)
+	}
+	if p.StopWaitSeconds < 1 || p.StopWaitSeconds > maxStopWaitSeconds {
+		add("StopWaitSeconds", "must be 1-%d (0 for the default), got %d", maxStopWaitSeconds, p.StopWaitSeconds)
 	}
 	if !sha256RE.MatchString(p.RunnerSHA256X64) {
 		add("RunnerSHA256X64", "must be 64 hex digits, got %q", p.RunnerSHA256X64)
@@ -219,6 +272,8 @@ type testHooks struct {
 	console        string // replaces /dev/console
 	watchdogPoll   string // seconds between watchdog checks, e.g. "0.05"
 	jitRetryDelays string // space-separated seconds between JIT fetch attempts
+	poolPoll       string // seconds between fetch attempts of a hot pooled instance
+	poolBackoff    string // space-separated seconds after consecutive failed attempts of a hot pooled instance
 }
 
 func render(p Params, h testHooks) (string, error) {
@@ -233,8 +288,12 @@ func render(p Params, h testHooks) (string, error) {
 		// The JIT table's attributes, as jitstore writes them.
 		{"JIT_KEY_ATTRIBUTE", jitstore.AttrInstanceARN},
 		{"JIT_CONFIG_ATTRIBUTE", jitstore.AttrJITConfig},
+		{"POOL_ATTRIBUTE", jitstore.AttrPool},
+		{"POOL_HOT", jitstore.PoolHot},
+		{"POOL_STOPPED", jitstore.PoolStopped},
 		{"IDLE_TIMEOUT_SECONDS", strconv.Itoa(p.IdleTimeoutSeconds)},
 		{"JIT_WAIT_SECONDS", strconv.Itoa(p.JITWaitSeconds)},
+		{"STOP_WAIT_SECONDS", strconv.Itoa(p.StopWaitSeconds)},
 		{"RUNNER_SHA256_X64", p.RunnerSHA256X64},
 		{"RUNNER_SHA256_ARM64", p.RunnerSHA256ARM64},
 		{"DOWNLOAD_BASE_URL", p.DownloadBaseURL},
@@ -254,6 +313,8 @@ func render(p Params, h testHooks) (string, error) {
 		{"CONSOLE", h.console},
 		{"WATCHDOG_POLL_SECONDS", h.watchdogPoll},
 		{"JIT_RETRY_DELAYS", h.jitRetryDelays},
+		{"POOL_POLL_SECONDS", h.poolPoll},
+		{"POOL_BACKOFF_DELAYS", h.poolBackoff},
 	} {
 		if o.value == "" {
 			continue

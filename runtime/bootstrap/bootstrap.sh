@@ -8,6 +8,8 @@ readonly ROOT=''
 readonly CONSOLE='/dev/console'
 readonly WATCHDOG_POLL_SECONDS='2'
 readonly JIT_RETRY_DELAYS='1 2 3 5'
+readonly POOL_POLL_SECONDS='1'
+readonly POOL_BACKOFF_DELAYS='2 4 8 16 30'
 
 set -Eeuo pipefail
 set +x # never trace: the JIT config passes through this shell
@@ -23,7 +25,7 @@ readonly DOWNLOAD_DIR="${ROOT}/opt/jit-runner-download"
 
 phase=start phase_t0=0 exit_reason=''
 imds_token='' instance_id='' region='' table_region='' arch='' instance_arn='' jit_config=''
-runner_pid='' watchdog_pid=''
+runner_pid='' watchdog_pid='' sleep_pid='' pool_stop=''
 
 log() {
 	local line
@@ -60,7 +62,7 @@ on_err() {
 # finish runs on every exit: it stops what is still running and shuts the
 # instance down, which terminates it (the launch template's shutdown
 # behaviour is terminate). The role may not terminate instances: job code
-# runs with its credentials.
+# runs with its credentials. The one exception: stopped for the stopped pool.
 # shellcheck disable=SC2317 # reached through the EXIT trap, which shellcheck 0.9 does not follow
 finish() {
 	local rc=$?
@@ -69,7 +71,12 @@ finish() {
 	set +e
 	[[ -z $watchdog_pid ]] || kill "$watchdog_pid" 2>/dev/null
 	[[ -z $runner_pid ]] || kill -TERM "$runner_pid" 2>/dev/null
+	[[ -z $sleep_pid ]] || kill "$sleep_pid" 2>/dev/null
 	rm -rf "$DOWNLOAD_DIR"
+	if [[ -n $pool_stop ]]; then
+		log "exit: status ${rc}: ${exit_reason}; not terminating"
+		exit "$rc"
+	fi
 	log "exit: status ${rc}: ${exit_reason:-"failed during ${phase}"}; terminating"
 	shutdown -h now || log "exit: shutdown failed"
 	exit "$rc"
@@ -185,30 +192,66 @@ download_runner() {
 	rm -rf "$DOWNLOAD_DIR"
 }
 
-# fetch_jit_config reads and deletes this instance's item in one call: the
-# instance role may only DeleteItem its own key. Until scaleup has written the
-# item the call returns None; retry until JIT_WAIT_SECONDS have passed. The
-# value is captured by command substitution only: no file, no argv, no log.
+# fetch_jit_config reads and deletes this instance's item in one call (the role
+# may only DeleteItem its own key): a JIT config, or a pooled instance's marker
+# (data: compared, never evaluated). Output: "<config>\t<pool>", None if absent.
+# Retry until JIT_WAIT_SECONDS have passed, forever once hot. The config is
+# captured by command substitution only: no file, no argv, no log.
 fetch_jit_config() {
-	local key out delays attempt=0 deadline=$((${EPOCHREALTIME//[!0-9]/} + JIT_WAIT_SECONDS * 1000000))
+	local key out cfg pool delays backoff delay hot='' rc fails=0 attempt=0 deadline=$((${EPOCHREALTIME//[!0-9]/} + JIT_WAIT_SECONDS * 1000000))
 	key="{\"${JIT_KEY_ATTRIBUTE}\":{\"S\":\"${instance_arn}\"}}"
 	read -r -a delays <<<"$JIT_RETRY_DELAYS"
+	read -r -a backoff <<<"$POOL_BACKOFF_DELAYS"
 	while :; do
-		attempt=$((attempt + 1))
+		attempt=$((attempt + 1)) rc=0
 		if out=$(timeout -k 5 30 aws dynamodb delete-item --region "$table_region" --table-name "$JIT_TABLE" --key "$key" \
-			--return-values ALL_OLD --query "Attributes.${JIT_CONFIG_ATTRIBUTE}.S" --output text); then
-			if [[ -n $out && $out != None ]]; then
-				[[ $out =~ ^[A-Za-z0-9+/=]+$ ]] || fail "JIT config in ${JIT_TABLE} is not base64"
-				jit_config=$out
+			--return-values ALL_OLD --query "[Attributes.${JIT_CONFIG_ATTRIBUTE}.S, Attributes.${POOL_ATTRIBUTE}.S]" --output text); then
+			cfg=${out%%$'\t'*} pool=''
+			[[ $out != *$'\t'* ]] || pool=${out#*$'\t'}
+			if [[ -n $cfg && $cfg != None ]]; then
+				[[ $cfg =~ ^[A-Za-z0-9+/=]+$ ]] || fail "JIT config in ${JIT_TABLE} is not base64"
+				jit_config=$cfg
 				log "jit-fetch: got the JIT config after ${attempt} attempt(s)"
 				return 0
 			fi
+			case $pool in
+			'' | None) ;;
+			"$POOL_HOT")
+				hot=1
+				log "jit-fetch: pooled (${POOL_HOT}): waiting for a job without a deadline"
+				;;
+			"$POOL_STOPPED") await_stop ;;
+			*)
+				pool=${pool:0:64}
+				log "jit-fetch: unknown pool marker '${pool//[![:alnum:]._ -]/?}' ignored"
+				;;
+			esac
 		else
-			log "jit-fetch: delete-item failed with status $? (attempt ${attempt})"
+			rc=$?
 		fi
-		((${EPOCHREALTIME//[!0-9]/} < deadline)) || fail "no JIT config for ${instance_arn} in ${JIT_TABLE} after ${JIT_WAIT_SECONDS}s"
-		sleep "${delays[attempt - 1]:-${delays[-1]}}"
+		fails=$((rc ? fails + 1 : 0))
+		if [[ -n $hot ]]; then
+			delay=$POOL_POLL_SECONDS
+			((fails == 0)) || delay=${backoff[fails - 1]:-${backoff[-1]}}
+		else
+			((${EPOCHREALTIME//[!0-9]/} < deadline)) || fail "no JIT config for ${instance_arn} in ${JIT_TABLE} after ${JIT_WAIT_SECONDS}s"
+			delay=${delays[attempt - 1]:-${delays[-1]}}
+		fi
+		((rc == 0)) || log "jit-fetch: delete-item failed with status ${rc} (attempt ${attempt}); next in ${delay}s"
+		sleep "$delay"
 	done
+}
+
+# await_stop: consuming the stopped marker told the control plane this instance
+# is prepared; it stops it. Sleep until that stop's SIGTERM, then exit 0 without
+# shutdown (which would terminate). No stop in STOP_WAIT_SECONDS: fail.
+await_stop() {
+	log "jit-fetch: pooled (${POOL_STOPPED}): prepared; waiting up to ${STOP_WAIT_SECONDS}s to be stopped"
+	trap 'exit_reason="stopped for the stopped pool" pool_stop=1; exit 0' TERM
+	sleep "$STOP_WAIT_SECONDS" &
+	sleep_pid=$!
+	wait "$sleep_pid" || :
+	fail "not stopped within ${STOP_WAIT_SECONDS}s"
 }
 
 job_started() {

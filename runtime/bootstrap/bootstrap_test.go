@@ -86,15 +86,25 @@ for a in "$@"; do
 done
 cp "$STUB_TARBALL" "$out"
 `,
+	// delete-item prints what the CLI prints for --query "[cfg, pool]"
+	// --output text: two tab-separated fields, None for an absent one. A
+	// scripted reply for call n (reply-n in $STUB_STATE) wins; the config is
+	// withheld while $STUB_STATE/jit-hold exists.
 	"aws": `case "$1 $2" in
 "dynamodb delete-item")
 	n=$(($(cat "$STUB_STATE/aws-calls" 2>/dev/null || echo 0) + 1))
 	echo "$n" >"$STUB_STATE/aws-calls"
-	if [[ -n ${STUB_JIT_FILE:-} ]] && ((n > ${STUB_JIT_AFTER:-0})); then
-		cat "$STUB_JIT_FILE"
-		echo
+	if [[ -f $STUB_STATE/reply-$n ]]; then
+		reply=$(<"$STUB_STATE/reply-$n")
+		if [[ $reply == FAIL ]]; then
+			echo "An error occurred (ThrottlingException) when calling the DeleteItem operation" >&2
+			exit 254
+		fi
+		printf '%s\n' "$reply"
+	elif [[ -n ${STUB_JIT_FILE:-} && ! -e $STUB_STATE/jit-hold ]] && ((n > ${STUB_JIT_AFTER:-0})); then
+		printf '%s\tNone\n' "$(<"$STUB_JIT_FILE")"
 	else
-		echo None
+		printf 'None\tNone\n'
 	fi
 	;;
 *) echo "aws stub: unexpected $*" >&2; exit 2 ;;
@@ -116,13 +126,17 @@ exec "$@"
 	"shutdown":  "exit 0\n",
 	"uname": `if [[ $1 == -m ]]; then echo "${STUB_ARCH:-x86_64}"; else exec "$REAL_UNAME" "$@"; fi
 `,
-	// Must never be called.
+	// Must never be called (see forbidden).
 	"su":       "exit 99\n",
 	"sudo":     "exit 99\n",
 	"poweroff": "exit 99\n",
 	"reboot":   "exit 99\n",
 	"halt":     "exit 99\n",
 }
+
+// forbidden are the stubs the script must never call: privilege changes and
+// other ways down than shutdown -h now.
+var forbidden = []string{"su", "sudo", "poweroff", "reboot", "halt"}
 
 var pkgManagers = []string{"dnf", "apt-get", "apt-cache", "snap"}
 
@@ -230,13 +244,17 @@ func (f *fakeIMDS) snapshot() (requests, tokenless []string) {
 
 // scenario is one boot of the rendered script in a temporary root.
 type scenario struct {
-	prebaked   string // content of /opt/jit-runner-prebaked; "" = stock AMI
-	osID       string // ID in /etc/os-release; default amzn
-	osVersion  string // VERSION_ID; default 2023
-	arch       string // uname -m; default x86_64
-	noJIT      bool   // the JIT config never arrives
-	jitAfter   int    // delete-item returns None this many times first
-	runnerIdle bool   // run.sh idles (never starts a job)
+	prebaked  string // content of /opt/jit-runner-prebaked; "" = stock AMI
+	osID      string // ID in /etc/os-release; default amzn
+	osVersion string // VERSION_ID; default 2023
+	arch      string // uname -m; default x86_64
+	noJIT     bool   // the JIT config never arrives
+	jitAfter  int    // delete-item returns None this many times first
+	holdJIT   bool   // the JIT config is withheld until proc.releaseJIT
+	// replies replaces the output of delete-item call n (counted over every
+	// run in the rig, from 1); replyFail makes that call fail.
+	replies    map[int]string
+	runnerIdle bool // run.sh idles (never starts a job)
 	runnerExit int
 	userExists bool
 	pkgFail    bool
@@ -245,10 +263,14 @@ type scenario struct {
 	params     func(*Params)
 }
 
+// replyFail as a scenario reply makes that delete-item call fail like a
+// throttled or unreachable DynamoDB.
+const replyFail = "FAIL"
+
 // boot is what one run left behind.
 type boot struct {
 	exitCode      int
-	calls         []string // stub argv lines, in order
+	calls         []string // stub argv lines of this run, in order
 	output        string   // stdout + stderr of the script
 	console       string
 	runnerEnv     string // the runner's ACTIONS_RUNNER_INPUT_JITCONFIG
@@ -262,11 +284,28 @@ type boot struct {
 	dir           string
 }
 
-func runBoot(t testing.TB, sc scenario) boot {
+// rig is one fake instance: a temporary root, stubs, a fake IMDS and the
+// rendered script, which may run more than once.
+type rig struct {
+	t          testing.TB
+	dir        string
+	root       string
+	state      string
+	console    string
+	script     string // the rendered script
+	scriptPath string // where cloud-init would have put it
+	env        []string
+	bash       string
+	imds       *fakeIMDS
+	runs       int
+}
+
+func newRig(t testing.TB, sc scenario) *rig {
 	t.Helper()
 	dir := t.TempDir()
-	root := filepath.Join(dir, "root")
-	state := filepath.Join(dir, "state")
+	r := &rig{t: t, dir: dir, root: filepath.Join(dir, "root"), state: filepath.Join(dir, "state"),
+		console: filepath.Join(dir, "console")}
+	root, state := r.root, r.state
 	bin := filepath.Join(dir, "bin")
 	for _, d := range []string{"opt", "home", "etc", "run"} {
 		mustMkdir(t, filepath.Join(root, d))
@@ -289,6 +328,12 @@ func runBoot(t testing.TB, sc scenario) boot {
 	mustWrite(t, filepath.Join(dir, "runner.tar.gz"), string(tarball), 0o644)
 	jitFile := filepath.Join(dir, "jit")
 	mustWrite(t, jitFile, testJIT, 0o600)
+	for n, reply := range sc.replies {
+		mustWrite(t, filepath.Join(state, "reply-"+strconv.Itoa(n)), reply, 0o644)
+	}
+	if sc.holdJIT {
+		mustWrite(t, filepath.Join(state, "jit-hold"), "", 0o644)
+	}
 
 	realBins := map[string]string{}
 	for _, name := range []string{"curl", "tar", "sha256sum", "uname", "env", "bash"} {
@@ -298,35 +343,37 @@ func runBoot(t testing.TB, sc scenario) boot {
 		}
 		realBins[name] = p
 	}
+	r.bash = realBins["bash"]
 	for name, body := range stubs {
 		mustWrite(t, filepath.Join(bin, name), stubPrelude+body, 0o755)
 	}
 
-	imds := newFakeIMDS(t)
-	imds.noDocument = sc.noIMDSDoc
+	r.imds = newFakeIMDS(t)
+	r.imds.noDocument = sc.noIMDSDoc
 	p := validParams()
 	if sc.params != nil {
 		sc.params(&p)
 	}
-	console := filepath.Join(dir, "console")
-	s, err := render(p, testHooks{
-		imdsURL:        imds.URL,
+	var err error
+	r.script, err = render(p, testHooks{
+		imdsURL:        r.imds.URL,
 		root:           root,
-		console:        console,
+		console:        r.console,
 		watchdogPoll:   "0.05",
 		jitRetryDelays: "0.05 0.1",
+		poolPoll:       "0.05",
+		poolBackoff:    "0.06 0.07 0.08",
 	})
 	if err != nil {
 		t.Fatalf("render: %v", err)
 	}
-	scriptPath := filepath.Join(dir, "user-data.sh")
-	mustWrite(t, scriptPath, s, 0o700)
+	r.scriptPath = filepath.Join(dir, "user-data.sh")
+	mustWrite(t, r.scriptPath, r.script, 0o700)
 
-	env := []string{
+	r.env = []string{
 		"PATH=" + bin + ":" + os.Getenv("PATH"),
 		"HOME=" + dir,
 		"LANG=C",
-		"STUB_LOG=" + filepath.Join(dir, "calls.log"),
 		"STUB_STATE=" + state,
 		"STUB_ROOT=" + root,
 		"STUB_TARBALL=" + filepath.Join(dir, "runner.tar.gz"),
@@ -340,70 +387,140 @@ func runBoot(t testing.TB, sc scenario) boot {
 		"REAL_ENV=" + realBins["env"],
 	}
 	if !sc.noJIT {
-		env = append(env, "STUB_JIT_FILE="+jitFile)
+		r.env = append(r.env, "STUB_JIT_FILE="+jitFile)
 	}
 	if sc.runnerIdle {
-		env = append(env, "STUB_RUNNER_MODE=idle")
+		r.env = append(r.env, "STUB_RUNNER_MODE=idle")
 	}
 	if sc.userExists {
-		env = append(env, "STUB_USER_EXISTS=1")
+		r.env = append(r.env, "STUB_USER_EXISTS=1")
 	}
 	if sc.pkgFail {
-		env = append(env, "STUB_PKG_FAIL=1")
+		r.env = append(r.env, "STUB_PKG_FAIL=1")
 	}
+	return r
+}
 
-	out, err := os.Create(filepath.Join(dir, "output"))
-	if err != nil {
-		t.Fatal(err)
+// proc is one running copy of the script.
+type proc struct {
+	r       *rig
+	cmd     *exec.Cmd
+	ctx     context.Context
+	cancel  context.CancelFunc
+	out     *os.File
+	calls   string // this run's stub log
+	output  string
+	started time.Time
+}
+
+// start runs the script at path with its own stub log and output.
+func (r *rig) start(path string) *proc {
+	r.t.Helper()
+	r.runs++
+	n := strconv.Itoa(r.runs)
+	p := &proc{r: r, calls: filepath.Join(r.dir, "calls-"+n+".log"), output: filepath.Join(r.dir, "output-"+n)}
+	var err error
+	if p.out, err = os.Create(p.output); err != nil {
+		r.t.Fatal(err)
 	}
-	defer func() { _ = out.Close() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, realBins["bash"], scriptPath)
-	cmd.Env = env
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = out, out
+	p.ctx, p.cancel = context.WithTimeout(context.Background(), 20*time.Second)
+	p.cmd = exec.CommandContext(p.ctx, r.bash, path)
+	p.cmd.Env = append(append([]string(nil), r.env...), "STUB_LOG="+p.calls)
+	p.cmd.Dir = r.dir
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	// Own process group, so a timeout or leftover stub process is killed
 	// with everything it started.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p.cmd.Cancel = func() error { return syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL) }
+	p.started = time.Now()
+	if err := p.cmd.Start(); err != nil {
+		r.t.Fatal(err)
 	}
-	if sc.signal != 0 {
-		waitFor(t, 10*time.Second, func() bool { return readFile(t, filepath.Join(state, "runner-started")) != "" })
-		if err := cmd.Process.Signal(sc.signal); err != nil {
-			t.Fatal(err)
-		}
+	r.t.Cleanup(func() { _ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL) })
+	return p
+}
+
+// waitConsole waits until the console shows want.
+func (p *proc) waitConsole(want string) {
+	p.r.t.Helper()
+	waitForMsg(p.r.t, 10*time.Second, func() bool { return strings.Contains(readFile(p.r.t, p.r.console), want) },
+		func() string { return fmt.Sprintf("console never showed %q:\n%s", want, readFile(p.r.t, p.r.console)) })
+}
+
+// deleteCalls is how many delete-item calls every run of the rig made so far.
+func (p *proc) deleteCalls() int {
+	n, _ := strconv.Atoi(strings.TrimSpace(readFile(p.r.t, filepath.Join(p.r.state, "aws-calls"))))
+	return n
+}
+
+// releaseJIT lets delete-item return the JIT config from now on.
+func (p *proc) releaseJIT() {
+	p.r.t.Helper()
+	if err := os.Remove(filepath.Join(p.r.state, "jit-hold")); err != nil {
+		p.r.t.Fatal(err)
 	}
-	err = cmd.Wait()
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	if ctx.Err() != nil {
-		t.Fatalf("script did not finish within 20s; output:\n%s", readFile(t, filepath.Join(dir, "output")))
+}
+
+// signalGroup sends sig to the script's process group, as systemd sends
+// SIGTERM to every process of a unit it stops.
+func (p *proc) signalGroup(sig syscall.Signal) {
+	p.r.t.Helper()
+	if err := syscall.Kill(-p.cmd.Process.Pid, sig); err != nil {
+		p.r.t.Fatal(err)
 	}
-	b := boot{exitCode: cmd.ProcessState.ExitCode(), root: root, dir: dir, imdsToken: imds.token}
+}
+
+// wait waits for the script to exit and collects what it left behind.
+func (p *proc) wait() boot {
+	t, r := p.r.t, p.r
+	t.Helper()
+	defer p.cancel()
+	err := p.cmd.Wait()
+	_ = p.out.Close()
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	if p.ctx.Err() != nil {
+		t.Fatalf("script did not finish within 20s; output:\n%s", readFile(t, p.output))
+	}
+	b := boot{exitCode: p.cmd.ProcessState.ExitCode(), root: r.root, dir: r.dir, imdsToken: r.imds.token}
 	var exitErr *exec.ExitError
 	if err != nil && !errors.As(err, &exitErr) {
 		t.Fatalf("run script: %v", err)
 	}
-	if calls := readFile(t, filepath.Join(dir, "calls.log")); calls != "" {
+	if calls := readFile(t, p.calls); calls != "" {
 		b.calls = strings.Split(strings.TrimSuffix(calls, "\n"), "\n")
 	}
-	b.output = readFile(t, filepath.Join(dir, "output"))
-	b.console = readFile(t, console)
-	if started := readFile(t, filepath.Join(state, "runner-started")); started != "" {
+	b.output = readFile(t, p.output)
+	b.console = readFile(t, r.console)
+	if started := readFile(t, filepath.Join(r.state, "runner-started")); started != "" {
 		b.runnerStarted = true
-		b.runnerEnv = readFile(t, filepath.Join(state, "runner-env"))
-		b.processList = readFile(t, filepath.Join(state, "process-list"))
+		b.runnerEnv = readFile(t, filepath.Join(r.state, "runner-env"))
+		b.processList = readFile(t, filepath.Join(r.state, "process-list"))
 		sec, err := strconv.ParseFloat(strings.TrimSpace(started), 64)
 		if err != nil {
 			t.Fatalf("runner-started %q: %v", started, err)
 		}
-		b.startLatency = time.UnixMicro(int64(sec * 1e6)).Sub(start)
+		b.startLatency = time.UnixMicro(int64(sec * 1e6)).Sub(p.started)
 	}
-	b.imdsRequests, b.tokenless = imds.snapshot()
+	b.imdsRequests, b.tokenless = r.imds.snapshot()
 	return b
+}
+
+// runBoot boots a fresh rig once from its user-data, running during (if
+// any) while the script runs.
+func runBoot(t testing.TB, sc scenario, during ...func(*proc)) boot {
+	t.Helper()
+	r := newRig(t, sc)
+	p := r.start(r.scriptPath)
+	if sc.signal != 0 {
+		waitFor(t, 10*time.Second, func() bool { return readFile(t, filepath.Join(r.state, "runner-started")) != "" })
+		if err := p.cmd.Process.Signal(sc.signal); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range during {
+		f(p)
+	}
+	return p.wait()
 }
 
 // callsTo returns the argv lines of the stub name.
@@ -440,10 +557,30 @@ func (b boot) dump() string {
 	return fmt.Sprintf("exit %d\ncalls:\n  %s\noutput:\n%s", b.exitCode, strings.Join(b.calls, "\n  "), b.output)
 }
 
+// checkForbidden: no forbidden stub was called.
+func checkForbidden(t *testing.T, b boot) {
+	t.Helper()
+	for _, name := range forbidden {
+		if c := b.callsTo(name); len(c) != 0 {
+			t.Errorf("forbidden calls %q\n%s", c, b.dump())
+		}
+	}
+}
+
+// checkNotTerminated: the run left the instance alone: no shutdown.
+func checkNotTerminated(t *testing.T, b boot) {
+	t.Helper()
+	checkForbidden(t, b)
+	if c := b.callsTo("shutdown"); len(c) != 0 {
+		t.Errorf("shutdown calls %q; want none\n%s", c, b.dump())
+	}
+}
+
 // checkTerminated: every path ends with exactly one shutdown -h now (the
 // launch template makes it a termination) and no EC2 call: the role has none.
 func checkTerminated(t *testing.T, b boot) {
 	t.Helper()
+	checkForbidden(t, b)
 	nShut := 0
 	for i, c := range b.calls {
 		if strings.HasPrefix(c, "aws ec2") {
@@ -545,7 +682,8 @@ func TestBoot(t *testing.T) {
 					t.Errorf("downloads %q; want none", d)
 				}
 				wantDelete := "aws dynamodb delete-item --region " + testRegion + " --table-name " + testTable +
-					` --key {"` + jitstore.AttrInstanceARN + `":{"S":"` + testARN + `"}} --return-values ALL_OLD --query Attributes.` + jitstore.AttrJITConfig + `.S --output text`
+					` --key {"` + jitstore.AttrInstanceARN + `":{"S":"` + testARN + `"}} --return-values ALL_OLD` +
+					" --query [Attributes." + jitstore.AttrJITConfig + ".S, Attributes." + jitstore.AttrPool + ".S] --output text"
 				if c := b.callsTo("aws dynamodb"); len(c) != 1 || c[0] != wantDelete {
 					t.Errorf("dynamodb calls %q; want [%q]", c, wantDelete)
 				}
@@ -771,6 +909,194 @@ func TestBootHostileDownloadURL(t *testing.T) {
 	checkTerminated(t, b)
 }
 
+// TestBootPoolHot: a hot pooled instance consumes its marker, then waits for
+// a job's config past JIT_WAIT_SECONDS (it has no deadline) and runs it.
+func TestBootPoolHot(t *testing.T) {
+	t.Parallel()
+	const jitWait = time.Second
+	b := runBoot(t, scenario{
+		prebaked: testVersion,
+		holdJIT:  true,
+		replies:  map[int]string{1: "None\t" + jitstore.PoolHot},
+		params:   func(p *Params) { p.JITWaitSeconds = int(jitWait / time.Second) },
+	}, func(p *proc) {
+		p.waitConsole("jit-fetch: pooled (hot): waiting for a job without a deadline")
+		// The deadline would count from the fetch's start, before the marker:
+		// let it pass (that is the point), then see the script still polling.
+		time.Sleep(jitWait + 100*time.Millisecond)
+		n := p.deleteCalls()
+		waitFor(t, 10*time.Second, func() bool { return p.deleteCalls() >= n+2 })
+		p.releaseJIT()
+	})
+	if b.exitCode != 0 || !b.runnerStarted {
+		t.Errorf("exit %d, runner started %v; want 0, true\n%s", b.exitCode, b.runnerStarted, b.dump())
+	}
+	if strings.Contains(b.console, "FAILED") {
+		t.Errorf("a hot instance failed:\n%s", b.console)
+	}
+	if !strings.Contains(b.console, "jit-fetch: got the JIT config after") {
+		t.Errorf("console lacks the fetch:\n%s", b.console)
+	}
+	checkTerminated(t, b)
+	checkNoLeaks(t, b)
+}
+
+// TestBootPoolHotTerm: a TERM while hot is an ordinary signal: terminate.
+// Only the stopped pool's stop leaves the instance alone.
+func TestBootPoolHotTerm(t *testing.T) {
+	t.Parallel()
+	b := runBoot(t, scenario{prebaked: testVersion, holdJIT: true, replies: map[int]string{1: "None\t" + jitstore.PoolHot}},
+		func(p *proc) {
+			p.waitConsole("pooled (hot)")
+			p.signalGroup(syscall.SIGTERM)
+		})
+	if b.exitCode != 143 || !strings.Contains(b.console, "exit: status 143: signal TERM; terminating") {
+		t.Errorf("exit %d; want 143 for signal TERM\n%s", b.exitCode, b.console)
+	}
+	checkTerminated(t, b)
+}
+
+// TestBootPoolBackoff: a hot instance polls every POOL_POLL_SECONDS and backs
+// off along POOL_BACKOFF_DELAYS while delete-item fails, from the start
+// again after a success; before the marker, failures follow JIT_RETRY_DELAYS.
+func TestBootPoolBackoff(t *testing.T) {
+	t.Parallel()
+	b := runBoot(t, scenario{prebaked: testVersion, jitAfter: 8, replies: map[int]string{
+		1: replyFail, 2: "None\t" + jitstore.PoolHot, 3: replyFail, 4: replyFail, 5: replyFail, 6: replyFail,
+		7: "None\tNone", 8: replyFail,
+	}})
+	if b.exitCode != 0 || !b.runnerStarted {
+		t.Errorf("exit %d, runner started %v; want 0, true\n%s", b.exitCode, b.runnerStarted, b.dump())
+	}
+	// The test hooks: JIT_RETRY_DELAYS "0.05 0.1", POOL_BACKOFF_DELAYS "0.06 0.07 0.08".
+	at := 0
+	for _, want := range []string{
+		"status 254 (attempt 1); next in 0.05s",
+		"pooled (hot)",
+		"(attempt 3); next in 0.06s",
+		"(attempt 4); next in 0.07s",
+		"(attempt 5); next in 0.08s",
+		"(attempt 6); next in 0.08s",
+		"(attempt 8); next in 0.06s",
+		"got the JIT config after 9 attempt(s)",
+	} {
+		i := strings.Index(b.console[at:], want)
+		if i < 0 {
+			t.Fatalf("console lacks %q after offset %d:\n%s", want, at, b.console)
+		}
+		at += i + len(want)
+	}
+	checkTerminated(t, b)
+}
+
+// TestBootPoolStopped: an instance prepared for the stopped pool sleeps until
+// the control plane stops it. systemd's TERM (to the unit's processes or to
+// the script alone) ends it with status 0 and no shutdown; no stop in
+// STOP_WAIT_SECONDS, or another signal, terminates it.
+func TestBootPoolStopped(t *testing.T) {
+	t.Parallel()
+	const prepared = "jit-fetch: pooled (stopped): prepared; waiting up to "
+	stopped := map[int]string{1: "None\t" + jitstore.PoolStopped}
+	signal := func(group bool, sig syscall.Signal) func(*proc) {
+		return func(p *proc) {
+			p.waitConsole(prepared)
+			if group {
+				p.signalGroup(sig)
+			} else if err := p.cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Later delete-items would find a config (the default): a script that
+	// polled instead of sleeping would run the runner.
+	wait15 := func(p *Params) { p.StopWaitSeconds = 15 }
+	for _, tt := range []struct {
+		name        string
+		params      func(*Params)
+		during      []func(*proc)
+		wantExit    int
+		wantConsole string
+		terminated  bool
+	}{
+		{"term to the unit", wait15, []func(*proc){signal(true, syscall.SIGTERM)},
+			0, "exit: status 0: stopped for the stopped pool; not terminating", false},
+		{"term to the script", wait15, []func(*proc){signal(false, syscall.SIGTERM)},
+			0, "exit: status 0: stopped for the stopped pool; not terminating", false},
+		{"int is no stop", wait15, []func(*proc){signal(false, syscall.SIGINT)},
+			130, "exit: status 130: signal INT; terminating", true},
+		{"not stopped", func(p *Params) { p.StopWaitSeconds = 1 }, nil,
+			1, "jit-fetch: FAILED: not stopped within 1s", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := runBoot(t, scenario{prebaked: testVersion, replies: stopped, params: tt.params}, tt.during...)
+			if b.exitCode != tt.wantExit {
+				t.Errorf("exit %d; want %d\n%s", b.exitCode, tt.wantExit, b.dump())
+			}
+			for _, want := range []string{prepared, tt.wantConsole} {
+				if !strings.Contains(b.console, want) {
+					t.Errorf("console lacks %q:\n%s", want, b.console)
+				}
+			}
+			if n := len(b.callsTo("aws dynamodb delete-item")); n != 1 || b.runnerStarted {
+				t.Errorf("%d delete-items, runner started %v; want 1, false: the stop is awaited, not polled for\n%s",
+					n, b.runnerStarted, b.dump())
+			}
+			if tt.terminated {
+				checkTerminated(t, b)
+			} else {
+				checkNotTerminated(t, b)
+			}
+			checkNoLeaks(t, b)
+		})
+	}
+}
+
+// TestBootPoolHostileMarker: a pool marker that is neither hot nor stopped is
+// data: logged (defanged) as unknown, never evaluated, and the JIT deadline
+// still applies. Each delete-item returns the next value.
+func TestBootPoolHostileMarker(t *testing.T) {
+	t.Parallel()
+	pwned := filepath.Join(t.TempDir(), "pwned")
+	markers := []struct{ value, logged string }{
+		{"hot; reboot", "hot? reboot"},
+		{"$(reboot)", "??reboot?"},
+		{"`touch " + pwned + "`", "?touch "},
+		{"$(touch " + pwned + ")", "??touch "},
+		{jitstore.PoolHot + "\n" + jitstore.PoolStopped, "hot?stopped"},
+		{jitstore.PoolStopped + "\t" + jitstore.PoolHot, "stopped?hot"},
+		{strings.ToUpper(jitstore.PoolHot), "HOT"},
+		{" " + jitstore.PoolStopped, " stopped"},
+	}
+	replies := map[int]string{}
+	for i, m := range markers {
+		replies[i+1] = "None\t" + m.value
+	}
+	b := runBoot(t, scenario{prebaked: testVersion, noJIT: true, replies: replies,
+		params: func(p *Params) { p.JITWaitSeconds = 2 }})
+	if _, err := os.Stat(pwned); err == nil {
+		t.Fatalf("a pool marker was executed\n%s", b.dump())
+	}
+	if b.exitCode != 1 || !strings.Contains(b.console, "jit-fetch: FAILED: no JIT config for "+testARN+" in "+testTable+" after 2s") {
+		t.Errorf("exit %d; want the JIT deadline's failure\n%s", b.exitCode, b.console)
+	}
+	if n := len(b.callsTo("aws dynamodb delete-item")); n <= len(markers) {
+		t.Errorf("%d delete-items; want polling to go on after every unknown marker", n)
+	}
+	for _, m := range markers {
+		if !strings.Contains(b.console, "jit-fetch: unknown pool marker '"+m.logged) {
+			t.Errorf("console lacks the unknown marker %q:\n%s", m.logged, b.console)
+		}
+		if strings.ContainsAny(m.value, "$`;\n\t") && strings.Contains(b.console, m.value) {
+			t.Errorf("console has the raw marker %q:\n%s", m.value, b.console)
+		}
+	}
+	if strings.Contains(b.console, "pooled (") {
+		t.Errorf("an unknown marker acted as a pool:\n%s", b.console)
+	}
+	checkTerminated(t, b)
+}
+
 func TestValidate(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -791,6 +1117,8 @@ func TestValidate(t *testing.T) {
 		{"IdleTimeoutSeconds", func(p *Params) { p.IdleTimeoutSeconds = 90000 }},
 		{"JITWaitSeconds", func(p *Params) { p.JITWaitSeconds = -5 }},
 		{"JITWaitSeconds", func(p *Params) { p.JITWaitSeconds = 3601 }},
+		{"StopWaitSeconds", func(p *Params) { p.StopWaitSeconds = -1 }},
+		{"StopWaitSeconds", func(p *Params) { p.StopWaitSeconds = 3601 }},
 		{"RunnerSHA256X64", func(p *Params) { p.RunnerSHA256X64 = "" }},
 		{"RunnerSHA256X64", func(p *Params) { p.RunnerSHA256X64 = otherSHA[:63] + "g" }},
 		{"RunnerSHA256ARM64", func(p *Params) { p.RunnerSHA256ARM64 = "abc" }},
@@ -827,9 +1155,9 @@ func TestValidate(t *testing.T) {
 	if err := p.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if p.IdleTimeoutSeconds != 600 || p.JITWaitSeconds != 180 || p.DownloadBaseURL != DefaultDownloadBaseURL {
-		t.Errorf("defaults: idle %d, jit wait %d, url %q; want 600, 180, %q",
-			p.IdleTimeoutSeconds, p.JITWaitSeconds, p.DownloadBaseURL, DefaultDownloadBaseURL)
+	if p.IdleTimeoutSeconds != 600 || p.JITWaitSeconds != 180 || p.StopWaitSeconds != 600 || p.DownloadBaseURL != DefaultDownloadBaseURL {
+		t.Errorf("defaults: idle %d, jit wait %d, stop wait %d, url %q; want 600, 180, 600, %q",
+			p.IdleTimeoutSeconds, p.JITWaitSeconds, p.StopWaitSeconds, p.DownloadBaseURL, DefaultDownloadBaseURL)
 	}
 	if p.RunnerSHA256X64 != strings.ToLower(p.RunnerSHA256X64) {
 		t.Errorf("RunnerSHA256X64 %q not lower-cased", p.RunnerSHA256X64)
@@ -862,6 +1190,12 @@ func TestRender(t *testing.T) {
 		"readonly JIT_TABLE='" + testTable + "'\n",
 		"readonly IDLE_TIMEOUT_SECONDS='600'\n",
 		"readonly JIT_WAIT_SECONDS='180'\n",
+		"readonly STOP_WAIT_SECONDS='600'\n",
+		"readonly JIT_KEY_ATTRIBUTE='" + jitstore.AttrInstanceARN + "'\n",
+		"readonly JIT_CONFIG_ATTRIBUTE='" + jitstore.AttrJITConfig + "'\n",
+		"readonly POOL_ATTRIBUTE='" + jitstore.AttrPool + "'\n",
+		"readonly POOL_HOT='" + jitstore.PoolHot + "'\n",
+		"readonly POOL_STOPPED='" + jitstore.PoolStopped + "'\n",
 		"readonly RUNNER_SHA256_X64='" + p.RunnerSHA256X64 + "'\n",
 		"readonly DOWNLOAD_BASE_URL='" + DefaultDownloadBaseURL + "'\n",
 		"readonly REGION_OVERRIDE='us-east-2'\n",
@@ -869,6 +1203,8 @@ func TestRender(t *testing.T) {
 		"readonly IMDS_URL='http://169.254.169.254'\n",
 		"readonly ROOT=''\n",
 		"readonly CONSOLE='/dev/console'\n",
+		"readonly POOL_POLL_SECONDS='1'\n",
+		"readonly POOL_BACKOFF_DELAYS='2 4 8 16 30'\n",
 		"set -Eeuo pipefail\n",
 	} {
 		if !strings.Contains(s, want) {
@@ -963,7 +1299,7 @@ func TestShellcheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	hooked, err := render(validParams(), testHooks{imdsURL: "http://127.0.0.1:1", root: "/tmp/x", console: "/tmp/c",
-		watchdogPoll: "0.05", jitRetryDelays: "0.05 0.1"})
+		watchdogPoll: "0.05", jitRetryDelays: "0.05 0.1", poolPoll: "0.05", poolBackoff: "0.06 0.07 0.08"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -996,10 +1332,16 @@ func BenchmarkPrebakedBoot(b *testing.B) {
 // waitFor polls cond until it holds or the timeout passes.
 func waitFor(t testing.TB, timeout time.Duration, cond func() bool) {
 	t.Helper()
+	waitForMsg(t, timeout, cond, func() string { return "condition not met" })
+}
+
+// waitForMsg is waitFor with msg describing the failure.
+func waitForMsg(t testing.TB, timeout time.Duration, cond func() bool, msg func() string) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", timeout)
+			t.Fatalf("within %v: %s", timeout, msg())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -6,18 +6,22 @@
 //
 // # Flow
 //
+//  0. start: take the per-boot lock and, on the first boot, install the
+//     script for later boots (see Every boot).
 //  1. imds: IMDSv2 only (PUT /latest/api/token, then GETs carrying the token
 //     header; the token reaches curl on stdin, not in argv): instance id,
 //     region and account from the instance identity document, partition from
 //     meta-data/services/partition, architecture from uname -m.
 //  2. install: skipped when /opt/jit-runner-prebaked holds exactly the
-//     configured runner version (pre-baked AMI: the runner is already in
-//     /home/runner/actions-runner). Without the marker (stock Amazon Linux
-//     2023 or Ubuntu, told apart by /etc/os-release) the runner's libraries,
-//     git, jq and the AWS CLI are installed and user runner is created.
-//  3. download: unless the pre-baked runner matches, the runner tarball for the
-//     architecture is downloaded, checked with sha256sum -c against the pinned
-//     digest and unpacked as user runner.
+//     configured runner version (pre-baked AMI, or an earlier boot of this
+//     instance: the runner is already in /home/runner/actions-runner). Without
+//     the marker (stock Amazon Linux 2023 or Ubuntu, told apart by
+//     /etc/os-release) the runner's libraries, git, jq and the AWS CLI are
+//     installed and user runner is created.
+//  3. download: unless the installed runner matches, the runner tarball for
+//     the architecture is downloaded, checked with sha256sum -c against the
+//     pinned digest and unpacked as user runner; then the version is written
+//     to /opt/jit-runner-prebaked, so later boots skip steps 2 and 3.
 //  4. jit-fetch: scaleup stores the encoded JIT config in DynamoDB table
 //     Params.JITTable under key instanceArn =
 //     arn:<partition>:ec2:<region>:<account>:instance/<id>, attribute
@@ -53,8 +57,9 @@
 //     until a job's config arrives, then runs it as above.
 //   - stopped (jitstore.PoolStopped): the instance sleeps, without polling,
 //     until the control plane stops it (StopInstances; when a job claims it,
-//     the control plane writes the config and starts it again). No stop
-//     within Params.StopWaitSeconds terminates it like any other failure.
+//     the control plane writes the config and starts it again, see Every
+//     boot). No stop within Params.StopWaitSeconds terminates it like any
+//     other failure.
 //   - anything else is data, never evaluated: logged (defanged) as unknown,
 //     and polling goes on (under the deadline unless hot was seen).
 //
@@ -66,6 +71,20 @@
 // regions and provisioned capacity are priced differently), that is about
 // $1.64 per hot instance-month. Each poll also starts the AWS CLI on the
 // instance.
+//
+// # Every boot
+//
+// cloud-init runs user-data on an instance's first boot only, but a stopped
+// pooled instance boots again for its job. So the first run copies the script
+// to /usr/local/sbin/jit-runner-bootstrap (mode 0700, owned by root, which
+// runs it) and writes /etc/systemd/system/jit-runner.service (after
+// network-online.target, output to the journal and the console), enabled by
+// the symlink in multi-user.target.wants that systemctl enable makes: it
+// takes effect at the next boot and starts nothing now. Every run first takes
+// a per-boot lock, mkdir /run/jit-runner (atomic; /run is a tmpfs cleared at
+// boot). A second copy in the same boot logs "already running this boot" and
+// exits 0 at once, before touching anything, leaving the instance to the
+// first copy.
 //
 // # Exit paths
 //
@@ -87,7 +106,8 @@
 // processes, since cloud-final.service has KillMode=process), which must stay
 // stopped, with its disk, for its next boot: a shutdown then would terminate
 // it and empty the pool. Anywhere else, including while hot, a TERM is a
-// failure and terminates.
+// failure and terminates. (A second copy in one boot also leaves without
+// shutdown, but it owns nothing: the first copy decides.)
 package bootstrap
 
 import (
@@ -268,7 +288,7 @@ func Render(p Params) (string, error) {
 // them.
 type testHooks struct {
 	imdsURL        string // replaces http://169.254.169.254
-	root           string // prefix of /opt, /home and /etc/os-release (nothing is written to /run)
+	root           string // prefix of every path the script reads or writes (/opt, /home, /etc, /usr/local/sbin, /run)
 	console        string // replaces /dev/console
 	watchdogPoll   string // seconds between watchdog checks, e.g. "0.05"
 	jitRetryDelays string // space-separated seconds between JIT fetch attempts

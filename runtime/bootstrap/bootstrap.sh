@@ -1,7 +1,8 @@
 #!/bin/bash
-# jit-runners instance bootstrap (EC2 user-data): one single-use GitHub Actions
-# JIT runner, then terminate. Rendered by package runtime/bootstrap; the values
-# below are deployment-wide only (no job data, no secrets).
+# jit-runners instance bootstrap (EC2 user-data; jit-runner.service on later
+# boots): one single-use GitHub Actions JIT runner, then terminate. Rendered by
+# package runtime/bootstrap; the values below are deployment-wide only (no job
+# data, no secrets).
 #@PARAMS@
 readonly IMDS_URL='http://169.254.169.254'
 readonly ROOT=''
@@ -22,6 +23,9 @@ readonly RUNNER_HOME="${ROOT}/home/runner"
 readonly RUNNER_DIR="${RUNNER_HOME}/actions-runner"
 readonly MARKER="${ROOT}/opt/jit-runner-prebaked"
 readonly DOWNLOAD_DIR="${ROOT}/opt/jit-runner-download"
+readonly LOCK="${ROOT}/run/jit-runner"
+readonly SELF="${ROOT}/usr/local/sbin/jit-runner-bootstrap"
+readonly UNIT="${ROOT}/etc/systemd/system/jit-runner.service"
 
 phase=start phase_t0=0 exit_reason=''
 imds_token='' instance_id='' region='' table_region='' arch='' instance_arn='' jit_config=''
@@ -190,6 +194,8 @@ download_runner() {
 	runuser -u runner -- mkdir -p "$RUNNER_DIR"
 	runuser -u runner -- tar -xzf - -C "$RUNNER_DIR" <"$tarball" || fail "unpack failed"
 	rm -rf "$DOWNLOAD_DIR"
+	# Later boots (a stopped pooled instance started for a job) skip to jit-fetch.
+	printf '%s\n' "$RUNNER_VERSION" >"$MARKER"
 }
 
 # fetch_jit_config reads and deletes this instance's item in one call (the role
@@ -252,6 +258,32 @@ await_stop() {
 	sleep_pid=$!
 	wait "$sleep_pid" || :
 	fail "not stopped within ${STOP_WAIT_SECONDS}s"
+}
+
+# install_unit runs this script on later boots too (cloud-init runs user-data on
+# the first only): the symlink is what systemctl enable makes; nothing starts now.
+install_unit() {
+	local wants="${ROOT}/etc/systemd/system/multi-user.target.wants"
+	[[ ! ${BASH_SOURCE[0]} -ef $SELF ]] || return 0
+	mkdir -p "${SELF%/*}" "$wants"
+	install -m 0700 "${BASH_SOURCE[0]}" "$SELF"
+	cat >"$UNIT" <<EOF
+[Unit]
+Description=jit-runners bootstrap
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=simple
+ExecStart=${SELF}
+StandardOutput=journal+console
+StandardError=journal+console
+TimeoutStartSec=0
+
+[Install]
+WantedBy=multi-user.target
+EOF
+	ln -sfn "$UNIT" "${wants}/jit-runner.service"
 }
 
 job_started() {
@@ -320,7 +352,15 @@ run_runner() {
 
 main() {
 	local marker=''
+	# One copy per boot: mkdir is atomic, /run is cleared at boot.
+	if ! mkdir "$LOCK" 2>/dev/null; then
+		[[ -d $LOCK ]] || fail "cannot create ${LOCK}"
+		trap - EXIT
+		log "start: already running this boot"
+		exit 0
+	fi
 	log "start: runner ${RUNNER_VERSION}, name prefix ${NAME_PREFIX}"
+	install_unit
 	begin imds
 	read_instance
 	finish_phase "${instance_id} ${region} ${arch}"
@@ -329,7 +369,7 @@ main() {
 	marker=${marker//[[:space:]]/}
 	if [[ $marker == "$RUNNER_VERSION" ]]; then
 		phase=install
-		log "install: skipped, pre-baked runner ${marker}"
+		log "install: skipped, runner ${marker} already installed"
 	else
 		if [[ -z $marker ]]; then
 			begin install

@@ -127,16 +127,18 @@ exec "$@"
 	"uname": `if [[ $1 == -m ]]; then echo "${STUB_ARCH:-x86_64}"; else exec "$REAL_UNAME" "$@"; fi
 `,
 	// Must never be called (see forbidden).
-	"su":       "exit 99\n",
-	"sudo":     "exit 99\n",
-	"poweroff": "exit 99\n",
-	"reboot":   "exit 99\n",
-	"halt":     "exit 99\n",
+	"su":        "exit 99\n",
+	"sudo":      "exit 99\n",
+	"poweroff":  "exit 99\n",
+	"reboot":    "exit 99\n",
+	"halt":      "exit 99\n",
+	"systemctl": "exit 99\n",
 }
 
-// forbidden are the stubs the script must never call: privilege changes and
-// other ways down than shutdown -h now.
-var forbidden = []string{"su", "sudo", "poweroff", "reboot", "halt"}
+// forbidden are the stubs the script must never call: privilege changes,
+// other ways down than shutdown -h now, and systemctl (enabling the unit is a
+// symlink; starting it during the first boot would run a second copy).
+var forbidden = []string{"su", "sudo", "poweroff", "reboot", "halt", "systemctl"}
 
 var pkgManagers = []string{"dnf", "apt-get", "apt-cache", "snap"}
 
@@ -272,9 +274,9 @@ type boot struct {
 	exitCode      int
 	calls         []string // stub argv lines of this run, in order
 	output        string   // stdout + stderr of the script
-	console       string
-	runnerEnv     string // the runner's ACTIONS_RUNNER_INPUT_JITCONFIG
-	processList   string // every argv on the machine when the runner started
+	console       string   // the console since the rig's last reboot
+	runnerEnv     string   // the runner's ACTIONS_RUNNER_INPUT_JITCONFIG
+	processList   string   // every argv on the machine when the runner started
 	runnerStarted bool
 	startLatency  time.Duration // script start to runner start
 	imdsRequests  []string
@@ -285,7 +287,7 @@ type boot struct {
 }
 
 // rig is one fake instance: a temporary root, stubs, a fake IMDS and the
-// rendered script, which may run more than once.
+// rendered script, which may run several times (reboots) or concurrently.
 type rig struct {
 	t          testing.TB
 	dir        string
@@ -294,6 +296,7 @@ type rig struct {
 	console    string
 	script     string // the rendered script
 	scriptPath string // where cloud-init would have put it
+	installed  string // where the script installs itself
 	env        []string
 	bash       string
 	imds       *fakeIMDS
@@ -306,6 +309,7 @@ func newRig(t testing.TB, sc scenario) *rig {
 	r := &rig{t: t, dir: dir, root: filepath.Join(dir, "root"), state: filepath.Join(dir, "state"),
 		console: filepath.Join(dir, "console")}
 	root, state := r.root, r.state
+	r.installed = filepath.Join(root, "usr/local/sbin/jit-runner-bootstrap")
 	bin := filepath.Join(dir, "bin")
 	for _, d := range []string{"opt", "home", "etc", "run"} {
 		mustMkdir(t, filepath.Join(root, d))
@@ -401,6 +405,22 @@ func newRig(t testing.TB, sc scenario) *rig {
 	return r
 }
 
+// reboot clears what a reboot clears: /run (a tmpfs) and the console view.
+// The runner's own state files go too, so the next boot's are its own.
+func (r *rig) reboot() {
+	r.t.Helper()
+	if err := os.RemoveAll(filepath.Join(r.root, "run")); err != nil {
+		r.t.Fatal(err)
+	}
+	mustMkdir(r.t, filepath.Join(r.root, "run"))
+	mustWrite(r.t, r.console, "", 0o644)
+	for _, f := range []string{"runner-started", "runner-env", "process-list"} {
+		if err := os.Remove(filepath.Join(r.state, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			r.t.Fatal(err)
+		}
+	}
+}
+
 // proc is one running copy of the script.
 type proc struct {
 	r       *rig
@@ -413,7 +433,8 @@ type proc struct {
 	started time.Time
 }
 
-// start runs the script at path with its own stub log and output.
+// start runs the script at path (the user-data copy or the installed one)
+// with its own stub log and output.
 func (r *rig) start(path string) *proc {
 	r.t.Helper()
 	r.runs++
@@ -668,7 +689,7 @@ func TestBoot(t *testing.T) {
 			name:        "prebaked match",
 			sc:          scenario{prebaked: testVersion},
 			wantRunner:  true,
-			wantConsole: []string{"imds: done in", "install: skipped, pre-baked runner " + testVersion, "jit-fetch: done in", "runner: done in", "runner exited with status 0"},
+			wantConsole: []string{"imds: done in", "install: skipped, runner " + testVersion + " already installed", "jit-fetch: done in", "runner: done in", "runner exited with status 0"},
 			check: func(t *testing.T, b boot) {
 				if n := b.pkgManagerCalls(); n != 0 {
 					t.Errorf("%d package manager calls; want 0\n%s", n, b.dump())
@@ -1095,6 +1116,116 @@ func TestBootPoolHostileMarker(t *testing.T) {
 		t.Errorf("an unknown marker acted as a pool:\n%s", b.console)
 	}
 	checkTerminated(t, b)
+}
+
+// TestBootSecondBoot: a stopped-pool instance's first boot (cloud-init,
+// stock AMI) installs and downloads, installs the script as a unit for later
+// boots and leaves on the stop; its second boot (systemd runs the installed
+// copy) goes straight to the JIT config and the runner.
+func TestBootSecondBoot(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, scenario{
+		replies: map[int]string{1: "None\t" + jitstore.PoolStopped},
+		params:  func(p *Params) { p.StopWaitSeconds = 15 },
+	})
+	p := r.start(r.scriptPath)
+	p.waitConsole("pooled (stopped): prepared")
+	p.signalGroup(syscall.SIGTERM)
+	b := p.wait()
+	if b.exitCode != 0 || b.runnerStarted {
+		t.Fatalf("first boot: exit %d, runner started %v; want 0, false\n%s", b.exitCode, b.runnerStarted, b.dump())
+	}
+	checkNotTerminated(t, b)
+	if len(b.callsTo("dnf")) == 0 || len(b.downloads()) != 1 {
+		t.Errorf("first boot on a stock AMI: want an install and a download\n%s", b.dump())
+	}
+
+	unit := filepath.Join(r.root, "etc/systemd/system/jit-runner.service")
+	wantUnit := "[Unit]\nDescription=jit-runners bootstrap\nWants=network-online.target\nAfter=network-online.target\n\n" +
+		"[Service]\nType=simple\nExecStart=" + r.installed + "\nStandardOutput=journal+console\nStandardError=journal+console\nTimeoutStartSec=0\n\n" +
+		"[Install]\nWantedBy=multi-user.target\n"
+	checkFile(t, unit, wantUnit, 0o644)
+	checkFile(t, r.installed, r.script, 0o700)
+	checkFile(t, filepath.Join(r.root, "opt/jit-runner-prebaked"), testVersion+"\n", 0o644)
+	link := filepath.Join(r.root, "etc/systemd/system/multi-user.target.wants/jit-runner.service")
+	if dest, err := os.Readlink(link); err != nil || dest != unit {
+		t.Errorf("enable symlink %s -> %q (%v); want -> %s", link, dest, err, unit)
+	}
+	if fi, err := os.Stat(filepath.Join(r.root, "run/jit-runner")); err != nil || !fi.IsDir() {
+		t.Errorf("no per-boot lock directory: %v", err)
+	}
+	unitInfo, err := os.Stat(unit)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	r.reboot()
+	p = r.start(r.installed)
+	b = p.wait()
+	if b.exitCode != 0 || !b.runnerStarted {
+		t.Errorf("second boot: exit %d, runner started %v; want 0, true\n%s", b.exitCode, b.runnerStarted, b.dump())
+	}
+	checkTerminated(t, b)
+	checkNoLeaks(t, b)
+	if n := b.pkgManagerCalls(); n != 0 || len(b.downloads()) != 0 || len(b.callsTo("useradd")) != 0 || len(b.callsTo("runuser -u runner -- tar")) != 0 {
+		t.Errorf("second boot installed or downloaded again\n%s", b.dump())
+	}
+	if !strings.Contains(b.console, "install: skipped, runner "+testVersion+" already installed") {
+		t.Errorf("second boot's console lacks the skipped install:\n%s", b.console)
+	}
+	if c := b.callsTo("aws dynamodb delete-item"); len(c) != 1 {
+		t.Errorf("second boot's delete-items %q; want 1", c)
+	}
+	checkFile(t, r.installed, r.script, 0o700)
+	if fi, err := os.Stat(unit); err != nil || !fi.ModTime().Equal(unitInfo.ModTime()) {
+		t.Errorf("the installed copy rewrote the unit: %v", err)
+	}
+}
+
+// TestBootLock: while one copy runs, another in the same boot (the unit's,
+// started alongside cloud-init's) exits 0 at once, touching nothing.
+func TestBootLock(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, scenario{prebaked: testVersion, holdJIT: true})
+	first := r.start(r.scriptPath)
+	first.waitConsole("jit-fetch: start") // holds the lock, installed its copy, polls
+
+	b := r.start(r.installed).wait()
+	if b.exitCode != 0 || len(b.calls) != 0 || !strings.Contains(b.output, "jit-runner: start: already running this boot") {
+		t.Errorf("second copy: exit %d, calls %q; want 0 and none, and the log line\n%s", b.exitCode, b.calls, b.output)
+	}
+	checkNotTerminated(t, b)
+	if strings.Contains(b.output, "exit: status") {
+		t.Errorf("second copy ran the exit handler:\n%s", b.output)
+	}
+
+	first.releaseJIT()
+	b = first.wait()
+	if b.exitCode != 0 || !b.runnerStarted {
+		t.Errorf("first copy: exit %d, runner started %v; want 0, true\n%s", b.exitCode, b.runnerStarted, b.dump())
+	}
+	checkTerminated(t, b)
+	checkNoLeaks(t, b)
+}
+
+// checkFile checks a file's content, permissions and owner (the script runs
+// as root; in tests, as the test's user).
+func checkFile(t *testing.T, path, want string, mode os.FileMode) {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Errorf("%s: %v", path, err)
+		return
+	}
+	if got := readFile(t, path); got != want {
+		t.Errorf("%s is\n%s\nwant\n%s", path, got, want)
+	}
+	if fi.Mode() != mode {
+		t.Errorf("%s mode %v; want %v", path, fi.Mode(), mode)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
+		t.Errorf("%s owned by %d; want %d", path, st.Uid, os.Getuid())
+	}
 }
 
 func TestValidate(t *testing.T) {

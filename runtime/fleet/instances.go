@@ -30,6 +30,7 @@ type Instance struct {
 	Repository string // jitr:repository
 	Profile    string // jitr:profile
 	Runner     string // Name: its own runner's name
+	Pool       string // jitr:pool: the warm pool it was launched into, if any
 }
 
 // notTerminated are the states of an instance that is not terminated yet,
@@ -74,6 +75,8 @@ func instanceOf(r types.Reservation, in types.Instance) Instance {
 			i.Profile = v
 		case tags.Name:
 			i.Runner = v
+		case tags.Pool:
+			i.Pool = v
 		}
 	}
 	return i

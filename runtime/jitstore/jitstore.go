@@ -62,6 +62,7 @@ const TTL = 2 * time.Hour
 // API is the part of the DynamoDB client the store uses.
 type API interface {
 	DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error)
+	BatchGetItem(ctx context.Context, in *dynamodb.BatchGetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.BatchGetItemOutput, error)
 }
 
 // Store reads and writes one JIT-config table.
@@ -77,6 +78,16 @@ func New(api API, table string, now func() time.Time) *Store {
 		now = time.Now
 	}
 	return &Store{api: api, table: table, now: now}
+}
+
+// Identity names the partition, region and account instance ARNs live in.
+type Identity struct {
+	Partition, Region, Account string
+}
+
+// InstanceARN returns the ARN of instance id in i.
+func (i Identity) InstanceARN(id string) string {
+	return InstanceARN(i.Partition, i.Region, i.Account, id)
 }
 
 // InstanceARN returns the ARN that keys an instance's entry, the value IAM
@@ -99,25 +110,97 @@ func (s *Store) Handover(instanceARN, encoded string) types.TransactWriteItem {
 	}}
 }
 
+// Marker stores a pooled instance's pool marker (kind: PoolHot or
+// PoolStopped), as an item of the transaction that records the pooled
+// instance (state.Store.AddPooled). The instance's bootstrap consumes it
+// once prepared; a job's Handover later replaces it if it is still there.
+func (s *Store) Marker(instanceARN, kind string) types.TransactWriteItem {
+	return types.TransactWriteItem{Put: &types.Put{
+		TableName: aws.String(s.table),
+		Item: map[string]types.AttributeValue{
+			AttrInstanceARN: &types.AttributeValueMemberS{Value: instanceARN},
+			AttrPool:        &types.AttributeValueMemberS{Value: kind},
+			AttrExpiresAt:   &types.AttributeValueMemberN{Value: strconv.FormatInt(s.now().Add(TTL).Unix(), 10)},
+		},
+	}}
+}
+
+// Unconsumed returns which of the instances still have an entry (a pool
+// marker the bootstrap has not consumed yet): BatchGetItem, 100 keys a
+// call, keys left unprocessed asked for again with backoff.
+func (s *Store) Unconsumed(ctx context.Context, instanceARNs []string) (map[string]bool, error) {
+	found := map[string]bool{}
+	for start := 0; start < len(instanceARNs); start += 100 {
+		var keys []map[string]types.AttributeValue
+		seen := map[string]bool{}
+		for _, arn := range instanceARNs[start:min(start+100, len(instanceARNs))] {
+			if !seen[arn] {
+				seen[arn] = true
+				keys = append(keys, key(arn))
+			}
+		}
+		req := map[string]types.KeysAndAttributes{s.table: {
+			Keys: keys, ConsistentRead: aws.Bool(true), ProjectionExpression: aws.String("#k"),
+			ExpressionAttributeNames: map[string]string{"#k": AttrInstanceARN},
+		}}
+		for attempt := 0; len(req) > 0; attempt++ {
+			if attempt > 5 {
+				return nil, fmt.Errorf("read pool markers: keys still unprocessed after %d attempts", attempt)
+			}
+			if attempt > 0 {
+				select {
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				case <-time.After(time.Duration(50<<attempt) * time.Millisecond):
+				}
+			}
+			out, err := s.api.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: req})
+			if err != nil {
+				return nil, fmt.Errorf("read pool markers: %w", err)
+			}
+			for _, item := range out.Responses[s.table] {
+				if v, ok := item[AttrInstanceARN].(*types.AttributeValueMemberS); ok {
+					found[v.Value] = true
+				}
+			}
+			req = out.UnprocessedKeys
+		}
+	}
+	return found, nil
+}
+
 // ErrNotFound is returned by Take when the instance has no entry (yet).
 var ErrNotFound = errors.New("no JIT config for this instance")
 
 // Take reads and deletes the instance's entry in one call, as the bootstrap
 // does on the instance; the sandbox's simulated runners use it.
 func (s *Store) Take(ctx context.Context, instanceARN string) (string, error) {
+	encoded, _, err := s.Fetch(ctx, instanceARN)
+	if err == nil && encoded == "" {
+		err = ErrNotFound
+	}
+	return encoded, err
+}
+
+// Fetch is the bootstrap's one call: it reads and deletes the instance's
+// entry and returns its JIT config or its pool marker (both empty: no
+// entry yet).
+func (s *Store) Fetch(ctx context.Context, instanceARN string) (encoded, pool string, err error) {
 	out, err := s.api.DeleteItem(ctx, &dynamodb.DeleteItemInput{
 		TableName:    aws.String(s.table),
 		Key:          key(instanceARN),
 		ReturnValues: types.ReturnValueAllOld,
 	})
 	if err != nil {
-		return "", fmt.Errorf("take JIT config of %s: %w", instanceARN, err)
+		return "", "", fmt.Errorf("take JIT config of %s: %w", instanceARN, err)
 	}
-	v, ok := out.Attributes[AttrJITConfig].(*types.AttributeValueMemberS)
-	if !ok || v.Value == "" {
-		return "", ErrNotFound
+	if v, ok := out.Attributes[AttrJITConfig].(*types.AttributeValueMemberS); ok {
+		encoded = v.Value
 	}
-	return v.Value, nil
+	if v, ok := out.Attributes[AttrPool].(*types.AttributeValueMemberS); ok {
+		pool = v.Value
+	}
+	return encoded, pool, nil
 }
 
 // Delete removes the instance's entry if it is still there (a launch that

@@ -36,6 +36,12 @@ const (
 	JobsSkipped          = "JobsSkipped"          // dims: Reason
 	GitHubRateRemaining  = "GitHubRateLimitRemaining"
 	ScaleDownDecisions   = "ScaleDownDecisions" // dims: Rule, Action
+	// Warm pools.
+	PoolHits      = "PoolHits"      // dims: Profile, Pool; a job took a pooled instance
+	PoolMisses    = "PoolMisses"    // dims: Profile; a job of a pooled profile found none and launched cold
+	PoolInstances = "PoolInstances" // dims: Profile, Pool, State; pooled instances at each sweep (idle instance-hours: sum per hour / sweeps per hour)
+	PoolLaunches  = "PoolLaunches"  // dims: Profile, Pool; instances launched to refill a pool
+	PoolRetired   = "PoolRetired"   // dims: Profile, Pool, Reason; pooled instances retired (age, image, shrink, gone)
 )
 
 // Deployment is the dimension every datum carries: the deployment's

@@ -16,6 +16,10 @@ const (
 	Repository = "jitr:repository"
 	Profile    = "jitr:profile"
 	Name       = "Name" // value: the instance's runner name (RunnerName)
+	// Pool marks an instance launched into a warm pool (value: its kind,
+	// hot or stopped). A job that takes it retags it (ForLaunch): job id,
+	// repository and Name then say what they say of any launch.
+	Pool = "jitr:pool"
 )
 
 // RunnerName returns the name of the runner launched for job jobID on its
@@ -68,5 +72,20 @@ func ForLaunch(namePrefix string, jobID int64, repository, profile, runnerName s
 		Repository: repository,
 		Profile:    profile,
 		Name:       runnerName,
+	}
+}
+
+// PoolName is the Name tag of a pooled instance no job has taken: it has
+// no runner yet (RunnerJob does not take it for one).
+func PoolName(namePrefix, kind string) string { return namePrefix + "-pool-" + kind }
+
+// ForPool returns the tags a pooled instance and its volumes carry from
+// launch, before any job takes it.
+func ForPool(namePrefix, profile, kind string) map[string]string {
+	return map[string]string{
+		ManagedBy: namePrefix,
+		Profile:   profile,
+		Pool:      kind,
+		Name:      PoolName(namePrefix, kind),
 	}
 }

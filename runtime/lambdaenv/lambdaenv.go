@@ -8,16 +8,20 @@ package lambdaenv
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/jit-runners/jit-runners/runtime/awsconfig"
 	"github.com/jit-runners/jit-runners/runtime/config"
+	"github.com/jit-runners/jit-runners/runtime/jitstore"
 	"github.com/jit-runners/jit-runners/runtime/logging"
 	"github.com/jit-runners/jit-runners/runtime/metrics"
 	"github.com/jit-runners/jit-runners/runtime/secrets"
@@ -70,4 +74,19 @@ func Main(fn string, start func(ctx context.Context, e *Env) error) {
 		logging.New(os.Stdout, "info", fn).Error(fn+" cannot start", slog.String("error", err.Error()))
 		os.Exit(1)
 	}
+}
+
+// Identity reads the partition and account instance ARNs use from the
+// function's own role (sts:GetCallerIdentity needs no permission), with
+// the function's region.
+func (e *Env) Identity(ctx context.Context) (jitstore.Identity, error) {
+	out, err := sts.NewFromConfig(e.AWS).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	if err != nil {
+		return jitstore.Identity{}, fmt.Errorf("sts:GetCallerIdentity: %w", err)
+	}
+	parts := strings.SplitN(aws.ToString(out.Arn), ":", 6)
+	if len(parts) < 5 || parts[1] == "" {
+		return jitstore.Identity{}, fmt.Errorf("unexpected caller ARN %q", aws.ToString(out.Arn))
+	}
+	return jitstore.Identity{Partition: parts[1], Region: e.AWS.Region, Account: aws.ToString(out.Account)}, nil
 }

@@ -2,11 +2,14 @@ package scaledown
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/jit-runners/jit-runners/runtime/fleet"
 	"github.com/jit-runners/jit-runners/runtime/metrics"
 	"github.com/jit-runners/jit-runners/runtime/queue"
+	"github.com/jit-runners/jit-runners/runtime/retire"
+	"github.com/jit-runners/jit-runners/runtime/state"
 )
 
 // lookup describes one instance and reports whether it is ours.
@@ -42,6 +45,9 @@ func (r *Reconciler) onInterruption(ctx context.Context, id string) error {
 	if err := r.d.Jobs.MarkOfferingUnavailable(ctx, offering, r.now().Add(InterruptedOfferingTTL)); err != nil {
 		log.Error("could not share the interrupted offering", slog.String("error", err.Error()))
 	}
+	if inst.Pool != "" && inst.JobID == 0 {
+		return r.poolInterrupted(ctx, log, inst, offering)
+	}
 	if _, err := r.d.Jobs.MarkInstanceInterrupted(ctx, inst.JobID, id); err != nil {
 		return err
 	}
@@ -75,6 +81,14 @@ func (r *Reconciler) onStateChange(ctx context.Context, id, st string) error {
 	if err != nil || !ours {
 		return err
 	}
+	if inst.Pool != "" && inst.JobID == 0 {
+		// A pooled instance no job took: its item goes, and its slot with it.
+		if err := r.d.Jobs.RemovePooled(ctx, id); err != nil && !errors.Is(err, state.ErrPoolClaimed) {
+			return err
+		}
+		r.decide(r.log.With(slog.String("instance_id", id)), "state-change", "pooled-instance-gone", slog.String("state", st))
+		return nil
+	}
 	if err := r.d.Jobs.MarkInstanceGone(ctx, inst.JobID, id); err != nil {
 		return err
 	}
@@ -102,4 +116,25 @@ func (r *Reconciler) wakeWaiting(ctx context.Context, log *slog.Logger, reason s
 		log.Warn("could not wake the waiting jobs", slog.String("error", err.Error()))
 	}
 	return n
+}
+
+// poolInterrupted handles the interruption warning of a pooled spot
+// instance no job has taken: it leaves its pool at once (no job can take
+// it now) and is terminated; the next sweep refills the pool, avoiding the
+// interrupted spot pool. A job taking it at this very moment keeps it, and
+// its record learns of the interruption through the usual rules.
+func (r *Reconciler) poolInterrupted(ctx context.Context, log *slog.Logger, inst *instance, offering string) error {
+	if err := r.d.Jobs.RemovePooled(ctx, inst.ID); err != nil {
+		if errors.Is(err, state.ErrPoolClaimed) {
+			log.Info("interrupted pooled instance is being taken by a job; left to the job's rules")
+			return nil
+		}
+		return err
+	}
+	r.metrics.Inc(metrics.PoolRetired, map[string]string{"Profile": inst.Profile, "Pool": inst.Pool, "Reason": "interrupted"})
+	if _, err := r.retirer.Retire(ctx, retire.Target{InstanceID: inst.ID}); err != nil {
+		return err
+	}
+	r.decide(log, "spot-interruption", "pooled-instance-retired", slog.String("offering", offering))
+	return nil
 }

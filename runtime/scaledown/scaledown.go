@@ -43,11 +43,15 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
 	"github.com/jit-runners/jit-runners/runtime/config"
 	"github.com/jit-runners/jit-runners/runtime/fleet"
 	"github.com/jit-runners/jit-runners/runtime/functions"
 	"github.com/jit-runners/jit-runners/runtime/githubapp"
+	"github.com/jit-runners/jit-runners/runtime/jitstore"
 	"github.com/jit-runners/jit-runners/runtime/metrics"
+	"github.com/jit-runners/jit-runners/runtime/pool"
 	"github.com/jit-runners/jit-runners/runtime/queue"
 	"github.com/jit-runners/jit-runners/runtime/redelivery"
 	"github.com/jit-runners/jit-runners/runtime/retire"
@@ -61,6 +65,11 @@ type Instances interface {
 	List(ctx context.Context, managedBy string) ([]fleet.Instance, int, error)
 	Get(ctx context.Context, ids ...string) (map[string]fleet.Instance, error)
 	Terminate(ctx context.Context, instanceID string) error
+	// Warm pools: refill (Launch, from the launch template's latest
+	// version), and stop a stopped-pool instance once it is prepared.
+	Launch(ctx context.Context, req fleet.Request) (fleet.Result, error)
+	Stop(ctx context.Context, instanceID string) error
+	TemplateVersion(ctx context.Context, templateID string) (int64, error)
 }
 
 // GitHub is what scaledown needs from the GitHub App client.
@@ -94,6 +103,22 @@ type Jobs interface {
 	// launch and says since when the oldest waits: each sweep reports them
 	// and wakes them (Queue), as does a freed slot.
 	WaitingSummary(ctx context.Context, profiles []string) (n int, oldest time.Time, err error)
+
+	// Warm pools (state.Store): the pool items, refilled within the slots
+	// CountSlots leaves free.
+	Pooled(ctx context.Context, profile string) ([]*state.PoolInstance, error)
+	AddPooled(ctx context.Context, p state.PoolInstance, others ...types.TransactWriteItem) error
+	RemovePooled(ctx context.Context, instanceID string) error
+	AdvancePooled(ctx context.Context, p *state.PoolInstance, from, to string) (bool, error)
+	GetPooled(ctx context.Context, instanceID string) (*state.PoolInstance, bool, error)
+	CountSlots(ctx context.Context, profile string) (int, error)
+}
+
+// PoolMarkers writes and reads pooled instances' pool markers in the JIT
+// table; *jitstore.Store implements it.
+type PoolMarkers interface {
+	Marker(instanceARN, kind string) types.TransactWriteItem
+	Unconsumed(ctx context.Context, instanceARNs []string) (map[string]bool, error)
 }
 
 // Enqueuer sends re-queue messages; *queue.Sender implements it.
@@ -110,6 +135,10 @@ type Deps struct {
 	// Redeliver recovers failed webhook deliveries from the App's delivery
 	// log (redelivery.Recoverer.Run); nil turns the recovery off.
 	Redeliver func(ctx context.Context) (*redelivery.Report, error)
+	// JIT and Identity serve the warm pools (their instances' pool markers,
+	// keyed by instance ARN); required when a profile has a pool.
+	JIT      PoolMarkers
+	Identity jitstore.Identity
 }
 
 // Defaults for the options that are not in the configuration.
@@ -134,6 +163,7 @@ type Reconciler struct {
 	now     func() time.Time
 	rerun   bool
 	retirer *retire.Retirer
+	pools   *pool.Launcher // nil without Deps.JIT
 }
 
 // Option configures a Reconciler.
@@ -154,6 +184,9 @@ func New(cfg *config.Config, d Deps, opts ...Option) *Reconciler {
 	r.retirer = retire.New(d.GitHub, d.Instances)
 	for _, o := range opts {
 		o(r)
+	}
+	if d.JIT != nil {
+		r.pools = pool.New(cfg, d.Instances, d.Jobs, d.JIT, d.Identity, r.now)
 	}
 	return r
 }

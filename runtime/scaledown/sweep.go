@@ -35,6 +35,10 @@ type Report struct {
 	Finished        int `json:"finished"`
 	Lost            int `json:"lost"`
 	RerunsRequested int `json:"rerunsRequested"`
+	// Pooled counts the warm pools' instances (not taken by a job);
+	// PoolLaunched those this sweep launched to refill them.
+	Pooled       int `json:"pooled"`
+	PoolLaunched int `json:"poolLaunched"`
 	// Waiting counts the jobs waiting in the table for a launch (-1: unknown).
 	Waiting int `json:"waiting"`
 	Errors  int `json:"errors"`
@@ -77,6 +81,10 @@ type sweep struct {
 	launchOf       map[string]*state.Job
 	launchByRunner map[string]*state.Job
 	ranOn          map[string]*state.Job
+	// pooled are the warm pools' items by instance id; poolUnknown says a
+	// pool could not be read (its instances are then no orphans).
+	pooled      map[string]*state.PoolInstance
+	poolUnknown bool
 }
 
 // Sweep reconciles everything once. Errors in one decision are logged and
@@ -85,7 +93,7 @@ func (r *Reconciler) Sweep(ctx context.Context) (*Report, error) {
 	start := time.Now()
 	s := &sweep{r: r, now: r.now(), instances: map[string]*instance{}, owners: map[string]*ownerRunners{},
 		launchOf: map[string]*state.Job{}, launchByRunner: map[string]*state.Job{}, ranOn: map[string]*state.Job{},
-		repoInst: map[string]githubapp.Installation{}}
+		repoInst: map[string]githubapp.Installation{}, pooled: map[string]*state.PoolInstance{}}
 	lap := func(d *int64) func() {
 		t := time.Now()
 		return func() { *d = time.Since(t).Milliseconds() }
@@ -137,6 +145,7 @@ func (r *Reconciler) Sweep(ctx context.Context) (*Report, error) {
 	for _, j := range jobs {
 		s.job(ctx, j)
 	}
+	s.pools(ctx)
 	s.orphans(ctx)
 	s.ghosts(ctx)
 	// Slots freed by this sweep (and any wake that failed before) go to the
@@ -711,10 +720,26 @@ func (s *sweep) finish(ctx context.Context, log *slog.Logger, j *state.Job, reas
 func (s *sweep) orphans(ctx context.Context) {
 	const rule = "4-orphan"
 	for id, inst := range s.instances {
-		if s.launchOf[id] != nil || !inst.Alive() || s.now.Sub(inst.Launched) < secs(s.r.cfg.ScaleDown.OrphanGraceSeconds) {
+		if s.launchOf[id] != nil || s.pooled[id] != nil || !inst.Alive() || s.now.Sub(inst.Launched) < secs(s.r.cfg.ScaleDown.OrphanGraceSeconds) {
 			continue
 		}
 		log := s.r.log.With(slog.String("instance_id", id), slog.Int64("job_id", inst.JobID))
+		if inst.Pool != "" && inst.JobID == 0 {
+			// A pooled instance no job took and no pool item owns: its
+			// refill died before recording it, or its item was dropped and
+			// the termination failed. It never had a runner.
+			if s.poolUnknown {
+				continue
+			}
+			if _, ok, err := s.r.d.Jobs.GetPooled(ctx, id); err != nil || ok {
+				if err != nil {
+					s.fail(log, rule, err)
+				}
+				continue // recorded after the pool was read
+			}
+			s.retireTarget(ctx, log, rule, retire.Target{InstanceID: id})
+			continue
+		}
 		if run := s.ranOn[inst.Runner]; inst.Runner != "" && run != nil && run.Status == state.StatusInProgress {
 			s.rep.KeptBusy++
 			s.decision(log, rule, "kept-busy", slog.Int64("ran_job_id", run.JobID), slog.String("reason", "its runner runs a job"))

@@ -45,6 +45,7 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/jitstore"
 	"github.com/jit-runners/jit-runners/runtime/labels"
 	"github.com/jit-runners/jit-runners/runtime/metrics"
+	"github.com/jit-runners/jit-runners/runtime/pool"
 	"github.com/jit-runners/jit-runners/runtime/queue"
 	"github.com/jit-runners/jit-runners/runtime/retire"
 	"github.com/jit-runners/jit-runners/runtime/state"
@@ -63,6 +64,11 @@ type GitHub interface {
 type Launcher interface {
 	Launch(ctx context.Context, req fleet.Request) (fleet.Result, error)
 	Terminate(ctx context.Context, instanceID string) error
+	// Tag retags a pooled instance a job takes; Start starts a stopped one;
+	// TemplateVersion dates the replacement launched into its pool.
+	Tag(ctx context.Context, instanceID string, tags map[string]string) error
+	Start(ctx context.Context, instanceID string) error
+	TemplateVersion(ctx context.Context, templateID string) (int64, error)
 }
 
 // Jobs is what scaleup needs from the job records; *state.Store implements it.
@@ -83,6 +89,19 @@ type Jobs interface {
 	// have waited since before (zero: any): jobs that cannot launch yet
 	// wait in the table (see state.Wait) and are woken oldest first.
 	Waiting(ctx context.Context, profile string, before time.Time, limit int32) ([]*state.Job, error)
+
+	// Warm pools (state.Store): a job of a pooled profile takes a pooled
+	// instance when one is ready (PoolCandidates, ClaimPooled), gives it
+	// back when nothing was handed to it (ReturnPooled), and its launch
+	// record deletes the pool item in the same transaction (TakePooled).
+	PoolCandidates(ctx context.Context, profile, kind string, limit int32) ([]*state.PoolInstance, error)
+	ClaimPooled(ctx context.Context, instanceID, profile, kind, claimID string, lease time.Duration) (bool, error)
+	ReturnPooled(ctx context.Context, p *state.PoolInstance, claimID string) error
+	TakePooled(instanceID, claimID string) types.TransactWriteItem
+	AddPooled(ctx context.Context, p state.PoolInstance, others ...types.TransactWriteItem) error
+	// Requeue puts a launched job back to be launched again (a stopped
+	// pooled instance that would not start).
+	Requeue(ctx context.Context, jobID int64, seenInstanceID, reason string) (bool, error)
 }
 
 // Waker sends a wake (queue.WakeMessage) that becomes visible after delay;
@@ -97,6 +116,8 @@ type JITStore interface {
 	// (state.Launch.With): both are written, or neither.
 	Handover(instanceARN, encoded string) types.TransactWriteItem
 	Delete(ctx context.Context, instanceARN string) error
+	// Marker is a replacement pooled instance's pool marker.
+	Marker(instanceARN, kind string) types.TransactWriteItem
 }
 
 // Visibility shortens a message's visibility timeout so a record that hit a
@@ -117,9 +138,7 @@ type offeringMarker interface {
 }
 
 // Identity names the account and partition that instance ARNs live in.
-type Identity struct {
-	Partition, Region, Account string
-}
+type Identity = jitstore.Identity
 
 // Handler handles SQS batches of scale-up messages.
 type Handler struct {
@@ -133,6 +152,7 @@ type Handler struct {
 	offerings Offerings
 	retirer   *retire.Retirer
 	waker     Waker
+	pools     *pool.Launcher
 
 	visibility Visibility
 	log        *slog.Logger
@@ -199,6 +219,7 @@ func New(cfg *config.Config, d Deps, opts ...Option) *Handler {
 	if h.concurrency < 1 {
 		h.concurrency = 1
 	}
+	h.pools = pool.New(cfg, d.Launcher, d.Jobs, d.JIT, d.Identity, h.now)
 	return h
 }
 
@@ -449,6 +470,8 @@ type admission struct {
 	claimID string
 	attempt int64
 	woken   bool
+	// pooled is the warm-pool instance the job claimed, nil for a launch.
+	pooled *state.PoolInstance
 }
 
 // admit resolves the job's profile, claims it and checks the limits. It
@@ -469,7 +492,7 @@ func (h *Handler) admit(ctx context.Context, log *slog.Logger, r events.SQSMessa
 	log = log.With(slog.String("profile", match.Profile))
 
 	claimID := claimIDOf(ctx, r)
-	outcome, attempt, err := h.limitAndClaim(ctx, m, claimID, match.Profile, profile, woken)
+	outcome, attempt, pooled, err := h.limitAndClaim(ctx, log, m, claimID, match.Profile, profile, woken)
 	if errors.Is(err, errWaiting) {
 		log.Info("job waits in the table for a runner slot", slog.String("decision", "waiting"), slog.String("reason", err.Error()))
 		h.metrics.Inc(metrics.LimitReached, map[string]string{"Profile": match.Profile})
@@ -487,9 +510,10 @@ func (h *Handler) admit(ctx context.Context, log *slog.Logger, r events.SQSMessa
 		log.Info("nothing to launch", slog.String("decision", outcome.String()))
 		return nil, nil
 	}
-	a := &admission{log: log, m: m, match: match, profile: profile, claimID: claimID, attempt: attempt, woken: woken}
+	a := &admission{log: log, m: m, match: match, profile: profile, claimID: claimID, attempt: attempt, woken: woken, pooled: pooled}
 	if until := h.hold(); !until.IsZero() {
 		// GitHub refuses requests until then: not a call, not a launch.
+		h.returnPooled(ctx, a)
 		return nil, h.holdJob(ctx, a, until, "GitHub's rate limit")
 	}
 	return a, nil
@@ -501,6 +525,7 @@ func (h *Handler) launch(ctx context.Context, a *admission) error {
 	log, m, match, claimID, attempt, woken := a.log, a.m, a.match, a.claimID, a.attempt, a.woken
 	inst := githubapp.Installation{ID: m.InstallationID, Owner: m.Owner, Repository: m.Repository}
 	if done, err := h.checkQueued(ctx, a, inst); done {
+		h.returnPooled(ctx, a)
 		return err
 	}
 
@@ -510,6 +535,9 @@ func (h *Handler) launch(ctx context.Context, a *admission) error {
 	name := tags.RunnerName(h.cfg.NamePrefix, m.JobID, attempt)
 	log = log.With(slog.String("runner_name", name))
 	jit, err := h.gh.GenerateJITConfig(ctx, inst, name, match.Labels)
+	if err != nil {
+		h.returnPooled(ctx, a)
+	}
 	if isRateLimit(err) {
 		return h.rateLimited(ctx, a, err)
 	}
@@ -517,6 +545,9 @@ func (h *Handler) launch(ctx context.Context, a *admission) error {
 		// A request that registered the runner after all leaves an offline
 		// runner no instance will use: rule 5 deletes it.
 		return h.release(ctx, log, m, claimID, woken, fmt.Errorf("generate JIT config: %w", err))
+	}
+	if a.pooled != nil {
+		return h.handOverPooled(ctx, a, inst, name, jit)
 	}
 
 	res, err := h.launcher.Launch(ctx, h.fleetRequest(a, name))
@@ -631,13 +662,18 @@ func (h *Handler) launched(log *slog.Logger, a *admission, res fleet.Result, run
 // a lock, so the records of one batch never exceed a limit between them;
 // concurrent invocations can overshoot it by at most their number (see
 // state.Store.CountSlots).
-func (h *Handler) limitAndClaim(ctx context.Context, m *queue.Message, claimID, name string, p config.Profile, woken bool) (state.ClaimOutcome, int64, error) {
+func (h *Handler) limitAndClaim(ctx context.Context, log *slog.Logger, m *queue.Message, claimID, name string, p config.Profile, woken bool) (state.ClaimOutcome, int64, *state.PoolInstance, error) {
 	h.claimMu.Lock()
 	defer h.claimMu.Unlock()
 	lease := time.Duration(h.cfg.ScaleUp.ClaimLeaseSeconds) * time.Second
 	outcome, attempt, err := h.jobs.ClaimAttempt(ctx, m.JobID, claimID, name, lease)
 	if err != nil || outcome != state.Claimed {
-		return outcome, 0, err
+		return outcome, 0, nil, err
+	}
+	// A pooled instance first: taking one moves its slot to the job, so no
+	// limit can be passed by it.
+	if pooled := h.takeFromPool(ctx, log, name, p, claimID, lease); pooled != nil {
+		return state.Claimed, attempt, pooled, nil
 	}
 	since := time.UnixMilli(m.ReceivedAt)
 	if m.ReceivedAt == 0 {
@@ -648,11 +684,11 @@ func (h *Handler) limitAndClaim(ctx context.Context, m *queue.Message, claimID, 
 	case errors.Is(err, errLimit):
 		reason = strings.TrimPrefix(err.Error(), errLimit.Error()+": ")
 	case err != nil:
-		return 0, 0, h.giveBack(ctx, m.JobID, claimID, name, woken, since, err)
+		return 0, 0, nil, h.giveBack(ctx, m.JobID, claimID, name, woken, since, err)
 	case !woken && free < queueBehindWithin:
 		older, err := h.jobs.Waiting(ctx, name, since, 1)
 		if err != nil {
-			return 0, 0, h.giveBack(ctx, m.JobID, claimID, name, woken, since, err)
+			return 0, 0, nil, h.giveBack(ctx, m.JobID, claimID, name, woken, since, err)
 		}
 		if len(older) > 0 {
 			// A slot is free, but older jobs wait for it: queue behind them
@@ -662,12 +698,12 @@ func (h *Handler) limitAndClaim(ctx context.Context, m *queue.Message, claimID, 
 		}
 	}
 	if reason == "" {
-		return state.Claimed, attempt, nil
+		return state.Claimed, attempt, nil, nil
 	}
 	if err := h.jobs.Wait(ctx, m.JobID, claimID, name, reason, since); err != nil {
-		return 0, 0, err // the claim expires with its lease; the message comes back
+		return 0, 0, nil, err // the claim expires with its lease; the message comes back
 	}
-	return 0, 0, fmt.Errorf("%w: %s", errWaiting, reason)
+	return 0, 0, nil, fmt.Errorf("%w: %s", errWaiting, reason)
 }
 
 // queueBehindWithin: a new job checks for older waiting jobs (and queues
@@ -855,7 +891,7 @@ func (h *Handler) ourRunner(name string) bool {
 }
 
 func (h *Handler) instanceARN(instanceID string) string {
-	return jitstore.InstanceARN(h.identity.Partition, h.identity.Region, h.identity.Account, instanceID)
+	return h.identity.InstanceARN(instanceID)
 }
 
 func requestID(ctx context.Context) string {

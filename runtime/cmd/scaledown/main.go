@@ -10,8 +10,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
+	"github.com/jit-runners/jit-runners/runtime/config"
 	"github.com/jit-runners/jit-runners/runtime/fleet"
 	"github.com/jit-runners/jit-runners/runtime/githubapp"
+	"github.com/jit-runners/jit-runners/runtime/jitstore"
 	"github.com/jit-runners/jit-runners/runtime/lambdaenv"
 	"github.com/jit-runners/jit-runners/runtime/queue"
 	"github.com/jit-runners/jit-runners/runtime/redelivery"
@@ -32,13 +34,25 @@ func start(ctx context.Context, e *lambdaenv.Env) error {
 			MaxPerRun: cfg.Redelivery.MaxPerRun, Lookback: time.Duration(cfg.Redelivery.LookbackMinutes) * time.Minute,
 		}, e.Log, nil).Run
 	}
-	r := scaledown.New(cfg, scaledown.Deps{
+	deps := scaledown.Deps{
 		Instances: fleet.New(ec2.NewFromConfig(e.AWS), fleet.WithLogger(e.Log)),
 		GitHub:    gh,
 		Jobs:      e.Store,
 		Queue:     queue.NewSender(sqs.NewFromConfig(e.AWS), cfg.QueueURL, 0),
 		Redeliver: redeliver,
-	}, scaledown.WithLogger(e.Log), scaledown.WithMetrics(e.Metrics))
+	}
+	if len(cfg.PooledProfiles()) > 0 {
+		// Warm pools: their instances' markers live in the JIT table,
+		// keyed by instance ARN.
+		if cfg.Launch.JITConfigTableName == "" {
+			return &config.KeyError{Key: "launch.jitConfigTableName", Reason: "is required by scaledown when a profile has a pool"}
+		}
+		if deps.Identity, err = e.Identity(ctx); err != nil {
+			return err
+		}
+		deps.JIT = jitstore.New(e.DB, cfg.Launch.JITConfigTableName, nil)
+	}
+	r := scaledown.New(cfg, deps, scaledown.WithLogger(e.Log), scaledown.WithMetrics(e.Metrics))
 	lambda.Start(r.Handle)
 	return nil
 }

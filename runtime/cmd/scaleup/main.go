@@ -3,14 +3,10 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"strings"
 
 	"github.com/aws/aws-lambda-go/lambda"
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
-	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/jit-runners/jit-runners/runtime/config"
 	"github.com/jit-runners/jit-runners/runtime/fleet"
@@ -28,7 +24,7 @@ func start(ctx context.Context, e *lambdaenv.Env) error {
 	if cfg.Launch.JITConfigTableName == "" {
 		return &config.KeyError{Key: "launch.jitConfigTableName", Reason: "is required by scaleup"}
 	}
-	id, err := identity(ctx, sts.NewFromConfig(e.AWS), e.AWS.Region)
+	id, err := e.Identity(ctx)
 	if err != nil {
 		return err
 	}
@@ -48,18 +44,4 @@ func start(ctx context.Context, e *lambdaenv.Env) error {
 	}, scaleup.WithLogger(e.Log), scaleup.WithMetrics(e.Metrics), scaleup.WithVisibility(queue.NewVisibility(sqsClient, cfg.QueueURL)))
 	lambda.Start(h.Handle)
 	return nil
-}
-
-// identity reads the account and partition instance ARNs use from the
-// Lambda's own role (sts:GetCallerIdentity needs no permission).
-func identity(ctx context.Context, api *sts.Client, region string) (scaleup.Identity, error) {
-	out, err := api.GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
-	if err != nil {
-		return scaleup.Identity{}, fmt.Errorf("sts:GetCallerIdentity: %w", err)
-	}
-	parts := strings.SplitN(aws.ToString(out.Arn), ":", 6)
-	if len(parts) < 5 || parts[1] == "" {
-		return scaleup.Identity{}, fmt.Errorf("unexpected caller ARN %q", aws.ToString(out.Arn))
-	}
-	return scaleup.Identity{Partition: parts[1], Region: region, Account: aws.ToString(out.Account)}, nil
 }

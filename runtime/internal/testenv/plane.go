@@ -110,10 +110,12 @@ func (p *Plane) ScaleUp(d scaleup.Deps, opts ...scaleup.Option) *scaleup.Handler
 }
 
 // ScaleDownDeps are scaledown's collaborators on the plane: instances
-// through Faults, the App client, the store and the queue.
+// through Faults, the App client, the store, the queue and the JIT table
+// (pool markers).
 func (p *Plane) ScaleDownDeps() scaledown.Deps {
 	return scaledown.Deps{
 		Instances: fleet.New(p.Faults), GitHub: p.GHClient, Jobs: p.Store, Queue: queue.NewSender(p.AWS.SQS, p.Queue, 0),
+		JIT: p.JIT, Identity: p.Identity(),
 	}
 }
 

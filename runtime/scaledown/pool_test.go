@@ -1,0 +1,448 @@
+package scaledown_test
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/jit-runners/jit-runners/runtime/config"
+	"github.com/jit-runners/jit-runners/runtime/fleet"
+	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
+	"github.com/jit-runners/jit-runners/runtime/jitstore"
+	"github.com/jit-runners/jit-runners/runtime/scaledown"
+	"github.com/jit-runners/jit-runners/runtime/state"
+	"github.com/jit-runners/jit-runners/runtime/tags"
+)
+
+// withPool gives the default profile a pool.
+func withPool(pool config.Pool, maxRunners int) testenv.DeploymentOption {
+	return func(c *config.Config) {
+		p := c.Profiles["default"]
+		p.Pool = &pool
+		c.Profiles["default"] = p
+		c.MaxRunners = maxRunners
+	}
+}
+
+func (h *harness) pooled() []*state.PoolInstance {
+	h.t.Helper()
+	items, err := h.p.Store.Pooled(context.Background(), "default")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	slices.SortFunc(items, func(a, b *state.PoolInstance) int { return a.LaunchedAt.Compare(b.LaunchedAt) })
+	return items
+}
+
+func (h *harness) slots() int {
+	h.t.Helper()
+	n, err := h.p.Store.CountSlots(context.Background(), "")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return n
+}
+
+func (h *harness) instanceARN(id string) string { return h.p.Identity().InstanceARN(id) }
+
+// boot lets every pooled instance's bootstrap come up: it consumes its
+// pool marker (a hot one then waits for a config).
+func (h *harness) boot() {
+	h.t.Helper()
+	for _, p := range h.pooled() {
+		if err := h.p.JIT.Delete(context.Background(), h.instanceARN(p.InstanceID)); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+}
+
+// A refill stays within maxRunners, pooled instances counting; jobs that
+// wait for a slot come before the pool.
+func TestPoolRefillUnderCaps(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withPool(config.Pool{Hot: &config.PoolSpec{Size: 4}}, 5))
+	h.launched()
+	h.launched() // two runners hold two of the five slots
+	rep := h.sweep()
+	if rep.PoolLaunched != 3 || len(h.pooled()) != 3 {
+		t.Fatalf("refill with 3 free slots launched %d (pool %d); want 3", rep.PoolLaunched, len(h.pooled()))
+	}
+	if n := h.slots(); n != 5 {
+		t.Fatalf("slots after the refill = %d; want 5 (every one taken)", n)
+	}
+	for _, p := range h.pooled() {
+		if p.State != state.PoolReady || p.Kind != jitstore.PoolHot || p.TemplateVersion < 1 {
+			t.Fatalf("hot pooled instance %+v: want ready, with its template version", p)
+		}
+		if !h.alive(p.InstanceID) {
+			t.Fatalf("pooled instance %s not running", p.InstanceID)
+		}
+		// The instance finds its pool marker, not a job's config.
+		if enc, err := h.p.JIT.Take(context.Background(), h.instanceARN(p.InstanceID)); err == nil {
+			t.Fatalf("pooled instance %s found a JIT config %q before any job took it", p.InstanceID, enc)
+		}
+	}
+	if rep := h.sweep(); rep.PoolLaunched != 0 {
+		t.Fatalf("a second sweep launched %d with no free slot", rep.PoolLaunched)
+	}
+}
+
+func TestPoolRefillWaitsForWaitingJobs(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withPool(config.Pool{Hot: &config.PoolSpec{Size: 2}}, 5))
+	id := h.queued()
+	if _, err := h.p.Store.Claim(context.Background(), id, "c", "default", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.p.Store.Wait(context.Background(), id, "c", "default", "every slot taken", h.p.Clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if rep := h.sweep(); rep.PoolLaunched != 0 || len(h.pooled()) != 0 {
+		t.Fatalf("refilled %d while a job waits for a slot", rep.PoolLaunched)
+	}
+}
+
+// A job of a pooled profile takes a hot instance: no CreateFleet, the
+// instance is retagged as the job's launch and handed the job's JIT
+// config, and the job's record owns it from then on.
+func TestPoolHitLaunchesNothing(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withPool(config.Pool{Hot: &config.PoolSpec{Size: 2}}, 10))
+	h.sweep()
+	pool := h.pooled()
+	id, j := h.launched()
+	if n := h.jobLaunches(); n != 0 {
+		t.Fatalf("a pool hit made %d CreateFleet calls for the job; want 0", n)
+	}
+	// The hit's invocation launched one replacement into the pool.
+	if pooled := len(h.p.Faults.FleetInputs()); pooled != 3 {
+		t.Fatalf("CreateFleet calls = %d; want 3 (the pool's 2, one replacement)", pooled)
+	}
+	if j.FromPool != jitstore.PoolHot || j.Phase != state.PhaseLaunched || !slices.ContainsFunc(pool, func(p *state.PoolInstance) bool {
+		return p.InstanceID == j.InstanceID
+	}) {
+		t.Fatalf("job record after a pool hit: %+v; want one of the pool's instances %v", j, pool)
+	}
+	if left := h.pooled(); len(left) != 2 || slices.ContainsFunc(left, func(p *state.PoolInstance) bool { return p.InstanceID == j.InstanceID }) {
+		t.Fatalf("pool after the hit holds %d instances (taken one included: %v); want 2 without it", len(left),
+			slices.ContainsFunc(left, func(p *state.PoolInstance) bool { return p.InstanceID == j.InstanceID }))
+	}
+	inst := h.describe(j.InstanceID)
+	if inst.Runner != j.InstanceRunnerName || inst.JobID != id || inst.Repository != h.p.Repository() {
+		t.Fatalf("taken instance's tags: %+v; want the job's launch tags (runner %s)", inst, j.InstanceRunnerName)
+	}
+	h.online(j) // the instance's bootstrap reads the job's config
+	// The sweep refills the pool, and never mistakes the taken instance
+	// (a job's now) or the pooled ones for orphans.
+	h.p.Clock.Advance(secs(h.p.Config.ScaleDown.OrphanGraceSeconds) + time.Minute)
+	h.boot()
+	rep := h.sweep()
+	if rep.Terminated != 0 || rep.PoolLaunched != 0 || len(h.pooled()) != 2 {
+		t.Fatalf("sweep after the hit: %+v, pool %d; want the pool full (2), nothing launched or terminated", rep, len(h.pooled()))
+	}
+}
+
+// Two jobs reach for the one pooled instance at once: one takes it, the
+// other launches; each instance serves one job.
+func TestPoolClaimRaceBetweenJobs(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withPool(config.Pool{Hot: &config.PoolSpec{Size: 1}}, 10))
+	h.sweep()
+	a, b := h.queued(), h.queued()
+	up2 := h.p.ScaleUp(h.p.ScaleUpDeps()) // a second container: its own claim lock
+	var wg sync.WaitGroup
+	for i, id := range []int64{a, b} {
+		handler := h.up
+		if i == 1 {
+			handler = up2
+		}
+		wg.Go(func() {
+			body := `{"jobId":` + itoa(id) + `,"repository":"` + h.p.Repository() + `","owner":"` + h.p.Owner +
+				`","installationId":` + itoa(h.p.InstID) + `,"labels":["self-hosted","linux","x64"],"profile":"default"}`
+			resp, err := handler.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{{MessageId: "m" + itoa(id), Body: body}}})
+			if err != nil || len(resp.BatchItemFailures) != 0 {
+				t.Errorf("job %d: %v %v", id, resp, err)
+			}
+		})
+	}
+	wg.Wait()
+	ja, jb := h.job(a), h.job(b)
+	if ja.InstanceID == "" || jb.InstanceID == "" || ja.InstanceID == jb.InstanceID {
+		t.Fatalf("jobs %d and %d on instances %q and %q; want two different instances", a, b, ja.InstanceID, jb.InstanceID)
+	}
+	if hits := btoi(ja.FromPool != "") + btoi(jb.FromPool != ""); hits != 1 {
+		t.Fatalf("%d jobs took the one pooled instance; want 1", hits)
+	}
+}
+
+// jobLaunches counts the CreateFleet calls that launched for a job (not
+// into a pool).
+func (h *harness) jobLaunches() int {
+	n := 0
+	for _, in := range h.p.Faults.FleetInputs() {
+		pooled := false
+		for _, spec := range in.TagSpecifications {
+			for _, tg := range spec.Tags {
+				pooled = pooled || aws.ToString(tg.Key) == tags.Pool
+			}
+		}
+		if !pooled {
+			n++
+		}
+	}
+	return n
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// A stopped-pool instance: launched, prepared (its bootstrap consumed the
+// marker), stopped by the sweep, then ready; a job starts it, and its
+// second boot finds the job's config.
+func TestStoppedPoolSecondBoot(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withPool(config.Pool{Stopped: &config.PoolSpec{Size: 1}}, 10))
+	h.sweep()
+	pool := h.pooled()
+	if len(pool) != 1 || pool[0].State != state.PoolPreparing {
+		t.Fatalf("stopped pool after the first sweep: %+v; want one preparing", pool)
+	}
+	id := pool[0].InstanceID
+	if in := h.describe(id); in.Spot {
+		t.Fatal("a stopped-pool instance was launched on spot (AWS cannot stop one-time spot instances)")
+	}
+	h.sweep()
+	if p := h.pooled()[0]; p.State != state.PoolPreparing || h.state(id) != types.InstanceStateNameRunning {
+		t.Fatalf("stopped before its bootstrap was ready: %+v, %s", p, h.state(id))
+	}
+	// First boot: the bootstrap prepares and consumes its marker.
+	if _, err := h.p.JIT.Take(context.Background(), h.instanceARN(id)); err == nil {
+		t.Fatal("the marker read as a JIT config")
+	}
+	h.sweep()
+	if p := h.pooled()[0]; p.State != state.PoolStopping {
+		t.Fatalf("prepared instance not being stopped: %+v", p)
+	}
+	if s := h.state(id); s != types.InstanceStateNameStopped && s != types.InstanceStateNameStopping {
+		t.Fatalf("prepared instance is %s; want stopping or stopped", s)
+	}
+	h.sweep()
+	if p := h.pooled()[0]; p.State != state.PoolReady {
+		t.Fatalf("stopped instance not ready: %+v", p)
+	}
+	jobID, j := h.launched()
+	if j.InstanceID != id || j.FromPool != jitstore.PoolStopped || h.jobLaunches() != 0 {
+		t.Fatalf("job %d: %+v; want it on stopped instance %s without a launch", jobID, j, id)
+	}
+	if s := h.state(id); s != types.InstanceStateNameRunning && s != types.InstanceStateNamePending {
+		t.Fatalf("taken stopped instance is %s; want started", s)
+	}
+	// Second boot: the config is there.
+	h.online(j)
+}
+
+// Pooled instances past the pool's maximum age, or of another image, are
+// retired and replaced.
+func TestPoolAgeOutAndNewImage(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withPool(config.Pool{Hot: &config.PoolSpec{Size: 2}, MaxAgeMinutes: 60}, 10))
+	h.sweep()
+	h.boot()
+	old := h.pooled()
+	h.p.Clock.Advance(59 * time.Minute)
+	if rep := h.sweep(); rep.Terminated != 0 {
+		t.Fatalf("retired %d before the maximum age", rep.Terminated)
+	}
+	h.p.Clock.Advance(2 * time.Minute)
+	rep := h.sweep()
+	if rep.Terminated != 2 || rep.PoolLaunched != 2 {
+		t.Fatalf("age-out sweep: %+v; want 2 retired, 2 launched", rep)
+	}
+	for _, p := range old {
+		if h.alive(p.InstanceID) {
+			t.Fatalf("aged-out instance %s still running", p.InstanceID)
+		}
+	}
+	// A new image (a new pre-baked AMI): the pool is replaced.
+	prof := h.p.Config.Profiles["default"]
+	prof.ImageID = "ami-0fedcba9876543210"
+	h.p.Config.Profiles["default"] = prof
+	h.rebuild()
+	rep = h.sweep()
+	if rep.Terminated != 2 || rep.PoolLaunched != 2 {
+		t.Fatalf("new-image sweep: %+v; want 2 retired, 2 launched", rep)
+	}
+	for _, p := range h.pooled() {
+		if p.ImageID != "ami-0fedcba9876543210" {
+			t.Fatalf("refilled from image %s", p.ImageID)
+		}
+	}
+}
+
+// With a schedule the pool follows it: full inside the window, the
+// off-hours size outside, edges included.
+func TestPoolScheduleEdges(t *testing.T) {
+	t.Parallel()
+	spec := &config.PoolSpec{Size: 2, OffHoursSize: 0, TimeZone: "Europe/Berlin",
+		Schedules: []config.PoolSchedule{{Days: "mon-fri", From: "07:00", To: "19:00"}}}
+	h := newHarness(t, withPool(config.Pool{Hot: spec}, 10))
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The next Monday in Berlin: the clock only moves forward.
+	now := h.p.Clock.Now().In(berlin)
+	monday := time.Date(now.Year(), now.Month(), now.Day()+1, 0, 0, 0, 0, berlin)
+	for monday.Weekday() != time.Monday {
+		monday = monday.AddDate(0, 0, 1)
+	}
+	at := func(day int, hhmm string) {
+		t.Helper()
+		hm, err := time.Parse("15:04", hhmm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := time.Date(monday.Year(), monday.Month(), monday.Day()+day, hm.Hour(), hm.Minute(), 0, 0, berlin)
+		d := ts.Sub(h.p.Clock.Now())
+		if d < 0 {
+			t.Fatalf("clock would go back to %s", ts)
+		}
+		h.p.Clock.Advance(d)
+	}
+	at(0, "06:59") // Monday, a minute before the window
+	if rep := h.sweep(); rep.PoolLaunched != 0 {
+		t.Fatalf("launched %d before the window opened", rep.PoolLaunched)
+	}
+	at(0, "07:00")
+	if rep := h.sweep(); rep.PoolLaunched != 2 {
+		t.Fatalf("launched %d at the window's opening; want 2", rep.PoolLaunched)
+	}
+	h.boot()
+	at(0, "18:59")
+	if rep := h.sweep(); rep.Terminated != 0 || rep.PoolLaunched != 0 {
+		t.Fatalf("sweep inside the window: %+v", rep)
+	}
+	at(0, "19:00")
+	if rep := h.sweep(); rep.Terminated != 2 || len(h.pooled()) != 0 {
+		t.Fatalf("sweep at the window's close: %+v, pool %d; want it emptied", rep, len(h.pooled()))
+	}
+	at(5, "10:00") // Saturday
+	if rep := h.sweep(); rep.PoolLaunched != 0 {
+		t.Fatalf("launched %d on a Saturday", rep.PoolLaunched)
+	}
+}
+
+// A spot interruption of a pooled instance: it leaves the pool at once and
+// is terminated (no job ever ran on it), its spot pool is avoided, and the
+// next sweep replaces it.
+func TestPooledSpotInterruption(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withPool(config.Pool{Hot: &config.PoolSpec{Size: 1}}, 10))
+	h.sweep()
+	p := h.pooled()[0]
+	in := h.describe(p.InstanceID)
+	ev := `{"detail-type":"` + scaledown.SpotInterruption + `","source":"aws.ec2","detail":{"instance-id":"` + p.InstanceID + `","instance-action":"terminate"}}`
+	if _, err := h.rc.Handle(context.Background(), []byte(ev)); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.pooled()) != 0 || h.alive(p.InstanceID) {
+		t.Fatalf("interrupted pooled instance still pooled (%d) or alive (%v)", len(h.pooled()), h.alive(p.InstanceID))
+	}
+	offs, err := h.p.Store.UnavailableOfferings(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := offs["spot:"+in.InstanceType+":"+in.Zone]; !ok {
+		t.Fatalf("interrupted spot pool not shared: %v", offs)
+	}
+	if rep := h.sweep(); rep.PoolLaunched != 1 {
+		t.Fatalf("no replacement after the interruption: %+v", rep)
+	}
+}
+
+// A pool instance that no item owns (its refill died before recording it)
+// is retired as an orphan once the grace has passed; one recorded is not.
+func TestUnrecordedPoolInstanceIsAnOrphan(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withPool(config.Pool{Hot: &config.PoolSpec{Size: 1}}, 10))
+	h.sweep()
+	kept := h.pooled()[0].InstanceID
+	out, err := h.p.EC2.RunInstances(context.Background(), &ec2.RunInstancesInput{
+		ImageId: aws.String("ami-0123456789abcdef0"), MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+		SubnetId: aws.String(h.p.Network.SubnetIDs[0]),
+		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeInstance,
+			Tags: ec2TagList(tags.ForPool(h.p.Config.NamePrefix, "default", jitstore.PoolHot))}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stray := aws.ToString(out.Instances[0].InstanceId)
+	h.p.Clock.Advance(secs(h.p.Config.ScaleDown.OrphanGraceSeconds) + time.Minute)
+	h.sweep()
+	if h.alive(stray) || !h.alive(kept) {
+		t.Fatalf("stray pool instance alive=%v (want retired), recorded one alive=%v (want kept)", h.alive(stray), h.alive(kept))
+	}
+}
+
+func ec2TagList(m map[string]string) []types.Tag {
+	var out []types.Tag
+	for k, v := range m {
+		out = append(out, types.Tag{Key: aws.String(k), Value: aws.String(v)})
+	}
+	return out
+}
+
+func (h *harness) describe(id string) fleet.Instance {
+	h.t.Helper()
+	found, err := fleet.New(h.p.EC2).Get(context.Background(), id)
+	if err != nil || found[id].ID == "" {
+		h.t.Fatalf("describe %s: %v", id, err)
+	}
+	return found[id]
+}
+
+// A hot instance whose bootstrap never comes up (its marker unconsumed
+// past the boot timeout) is replaced; one that came up is kept.
+func TestHotInstanceThatNeverBootsIsReplaced(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withPool(config.Pool{Hot: &config.PoolSpec{Size: 2}}, 10))
+	h.sweep()
+	pool := h.pooled()
+	if err := h.p.JIT.Delete(context.Background(), h.instanceARN(pool[0].InstanceID)); err != nil {
+		t.Fatal(err)
+	}
+	h.p.Clock.Advance(secs(h.p.Config.ScaleDown.BootTimeoutSeconds) + time.Second)
+	rep := h.sweep()
+	if rep.Terminated != 1 || rep.PoolLaunched != 1 || !h.alive(pool[0].InstanceID) || h.alive(pool[1].InstanceID) {
+		t.Fatalf("sweep: %+v; want the never-booted %s replaced and the booted %s kept", rep, pool[1].InstanceID, pool[0].InstanceID)
+	}
+}
+
+// A job that takes a pooled instance replaces it only within the limits:
+// with every slot taken (the pool's and the job's), nothing is launched.
+func TestPoolReplacementRespectsMaxRunners(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withPool(config.Pool{Hot: &config.PoolSpec{Size: 2}}, 2))
+	h.sweep()
+	_, j := h.launched()
+	if j.FromPool == "" {
+		t.Fatalf("job did not take a pooled instance: %+v", j)
+	}
+	if n := len(h.p.Faults.FleetInputs()); n != 2 {
+		t.Fatalf("CreateFleet calls = %d; want 2 (the pool's; no replacement over maxRunners 2)", n)
+	}
+	if n := h.slots(); n != 2 {
+		t.Fatalf("slots = %d; want 2", n)
+	}
+}

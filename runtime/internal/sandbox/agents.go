@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -73,6 +74,114 @@ func (a *agents) gone(id string) {
 }
 
 func (a *agents) run(ctx context.Context, in fleet.Instance) {
+	arn := jitstore.InstanceARN("aws", a.s.region, in.Account, in.ID)
+	if in.Pool == "" || in.JobID != 0 {
+		// Launched for a job (or a pooled instance a job took before the
+		// sandbox saw it boot): the config comes within the JIT wait.
+		a.serve(ctx, in, arn, "")
+		return
+	}
+	// A pooled instance's first boot: its marker first, then (hot) a job's
+	// config without a deadline, or (stopped) a stop and a second boot.
+	log := a.s.log.With(slog.String("instance_id", in.ID), slog.String("pool", in.Pool))
+	encoded, pool, err := a.fetch(ctx, arn, a.wait)
+	switch {
+	case err != nil:
+		if ctx.Err() == nil {
+			log.Warn("pooled instance got no marker; shutting it down", slog.String("error", err.Error()))
+			a.shutdown(in.ID)
+		}
+		return
+	case encoded != "":
+		a.serve(ctx, a.refresh(ctx, in), arn, encoded) // taken before it had booted
+		return
+	case pool == jitstore.PoolHot:
+		encoded, err = a.waitHot(ctx, arn)
+		if err != nil {
+			return // terminated while pooled (age, interruption, shrink)
+		}
+		a.serve(ctx, a.refresh(ctx, in), arn, encoded)
+	case pool == jitstore.PoolStopped:
+		// Prepared: the control plane stops the instance, and a job's
+		// scaleup starts it again; the unit runs the bootstrap at that boot.
+		if !a.awaitState(ctx, in.ID, "stopped") || !a.awaitState(ctx, in.ID, "running", "pending") {
+			return
+		}
+		a.serve(ctx, a.refresh(ctx, in), arn, "")
+	default:
+		log.Warn("unknown pool marker; shutting down", slog.String("marker", pool))
+		a.shutdown(in.ID)
+	}
+}
+
+// refresh re-reads an instance's tags: a pooled instance a job took was
+// retagged as that job's launch (its job id and runner name).
+func (a *agents) refresh(ctx context.Context, in fleet.Instance) fleet.Instance {
+	found, err := a.s.instances.Get(ctx, in.ID)
+	if err != nil {
+		return in
+	}
+	if fresh, ok := found[in.ID]; ok {
+		return fresh
+	}
+	return in
+}
+
+// HotPollInterval is how often a simulated hot pooled instance reads its
+// JIT entry. The bootstrap polls every second on AWS (one DeleteItem per
+// second per hot instance); the sandbox's default is faster, so that its
+// latency figures show the control plane, not the poll.
+const HotPollInterval = 100 * time.Millisecond
+
+// waitHot polls for a job's config without a deadline, as a hot pooled
+// instance does, until the instance is terminated.
+func (a *agents) waitHot(ctx context.Context, arn string) (string, error) {
+	store := a.jitStore(arn)
+	for {
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(a.s.opts.HotPollInterval):
+		}
+		v, _, err := store.Fetch(ctx, arn)
+		if err != nil {
+			if ctx.Err() != nil {
+				return "", ctx.Err()
+			}
+			a.s.log.Warn("reading the JIT config failed; retrying", slog.String("error", err.Error()))
+			continue
+		}
+		if v != "" {
+			return v, nil
+		}
+	}
+}
+
+// awaitState waits until the instance is in one of states; false when it
+// is terminated (or the sandbox stops) first.
+func (a *agents) awaitState(ctx context.Context, id string, states ...string) bool {
+	for {
+		found, err := a.s.instances.Get(ctx, id)
+		if err == nil {
+			in, ok := found[id]
+			if !ok || !in.Alive() {
+				return false
+			}
+			if slices.Contains(states, in.State) {
+				return true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// serve is the bootstrap from its config on: encoded when the caller has
+// it already, else read within the JIT wait.
+func (a *agents) serve(ctx context.Context, in fleet.Instance, arn, encoded string) {
 	log := a.s.log.With(slog.String("instance_id", in.ID), slog.Int64("job_id", in.JobID))
 	runner := in.Runner // the Name tag: its runner, named before the launch
 	fail := func(reason string) {
@@ -85,11 +194,12 @@ func (a *agents) run(ctx context.Context, in fleet.Instance) {
 	}
 
 	// The bootstrap: the instance's own key, read and deleted in one call.
-	arn := jitstore.InstanceARN("aws", a.s.region, in.Account, in.ID)
-	encoded, err := a.takeJIT(ctx, arn)
-	if err != nil {
-		fail(err.Error())
-		return
+	if encoded == "" {
+		var err error
+		if encoded, err = a.takeJIT(ctx, arn); err != nil {
+			fail(err.Error())
+			return
+		}
 	}
 	a.s.secrets.add(encoded)
 
@@ -167,25 +277,37 @@ func (a *agents) jitStore(arn string) *jitstore.Store {
 
 // takeJIT retries Take while the entry is absent, as the bootstrap does.
 func (a *agents) takeJIT(ctx context.Context, arn string) (string, error) {
+	v, _, err := a.fetch(ctx, arn, a.wait)
+	if err == nil && v == "" {
+		// A pool marker where a config belongs (a cold instance never gets
+		// one): the bootstrap ignores it and waits on, within its deadline.
+		v, err = a.takeJIT(ctx, arn)
+	}
+	return v, err
+}
+
+// fetch retries Fetch while the entry is absent, for at most wait: a
+// config or a pool marker ends it.
+func (a *agents) fetch(ctx context.Context, arn string, wait time.Duration) (encoded, pool string, err error) {
 	store := a.jitStore(arn)
-	deadline := time.Now().Add(a.wait)
+	deadline := time.Now().Add(wait)
 	for attempt := 0; ; attempt++ {
-		v, err := store.Take(ctx, arn)
+		v, p, err := store.Fetch(ctx, arn)
 		switch {
-		case err == nil:
-			return v, nil
-		case !errors.Is(err, jitstore.ErrNotFound):
+		case err == nil && (v != "" || p != ""):
+			return v, p, nil
+		case err != nil:
 			if ctx.Err() != nil {
-				return "", ctx.Err()
+				return "", "", ctx.Err()
 			}
 			a.s.log.Warn("reading the JIT config failed; retrying", slog.String("error", err.Error()))
 		}
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("no JIT config within %s", a.wait)
+			return "", "", fmt.Errorf("no JIT config within %s", wait)
 		}
 		select {
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return "", "", ctx.Err()
 		case <-time.After(jitRetryDelays[min(attempt, len(jitRetryDelays)-1)]):
 		}
 	}

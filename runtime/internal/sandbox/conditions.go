@@ -50,6 +50,7 @@ type conditionContext struct {
 var (
 	tagSpecTypeRE = regexp.MustCompile(`^TagSpecification\.(\d+)\.ResourceType$`)
 	instanceIDRE  = regexp.MustCompile(`^InstanceId\.\d+$`)
+	resourceIDRE  = regexp.MustCompile(`^ResourceId\.\d+$`)
 	templateRE    = regexp.MustCompile(`^LaunchTemplateConfigs\.\d+\.LaunchTemplateSpecification\.LaunchTemplate(Id|Name)$`)
 )
 
@@ -61,8 +62,10 @@ func (c *conditionContext) conditionFacts(r *http.Request, op string, form url.V
 	switch op {
 	case "ec2.CreateFleet":
 		return c.createFleetFacts(form)
-	case "ec2.TerminateInstances":
-		return c.terminateFacts(r.Context(), form)
+	case "ec2.TerminateInstances", "ec2.StartInstances", "ec2.StopInstances":
+		return c.resourceTagFacts(r.Context(), "ec2:"+strings.TrimPrefix(op, "ec2."), form, instanceIDRE)
+	case "ec2.CreateTags":
+		return c.retagFacts(r.Context(), form)
 	case "dynamodb.DeleteItem", "dynamodb.GetItem", "dynamodb.PutItem", "dynamodb.UpdateItem":
 		if token := r.Header.Get("X-Amz-Security-Token"); strings.HasPrefix(token, sessionTokenPrefix) {
 			return leadingKeyFacts("dynamodb:"+strings.TrimPrefix(op, "dynamodb."), strings.TrimPrefix(token, sessionTokenPrefix), body)
@@ -130,19 +133,21 @@ func (c *conditionContext) createFleetFacts(form url.Values) []string {
 	return facts
 }
 
-func (c *conditionContext) terminateFacts(ctx context.Context, form url.Values) []string {
+// resourceTagFacts: the jitr:managed-by tag of each instance the request
+// names (by form keys matching idKey), as the instance carries it now.
+func (c *conditionContext) resourceTagFacts(ctx context.Context, action string, form url.Values, idKey *regexp.Regexp) []string {
 	var ids []string
 	for k, v := range form {
-		if instanceIDRE.MatchString(k) && len(v) > 0 {
+		if idKey.MatchString(k) && len(v) > 0 {
 			ids = append(ids, v[0])
 		}
 	}
-	facts := []string{"ec2:TerminateInstances"}
+	facts := []string{action}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	managed, err := c.managedBy(ctx, ids)
 	if err != nil {
-		return append(facts, "ec2:TerminateInstances aws:ResourceTag/"+tags.ManagedBy+"=unread:"+err.Error())
+		return append(facts, action+" aws:ResourceTag/"+tags.ManagedBy+"=unread:"+err.Error())
 	}
 	for _, id := range ids {
 		v, ok := managed[id]
@@ -150,9 +155,29 @@ func (c *conditionContext) terminateFacts(ctx context.Context, form url.Values) 
 		if ok {
 			cl = c.class(v)
 		}
-		facts = append(facts, "ec2:TerminateInstances aws:ResourceTag/"+tags.ManagedBy+"="+cl)
+		facts = append(facts, action+" aws:ResourceTag/"+tags.ManagedBy+"="+cl)
 	}
 	return facts
+}
+
+// retagFacts: a CreateTags on existing instances (scaleup retags a pooled
+// instance a job takes), a shape of CreateTags of its own ("@existing",
+// see stack/policycheck.Conditions): the instances' jitr:managed-by tag,
+// and the value the request sets for it (absent when it sets none).
+func (c *conditionContext) retagFacts(ctx context.Context, form url.Values) []string {
+	const action = "ec2:CreateTags@existing"
+	facts := c.resourceTagFacts(ctx, action, form, resourceIDRE)
+	requested := "absent"
+	for i := 1; ; i++ {
+		key, ok := form["Tag."+strconv.Itoa(i)+".Key"]
+		if !ok {
+			break
+		}
+		if len(key) > 0 && key[0] == tags.ManagedBy {
+			requested = c.class(form.Get("Tag." + strconv.Itoa(i) + ".Value"))
+		}
+	}
+	return append(facts, action+" aws:RequestTag/"+tags.ManagedBy+"="+requested)
 }
 
 // leadingKeyFacts: dynamodb:LeadingKeys is the partition key the request

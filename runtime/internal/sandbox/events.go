@@ -70,6 +70,7 @@ type jobTrack struct {
 	retries      int
 	skipped      bool
 	failures     []string
+	fromPool     string // the warm pool its instance came from, if any
 }
 
 // tracker follows every job through its transitions, writes the events
@@ -80,14 +81,19 @@ type tracker struct {
 	jobs     map[int64]*jobTrack
 	alive    map[string]bool   // every instance seen: id -> alive
 	runnerOf map[string]string // runner name -> the instance it was launched on
-	file     *os.File
-	w        *bufio.Writer
-	out      io.Writer
-	progress bool
+	// pooled are the instances launched into a warm pool (id -> kind);
+	// instanceJob maps an instance to the job whose record owns it.
+	pooled      map[string]string
+	instanceJob map[string]int64
+	file        *os.File
+	w           *bufio.Writer
+	out         io.Writer
+	progress    bool
 }
 
 func newTracker(eventsFile string, out io.Writer, progress bool) (*tracker, error) {
-	t := &tracker{jobs: map[int64]*jobTrack{}, alive: map[string]bool{}, runnerOf: map[string]string{}, out: out, progress: progress}
+	t := &tracker{jobs: map[int64]*jobTrack{}, alive: map[string]bool{}, runnerOf: map[string]string{}, out: out, progress: progress,
+		pooled: map[string]string{}, instanceJob: map[string]int64{}}
 	if eventsFile != "" {
 		f, err := os.OpenFile(eventsFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
@@ -261,6 +267,8 @@ func (t *tracker) onLaunched(jobID int64, instanceID, runnerName, capacityType s
 		return
 	}
 	j.instanceID, j.runnerName, j.capacityType, j.spotFallback, j.launched = instanceID, runnerName, capacityType, fallback, at
+	j.fromPool = t.pooled[instanceID]
+	t.instanceJob[instanceID] = jobID
 	t.runnerOf[runnerName] = instanceID
 	if _, ok := j.instances[instanceID]; !ok {
 		j.instances[instanceID] = true
@@ -285,11 +293,18 @@ func (t *tracker) onSkipped(jobID int64, reason string) {
 }
 
 // onInstance notes an instance launched for a job (it may not be recorded
-// yet).
-func (t *tracker) onInstance(jobID int64, instanceID string) {
+// yet), or into a warm pool (jobID 0, pool its kind).
+func (t *tracker) onInstance(jobID int64, instanceID, pool string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.alive[instanceID] = true
+	if pool != "" {
+		t.pooled[instanceID] = pool
+	}
+	if jobID == 0 {
+		return // pooled: the job that takes it records it (onLaunched)
+	}
+	t.instanceJob[instanceID] = jobID
 	j := t.job(jobID)
 	if _, ok := j.instances[instanceID]; !ok {
 		j.instances[instanceID] = true
@@ -299,6 +314,9 @@ func (t *tracker) onInstance(jobID int64, instanceID string) {
 func (t *tracker) onRegistered(jobID int64, instanceID, runnerName string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if jobID == 0 {
+		jobID = t.instanceJob[instanceID]
+	}
 	j := t.job(jobID)
 	if j.registered.IsZero() {
 		j.registered = time.Now()
@@ -313,6 +331,11 @@ func (t *tracker) onInstanceGone(jobID int64, instanceID string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.alive[instanceID] = false
+	if jobID == 0 {
+		if jobID = t.instanceJob[instanceID]; jobID == 0 {
+			return // a pooled instance no job took (aged out, interrupted, shrunk)
+		}
+	}
 	j := t.job(jobID)
 	j.instances[instanceID] = false
 	if instanceID == j.instanceID || j.instanceID == "" {
@@ -418,4 +441,32 @@ func (j *jobTrack) done() bool {
 		}
 	}
 	return true
+}
+
+// PoolStats is what the sandbox saw of the warm pools.
+type PoolStats struct {
+	// Launched counts the instances launched into pools; Taken those a
+	// job took; RetiredUnused those gone without a job.
+	Launched      int `json:"launched"`
+	Taken         int `json:"taken"`
+	RetiredUnused int `json:"retiredUnused"`
+	Idle          int `json:"idle"` // alive, no job
+}
+
+func (t *tracker) poolStats() PoolStats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var st PoolStats
+	for id := range t.pooled {
+		st.Launched++
+		switch {
+		case t.instanceJob[id] != 0:
+			st.Taken++
+		case t.alive[id]:
+			st.Idle++
+		default:
+			st.RetiredUnused++
+		}
+	}
+	return st
 }

@@ -10,11 +10,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -206,8 +208,11 @@ func (p *faultProxy) count(fn, op string, target jsonTarget, body []byte, facts 
 	}
 	increment(&p.fnCall, fn, op)
 	items := []authorised{{op, target}}
-	if op == "dynamodb.TransactWriteItems" {
+	switch op {
+	case "dynamodb.TransactWriteItems":
 		items = transactItems(body)
+	case "dynamodb.BatchGetItem":
+		items = batchItems(op, body)
 	}
 	for _, it := range items {
 		increment(&p.fnOps, fn, it.op)
@@ -248,6 +253,23 @@ func transactItems(body []byte) []authorised {
 			}
 			out = append(out, authorised{op, t})
 		}
+	}
+	return out
+}
+
+// batchItems lists a batch request's tables as the operation on each (IAM
+// authorises BatchGetItem per table).
+func batchItems(op string, body []byte) []authorised {
+	var req struct {
+		RequestItems map[string]json.RawMessage `json:"RequestItems"`
+	}
+	_ = json.Unmarshal(body, &req)
+	var out []authorised
+	for _, table := range slices.Sorted(maps.Keys(req.RequestItems)) {
+		out = append(out, authorised{op, jsonTarget{TableName: table}})
+	}
+	if len(out) == 0 {
+		out = append(out, authorised{op, jsonTarget{}})
 	}
 	return out
 }

@@ -82,12 +82,15 @@ func (w *instanceWatcher) instances(ctx context.Context) {
 	seen := make(map[string]bool, len(list))
 	for _, in := range list {
 		seen[in.ID] = true
-		if _, ok := w.alive[in.ID]; ok {
-			continue
-		}
+		_, ok := w.alive[in.ID]
+		// Always the latest tags: a pooled instance a job took was retagged
+		// as that job's launch.
 		w.alive[in.ID] = in
 		w.known[in.ID] = in
-		w.s.tracker.onInstance(in.JobID, in.ID)
+		if ok {
+			continue
+		}
+		w.s.tracker.onInstance(in.JobID, in.ID, in.Pool)
 		if w.onNew != nil {
 			w.onNew(ctx, in)
 		}

@@ -160,9 +160,17 @@ func (s *Sandbox) allDone(ids []int64) bool {
 }
 
 // countAlive counts the deployment's instances that are not terminated.
+// countAlive counts the deployment's instances that are not terminated,
+// apart from the pooled ones no job took (a pool stays after the load).
 func (s *Sandbox) countAlive(ctx context.Context) (int, error) {
 	list, _, err := s.instances.List(ctx, s.cfg.NamePrefix)
-	return len(list), err
+	n := 0
+	for _, in := range list {
+		if in.Pool == "" || in.JobID != 0 {
+			n++
+		}
+	}
+	return n, err
 }
 
 // queueDrained reports whether the scale-up queue holds no message, visible

@@ -129,6 +129,10 @@ type Options struct {
 	Progress bool
 	// Logger receives the sandbox's own logs (default: discard).
 	Logger *slog.Logger
+	// HotPollInterval is how often a simulated hot pooled instance reads
+	// its JIT entry (default HotPollInterval; the bootstrap polls every
+	// second on AWS).
+	HotPollInterval time.Duration
 }
 
 func (o *Options) defaults() {
@@ -152,6 +156,9 @@ func (o *Options) defaults() {
 	}
 	if o.Seed == 0 {
 		o.Seed = 1
+	}
+	if o.HotPollInterval <= 0 {
+		o.HotPollInterval = HotPollInterval
 	}
 	if o.WebhookConcurrency <= 0 {
 		o.WebhookConcurrency = 8

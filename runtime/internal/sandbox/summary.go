@@ -59,9 +59,16 @@ type Summary struct {
 	// CPUPerJobMs is each Lambda's own processor time over the load per
 	// job, in milliseconds (the emulator's and moto's not included): our
 	// cost, apart from the emulated AWS's.
-	CPUPerJobMs         map[string]float64 `json:"cpuPerJobMs,omitempty"`
-	WebhookToLaunch     Percentiles        `json:"webhookToLaunchSeconds"`
-	WebhookToInProgress Percentiles        `json:"webhookToInProgressSeconds"`
+	CPUPerJobMs     map[string]float64 `json:"cpuPerJobMs,omitempty"`
+	WebhookToLaunch Percentiles        `json:"webhookToLaunchSeconds"`
+	// WebhookToOnline: from the queued delivery to the job's runner online
+	// (its instance read its JIT config).
+	WebhookToOnline Percentiles `json:"webhookToOnlineSeconds"`
+	// PoolHits counts the jobs whose instance came from a warm pool; Pools
+	// what the sandbox saw of the pools over the whole run.
+	PoolHits            int         `json:"poolHits"`
+	Pools               PoolStats   `json:"pools"`
+	WebhookToInProgress Percentiles `json:"webhookToInProgressSeconds"`
 	// QueuedDeliveriesFailed counts the jobs whose queued delivery failed
 	// at our endpoint before any succeeded (GitHub never retries them);
 	// Recovery is how long those took from that failure to their enqueue
@@ -95,7 +102,7 @@ func (s *Summary) OK() bool {
 
 func (s *Sandbox) summarize(ctx context.Context, ids []int64, start time.Time) *Summary {
 	sum := &Summary{Jobs: len(ids)}
-	var toLaunch, toStart, recovery []time.Duration
+	var toLaunch, toOnline, toStart, recovery []time.Duration
 	var firstReceived, lastLaunch time.Time
 	for _, j := range s.tracker.snapshot(ids) {
 		sum.Deliveries += j.deliveries
@@ -138,6 +145,12 @@ func (s *Sandbox) summarize(ctx context.Context, ids []int64, start time.Time) *
 		if !j.inProgress.IsZero() {
 			toStart = append(toStart, j.inProgress.Sub(j.received))
 		}
+		if !j.registered.IsZero() {
+			toOnline = append(toOnline, j.registered.Sub(j.received))
+		}
+		if j.fromPool != "" {
+			sum.PoolHits++
+		}
 		if !j.queuedFailed.IsZero() {
 			sum.QueuedDeliveriesFailed++
 			if !j.queued.IsZero() {
@@ -147,6 +160,8 @@ func (s *Sandbox) summarize(ctx context.Context, ids []int64, start time.Time) *
 	}
 	sum.WebhookToLaunch = NewPercentiles(toLaunch)
 	sum.WebhookToInProgress = NewPercentiles(toStart)
+	sum.WebhookToOnline = NewPercentiles(toOnline)
+	sum.Pools = s.tracker.poolStats()
 	sum.Recovery = NewPercentiles(recovery)
 	if span := lastLaunch.Sub(firstReceived).Seconds(); span > 0 && len(toLaunch) > 1 {
 		sum.LaunchesPerSecond = float64(len(toLaunch)) / span
@@ -209,12 +224,17 @@ func (s *Summary) Print(w io.Writer) {
 		row("lambda CPU ms per job", "%s", strings.Join(parts, ", "))
 	}
 	row("webhook -> launch", "%s", lat(s.WebhookToLaunch))
+	row("webhook -> runner online", "%s", lat(s.WebhookToOnline))
+	if s.Pools.Launched > 0 {
+		row("warm pools", "%d jobs took a pooled instance; pooled instances launched %d, taken %d, retired unused %d, idle now %d",
+			s.PoolHits, s.Pools.Launched, s.Pools.Taken, s.Pools.RetiredUnused, s.Pools.Idle)
+	}
 	row("webhook -> in_progress", "%s", lat(s.WebhookToInProgress))
 	if s.QueuedDeliveriesFailed > 0 {
 		row("queued deliveries failed", "%d, recovered %d: %s", s.QueuedDeliveriesFailed, s.Recovery.N, lat(s.Recovery))
 	}
 	row("launches per second", "%.2f", s.LaunchesPerSecond)
-	row("instances still running", "%d", s.InstancesRunning)
+	row("instances still running", "%d (idle pooled instances not counted)", s.InstancesRunning)
 	row("runners still registered", "%d", s.RunnersRegistered)
 	row("jobs run on another job's runner", "%d of %d", s.Swaps, s.Jobs)
 	row("busy runners killed", "%d%s (deletions refused with 422: %d)", s.BusyRunnersKilled, lostList(s.KilledJobs), s.BusyDeleteRefusals)

@@ -14,6 +14,7 @@ package pool
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -131,7 +132,7 @@ func (l *Launcher) Launch(ctx context.Context, profile, kind string) (p state.Po
 	if err := l.records.AddPooled(ctx, p, l.markers.Marker(l.identity.InstanceARN(res.InstanceID), kind)); err != nil {
 		// No record, no marker: no job can take it and it has no runner.
 		if terr := l.ec2.Terminate(ctx, res.InstanceID); terr != nil {
-			err = fmt.Errorf("%w (and terminating it failed: %v; the orphan rule will)", err, terr)
+			err = errors.Join(err, fmt.Errorf("terminate the unrecorded instance (the orphan rule will): %w", terr))
 		}
 		return p, res, err
 	}

@@ -33,11 +33,23 @@ type ConditionCheck struct {
 // operators our policies use are evaluated: StringEquals, ArnEquals and
 // ForAllValues:StringEquals (each value of a multivalued key); any other
 // is a gap, so a new operator cannot pass unchecked.
-func Conditions(docs []Document, policy map[string]string, facts Calls, classOf func(string) string) ([]ConditionCheck, error) {
+//
+// One action may be granted for calls of different shapes by different
+// statements (ec2:CreateTags at launch, and on an existing instance). The
+// recorder then writes the action of the other shapes as "action@shape",
+// and shapes names, per "action@shape", the Sid of the one statement that
+// authorises such calls: its facts are checked against that statement
+// only, and that statement is left out of the check of the action's
+// shapeless calls, which must meet every other conditioned statement.
+func Conditions(docs []Document, policy map[string]string, facts Calls, classOf func(string) string, shapes map[string]string) ([]ConditionCheck, error) {
 	for fn := range facts {
 		if _, ok := policy[fn]; !ok {
 			return nil, fmt.Errorf("condition facts recorded for %s, which has no policy to check them against", fn)
 		}
+	}
+	shapeOf := map[string]string{} // Sid -> "action@shape"
+	for shape, sid := range shapes {
+		shapeOf[sid] = shape
 	}
 	var out []ConditionCheck
 	for _, fn := range slices.Sorted(maps.Keys(policy)) {
@@ -49,18 +61,32 @@ func Conditions(docs []Document, policy map[string]string, facts Calls, classOf 
 		if !found {
 			return nil, fmt.Errorf("function %s: no identity policy owned by %s in the plan", fn, policy[fn])
 		}
+		groups := shapeGroups(facts[fn])
 		for _, s := range list {
 			if s.Effect != "Allow" || len(s.Condition) == 0 {
 				continue
 			}
 			for _, a := range s.actions() {
-				if facts[fn][a] == 0 {
+				group := a
+				if shape, ok := shapeOf[s.Sid]; ok {
+					if base, _, _ := strings.Cut(shape, "@"); base != a {
+						continue
+					}
+					group = shape
+				}
+				g := groups[group]
+				if g[a] == 0 {
 					check.Unseen = append(check.Unseen, s.Sid+" "+a)
 					continue
 				}
-				met, gaps := evaluate(s, a, facts[fn], classOf)
+				met, gaps := evaluate(s, a, g, classOf)
 				check.Met = append(check.Met, met...)
 				check.Gaps = append(check.Gaps, gaps...)
+			}
+		}
+		for group := range groups {
+			if _, named := shapes[group]; strings.Contains(group, "@") && !named {
+				check.Gaps = append(check.Gaps, group+": calls of a shape no statement is named for")
 			}
 		}
 		sort.Strings(check.Met)
@@ -69,6 +95,27 @@ func Conditions(docs []Document, policy map[string]string, facts Calls, classOf 
 		out = append(out, check)
 	}
 	return out, nil
+}
+
+// shapeGroups splits facts by the shape of their action ("action" or
+// "action@shape"), each group's facts written with the bare action.
+func shapeGroups(facts map[string]int64) map[string]map[string]int64 {
+	groups := map[string]map[string]int64{}
+	for f, n := range facts {
+		head, tail, hasTail := strings.Cut(f, " ")
+		action, _, _ := strings.Cut(head, "@")
+		g := groups[head]
+		if g == nil {
+			g = map[string]int64{}
+			groups[head] = g
+		}
+		key := action
+		if hasTail {
+			key += " " + tail
+		}
+		g[key] += n
+	}
+	return groups
 }
 
 // evaluate checks statement s's conditions for action a.

@@ -249,6 +249,14 @@ var notInEveryRun = map[string]map[string]string{
 	},
 }
 
+// callShapes names the statement that authorises each shape of call the
+// sandbox's recorder tells apart (sandbox conditions.go): a retag of an
+// existing instance (a pooled instance a job takes) is CreateTags without
+// a launch, granted by its own statement.
+var callShapes = map[string]string{
+	"ec2:CreateTags@existing": "RetagTakenPooledInstances",
+}
+
 // contextSetByAWS are the actions CreateFleet is also authorised for whose
 // conditioned keys no request carries: AWS sets them.
 var contextSetByAWS = map[string]string{
@@ -287,17 +295,32 @@ func TestSufficiency(t *testing.T) {
 	if path == "" {
 		t.Skip("no AWS call record: `make test` runs the sandbox end-to-end test, which writes it, before this one")
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("the AWS call record: %v (the sandbox end-to-end test writes it under make test)", err)
-	}
+	// Two runs write records: the end-to-end run, and the warm pools' run
+	// beside it (its calls are the pools'); their calls are checked
+	// together.
 	var record struct {
 		Operations policycheck.Calls `json:"operations"`
 		Resources  policycheck.Calls `json:"resources"`
 		Conditions policycheck.Calls `json:"conditions"`
 	}
-	if err := json.Unmarshal(b, &record); err != nil {
-		t.Fatal(err)
+	var b []byte
+	for _, p := range []string{path, strings.TrimSuffix(path, ".json") + "-pools.json"} {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatalf("the AWS call record: %v (the sandbox's TestEndToEnd and TestWarmPools write them under make test)", err)
+		}
+		var r struct {
+			Operations policycheck.Calls `json:"operations"`
+			Resources  policycheck.Calls `json:"resources"`
+			Conditions policycheck.Calls `json:"conditions"`
+		}
+		if err := json.Unmarshal(raw, &r); err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		record.Operations = mergeCalls(record.Operations, r.Operations)
+		record.Resources = mergeCalls(record.Resources, r.Resources)
+		record.Conditions = mergeCalls(record.Conditions, r.Conditions)
+		b = append(b, raw...)
 	}
 	calls := record.Operations
 	for _, fn := range []string{"webhook", "scaleup", "scaledown", "runner"} {
@@ -334,7 +357,7 @@ func TestSufficiency(t *testing.T) {
 	// recorder saw is met by every recorded call; a statement it never saw
 	// is one whose action the run need not show, or whose context AWS
 	// alone sets.
-	checks, err := policycheck.Conditions(docs, roles, record.Conditions, conditionClasses(t, resources))
+	checks, err := policycheck.Conditions(docs, roles, record.Conditions, conditionClasses(t, resources), callShapes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,7 +459,7 @@ func TestConditionsFindGaps(t *testing.T) {
 	roles := map[string]string{"fn": "fn-role"}
 	good := policycheck.Calls{"fn": {"ec2:RunInstances": 2, "ec2:RunInstances ec2:LaunchTemplate=launch-template": 2,
 		"ec2:RunInstances aws:RequestTag/jitr:managed-by=name-prefix": 2}}
-	checks, err := policycheck.Conditions([]policycheck.Document{d}, roles, good, classOf)
+	checks, err := policycheck.Conditions([]policycheck.Document{d}, roles, good, classOf, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,7 +470,7 @@ func TestConditionsFindGaps(t *testing.T) {
 
 	bad := policycheck.Calls{"fn": {"ec2:RunInstances": 2, "ec2:RunInstances ec2:LaunchTemplate=launch-template": 1,
 		"ec2:RunInstances ec2:LaunchTemplate=other:lt-9": 1, "ec2:CreateTags": 1, "ec2:CreateTags ec2:CreateAction=CreateFleet": 1}}
-	checks, err = policycheck.Conditions([]policycheck.Document{d}, roles, bad, classOf)
+	checks, err = policycheck.Conditions([]policycheck.Document{d}, roles, bad, classOf, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,7 +484,7 @@ func TestConditionsFindGaps(t *testing.T) {
 			t.Errorf("gaps %q: want %q", got, want)
 		}
 	}
-	if _, err := policycheck.Conditions([]policycheck.Document{d}, roles, policycheck.Calls{"other": {"ec2:RunInstances": 1}}, classOf); err == nil {
+	if _, err := policycheck.Conditions([]policycheck.Document{d}, roles, policycheck.Calls{"other": {"ec2:RunInstances": 1}}, classOf, nil); err == nil {
 		t.Error("facts of a function without a policy were accepted")
 	}
 }
@@ -542,4 +565,61 @@ func TestPoliciesFile(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Errorf("%s is not the plan's (go test ./stack/policycheck -run TestPoliciesFile -update rewrites it)", policiesFile)
 	}
+}
+
+// TestConditionsByCallShape: an action granted for two shapes of call by
+// two statements (CreateTags at launch, and on an existing instance) is
+// checked shape by shape, each against its own statement; a shape no
+// statement is named for is a gap.
+func TestConditionsByCallShape(t *testing.T) {
+	d := doc(t, policycheck.Identity, "fn-role",
+		map[string]any{"Sid": "TagAtLaunch", "Effect": "Allow", "Action": []string{"ec2:CreateTags"}, "Resource": "*",
+			"Condition": map[string]any{"StringEquals": map[string]any{"ec2:CreateAction": "CreateFleet"}}},
+		map[string]any{"Sid": "Retag", "Effect": "Allow", "Action": []string{"ec2:CreateTags"}, "Resource": "*",
+			"Condition": map[string]any{"StringEquals": map[string]any{"aws:ResourceTag/jitr:managed-by": "jitr"}}})
+	classOf := func(v string) string { return map[string]string{"jitr": "name-prefix"}[v] }
+	roles := map[string]string{"fn": "fn-role"}
+	facts := policycheck.Calls{"fn": {
+		"ec2:CreateTags": 2, "ec2:CreateTags ec2:CreateAction=CreateFleet": 2,
+		"ec2:CreateTags@existing": 1, "ec2:CreateTags@existing aws:ResourceTag/jitr:managed-by=name-prefix": 1,
+	}}
+	checks, err := policycheck.Conditions([]policycheck.Document{d}, roles, facts, classOf, map[string]string{"ec2:CreateTags@existing": "Retag"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := checks[0]; len(c.Gaps) != 0 || len(c.Met) != 2 || len(c.Unseen) != 0 {
+		t.Errorf("shapes named: %+v; want both statements met, no gap", c)
+	}
+	// A retag that carries another deployment's tag fails its statement.
+	facts["fn"]["ec2:CreateTags@existing aws:ResourceTag/jitr:managed-by=other:x"] = 1
+	checks, _ = policycheck.Conditions([]policycheck.Document{d}, roles, facts, classOf, map[string]string{"ec2:CreateTags@existing": "Retag"})
+	if got := strings.Join(checks[0].Gaps, "\n"); !strings.Contains(got, "Retag ec2:CreateTags aws:ResourceTag/jitr:managed-by: 1 calls carried other:x") {
+		t.Errorf("gaps %q: want the foreign retag", got)
+	}
+	delete(facts["fn"], "ec2:CreateTags@existing aws:ResourceTag/jitr:managed-by=other:x")
+	// Without the shape named, the retag is an unexplained shape and the
+	// retag statement is checked against the launch's calls, which fail it.
+	checks, _ = policycheck.Conditions([]policycheck.Document{d}, roles, facts, classOf, nil)
+	got := strings.Join(checks[0].Gaps, "\n")
+	for _, want := range []string{"ec2:CreateTags@existing: calls of a shape no statement is named for", "Retag ec2:CreateTags aws:ResourceTag/jitr:managed-by: the record has no value"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("gaps %q: want %q", got, want)
+		}
+	}
+}
+
+// mergeCalls adds b's counts to a's.
+func mergeCalls(a, b policycheck.Calls) policycheck.Calls {
+	if a == nil {
+		a = policycheck.Calls{}
+	}
+	for fn, ops := range b {
+		if a[fn] == nil {
+			a[fn] = map[string]int64{}
+		}
+		for op, n := range ops {
+			a[fn][op] += n
+		}
+	}
+	return a
 }

@@ -186,7 +186,7 @@ func (c *Config) profileArgs(a *runners.RunnersArgs, profiles map[string]Profile
 	const lookupPlaceholder = "ami-lookup"
 	for name, p := range profiles {
 		rp := runners.Profile{
-			InstanceTypes: p.InstanceTypes, Arch: p.Arch, Spot: p.Spot, VolumeGiB: p.VolumeGiB, MaxRunners: p.MaxRunners,
+			InstanceTypes: p.InstanceTypes, Arch: p.Arch, Spot: p.Spot, VolumeGiB: p.VolumeGiB, MaxRunners: p.MaxRunners, Pool: p.Pool,
 		}
 		switch {
 		case p.ImageID != "":

@@ -112,6 +112,8 @@ type Profile struct {
 	Spot       *bool
 	VolumeGiB  int
 	MaxRunners int
+	// Pool keeps instances ready before jobs come (config.Pool). Optional.
+	Pool *config.Pool
 }
 
 // Network says where runners run: an existing VPC (VpcID and SubnetIDs set)
@@ -307,7 +309,7 @@ func (a RunnersArgs) runtimeConfig(v createdValues) *config.Config {
 	for name, p := range a.Profiles {
 		c.Profiles[name] = config.Profile{
 			InstanceTypes: p.InstanceTypes, ImageID: v.imageIDs[name], Arch: p.Arch,
-			Spot: p.Spot, VolumeGiB: p.VolumeGiB, MaxRunners: p.MaxRunners,
+			Spot: p.Spot, VolumeGiB: p.VolumeGiB, MaxRunners: p.MaxRunners, Pool: p.Pool,
 		}
 	}
 	return c

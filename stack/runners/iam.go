@@ -29,7 +29,7 @@ func (d *deployment) webhookPolicy(r resolved, logGroupARN string) PolicyDocumen
 }
 
 func (d *deployment) scaledownPolicy(r resolved, logGroupARN string) PolicyDocument {
-	return policy(
+	statements := []Statement{
 		logStatement(logGroupARN),
 		allow("DescribeInstances", []string{"ec2:DescribeInstances"}, []string{"*"}),
 		allow("TerminateManagedInstances", []string{"ec2:TerminateInstances"}, []string{d.ec2ARN("instance/*")},
@@ -39,17 +39,30 @@ func (d *deployment) scaledownPolicy(r resolved, logGroupARN string) PolicyDocum
 				indexARN(r.jobsARN, state.WaitIndex)}),
 		allow("RequeueJobs", []string{"sqs:SendMessage"}, []string{r.queueARN}),
 		allow("ReadAppKey", []string{"secretsmanager:GetSecretValue"}, []string{r.privateKeyARN}),
+	}
+	// Warm pools: the sweep tops them up (the launch statements), stops a
+	// stopped-pool instance once prepared, records pooled instances with
+	// their pool markers and drops them (retired, gone), and reads which
+	// markers the instances' bootstraps consumed.
+	statements = append(statements, d.launchStatements(r)...)
+	statements = append(statements,
+		allow("StopPreparedPoolInstances", []string{"ec2:StopInstances"}, []string{d.ec2ARN("instance/*")},
+			cond("StringEquals", "aws:ResourceTag/"+managedByTag, d.args.NamePrefix)),
+		allow("RecordPooledInstances", []string{"dynamodb:PutItem", "dynamodb:DeleteItem"}, []string{r.jobsARN}),
+		allow("WriteAndReadPoolMarkers", []string{"dynamodb:PutItem", "dynamodb:BatchGetItem"}, []string{r.jitARN}),
 	)
+	return policy(statements...)
 }
 
 // launchActions are the actions one CreateFleet (type instant) authorises:
 // ec2:CreateFleet, and ec2:RunInstances for the instances it launches.
 var launchActions = []string{"ec2:CreateFleet", "ec2:RunInstances"}
 
-func (d *deployment) scaleupPolicy(r resolved, logGroupARN string) PolicyDocument {
+// launchStatements let a function launch runner instances (scaleup for
+// jobs and pool replacements, scaledown to refill pools).
+func (d *deployment) launchStatements(r resolved) []Statement {
 	prefix := d.args.NamePrefix
 	managedRequest := cond("StringEquals", "aws:RequestTag/"+managedByTag, prefix)
-	managedResource := cond("StringEquals", "aws:ResourceTag/"+managedByTag, prefix)
 
 	// What a launch uses: only this deployment's template, subnets,
 	// security group and AMIs (and the AMIs' snapshots, which may belong to
@@ -60,8 +73,7 @@ func (d *deployment) scaleupPolicy(r resolved, logGroupARN string) PolicyDocumen
 	uses = append(uses, r.imageARNs...)
 	uses = append(uses, "arn:"+d.partition+":ec2:"+d.region+"::snapshot/*")
 
-	return policy(
-		logStatement(logGroupARN),
+	return []Statement{
 		// Instances and volumes only with our tag, and (the RunInstances
 		// that CreateFleet makes for us included) only from our launch
 		// template: ec2:LaunchTemplate is in RunInstances' context, not in
@@ -82,10 +94,12 @@ func (d *deployment) scaleupPolicy(r resolved, logGroupARN string) PolicyDocumen
 		allow("LaunchFromThisDeployment", launchActions, uses),
 		allow("TagAtLaunch", []string{"ec2:CreateTags"}, []string{d.ec2ARN("instance/*"), d.ec2ARN("volume/*")},
 			cond("StringEquals", "ec2:CreateAction", []string{"CreateFleet", "RunInstances"}), managedRequest),
-		allow("TerminateManagedInstances", []string{"ec2:TerminateInstances"}, []string{d.ec2ARN("instance/*")}, managedResource),
 		allow("DescribeSubnets", []string{"ec2:DescribeSubnets"}, []string{"*"}),
 		// The root device name of each profile's AMI (once per AMI).
 		allow("DescribeImages", []string{"ec2:DescribeImages"}, []string{"*"}),
+		// The launch template's latest version dates each pooled instance
+		// (one of an older version is replaced).
+		allow("DescribeLaunchTemplates", []string{"ec2:DescribeLaunchTemplates"}, []string{"*"}),
 		allow("PassRunnerRole", []string{"iam:PassRole"}, []string{r.runnerRoleARN},
 			cond("StringEquals", "iam:PassedToService", "ec2.amazonaws.com")),
 		// EC2 creates its spot and fleet service-linked roles on first use
@@ -96,16 +110,37 @@ func (d *deployment) scaleupPolicy(r resolved, logGroupARN string) PolicyDocumen
 				"arn:" + d.partition + ":iam::" + d.account + ":role/aws-service-role/ec2fleet.amazonaws.com/AWSServiceRoleForEC2Fleet",
 			},
 			cond("StringEquals", "iam:AWSServiceName", []string{"spot.amazonaws.com", "ec2fleet.amazonaws.com"})),
-		allow("ClaimAndRecordJobs", []string{"dynamodb:GetItem", "dynamodb:UpdateItem"}, []string{r.jobsARN}),
+	}
+}
+
+func (d *deployment) scaleupPolicy(r resolved, logGroupARN string) PolicyDocument {
+	prefix := d.args.NamePrefix
+	managedRequest := cond("StringEquals", "aws:RequestTag/"+managedByTag, prefix)
+	managedResource := cond("StringEquals", "aws:ResourceTag/"+managedByTag, prefix)
+	statements := []Statement{logStatement(logGroupARN)}
+	statements = append(statements, d.launchStatements(r)...)
+	statements = append(statements,
+		allow("TerminateManagedInstances", []string{"ec2:TerminateInstances"}, []string{d.ec2ARN("instance/*")}, managedResource),
+		// A pooled instance a job takes becomes that job's launch: its tags
+		// are rewritten (job id, repository, its runner's name), only on an
+		// instance of this deployment and keeping it one; a stopped one is
+		// started.
+		allow("RetagTakenPooledInstances", []string{"ec2:CreateTags"}, []string{d.ec2ARN("instance/*")}, managedResource, managedRequest),
+		allow("StartPooledInstances", []string{"ec2:StartInstances"}, []string{d.ec2ARN("instance/*")}, managedResource),
+		// Claims, launch records and the hand-over of pooled instances (the
+		// pool item is deleted in the launch's transaction; a replacement
+		// is recorded with a put).
+		allow("ClaimAndRecordJobs", []string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:DeleteItem"}, []string{r.jobsARN}),
 		allow("CountSlots", []string{"dynamodb:Query"},
 			[]string{r.jobsARN, indexARN(r.jobsARN, state.LiveIndex), indexARN(r.jobsARN, state.SlotIndex),
-				indexARN(r.jobsARN, state.WaitIndex)}),
+				indexARN(r.jobsARN, state.WaitIndex), indexARN(r.jobsARN, state.PoolIndex)}),
 		allow("WakeWaitingJobs", []string{"sqs:SendMessage"}, []string{r.queueARN}),
 		allow("HandOverJITConfigs", []string{"dynamodb:PutItem", "dynamodb:DeleteItem"}, []string{r.jitARN}),
 		allow("ConsumeQueue", []string{"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"},
 			[]string{r.queueARN}),
 		allow("ReadAppKey", []string{"secretsmanager:GetSecretValue"}, []string{r.privateKeyARN}),
 	)
+	return policy(statements...)
 }
 
 func indexARN(tableARN, index string) string { return tableARN + "/index/" + index }

@@ -141,17 +141,36 @@ func TestPolicies(t *testing.T) {
 	if c := statement(t, scaledown, "TerminateManagedInstances").Condition; c["StringEquals"]["aws:ResourceTag/jitr:managed-by"] != "jitr" {
 		t.Errorf("scaledown terminates unmanaged instances: %v", c)
 	}
+	// Warm pools: a retag, a start and a stop only of this deployment's
+	// instances, and a retag keeps them this deployment's (no foreign
+	// instance adopted, then terminated).
+	for _, c := range []struct {
+		doc runners.PolicyDocument
+		sid string
+		req bool
+	}{{scaleup, "RetagTakenPooledInstances", true}, {scaleup, "StartPooledInstances", false}, {scaledown, "StopPreparedPoolInstances", false}} {
+		st := statement(t, c.doc, c.sid)
+		cond := st.Condition["StringEquals"]
+		if cond["aws:ResourceTag/jitr:managed-by"] != "jitr" || (c.req && cond["aws:RequestTag/jitr:managed-by"] != "jitr") ||
+			!slices.Equal(st.Resource, []string{"arn:aws:ec2:eu-west-1:123456789012:instance/*"}) {
+			t.Errorf("%s: %+v; want instances of this deployment only", c.sid, st)
+		}
+	}
 
 	// Each role does what its Lambda calls and nothing more.
 	want := map[string][]string{
 		"ci-webhook": {"dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem", "logs:CreateLogStream", "logs:PutLogEvents",
 			"secretsmanager:GetSecretValue", "sqs:SendMessage"},
 		"ci-scaleup": {"dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem",
-			"ec2:CreateFleet", "ec2:CreateTags", "ec2:DescribeImages", "ec2:DescribeSubnets", "ec2:RunInstances", "ec2:TerminateInstances",
+			"ec2:CreateFleet", "ec2:CreateTags", "ec2:DescribeImages", "ec2:DescribeLaunchTemplates", "ec2:DescribeSubnets",
+			"ec2:RunInstances", "ec2:StartInstances", "ec2:TerminateInstances",
 			"iam:CreateServiceLinkedRole", "iam:PassRole", "logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue",
 			"sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:SendMessage"},
-		"ci-scaledown": {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "ec2:DescribeInstances", "ec2:TerminateInstances",
-			"logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue", "sqs:SendMessage"},
+		"ci-scaledown": {"dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query",
+			"dynamodb:UpdateItem", "ec2:CreateFleet", "ec2:CreateTags", "ec2:DescribeImages", "ec2:DescribeInstances",
+			"ec2:DescribeLaunchTemplates", "ec2:DescribeSubnets", "ec2:RunInstances", "ec2:StopInstances", "ec2:TerminateInstances",
+			"iam:CreateServiceLinkedRole", "iam:PassRole", "logs:CreateLogStream", "logs:PutLogEvents", "secretsmanager:GetSecretValue",
+			"sqs:SendMessage"},
 		"ci-scheduler": {"lambda:InvokeFunction"},
 	}
 	for name, w := range want {

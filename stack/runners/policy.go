@@ -71,6 +71,7 @@ func (d PolicyDocument) JSON() (string, error) {
 var unresourcedActions = append([]string{
 	"ec2:DescribeImages",
 	"ec2:DescribeInstances",
+	"ec2:DescribeLaunchTemplates",
 	"ec2:DescribeSubnets",
 }, sessionChannelActions...)
 

@@ -8,6 +8,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
 	"github.com/jit-runners/jit-runners/runtime/fleet"
+	"github.com/jit-runners/jit-runners/runtime/jitstore"
 	"github.com/jit-runners/jit-runners/runtime/state"
 )
 
@@ -152,6 +153,8 @@ func (w *instanceWatcher) launched(ctx context.Context, j *state.Job) {
 		name = w.s.cfg.DefaultProfile
 	}
 	profile, ok := w.s.cfg.Profiles[name]
-	fallback := capacity == fleet.CapacityTypeOnDemand && ok && profile.UseSpot()
+	// A stopped pool is on-demand by design (AWS stops no one-time spot
+	// instance): not a fallback.
+	fallback := capacity == fleet.CapacityTypeOnDemand && ok && profile.UseSpot() && in.Pool != jitstore.PoolStopped
 	w.s.tracker.onLaunched(j.JobID, j.InstanceID, j.InstanceRunnerName, capacity, fallback, j.LaunchedAt)
 }

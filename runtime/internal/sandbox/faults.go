@@ -22,6 +22,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/jit-runners/jit-runners/runtime/tags"
 )
 
 // faultProxy is a reverse proxy in front of the AWS router that only the
@@ -58,6 +60,9 @@ type faultProxy struct {
 	injected500  atomic.Int64
 	injectedSpot atomic.Int64
 	spotRequests atomic.Int64
+	// CreateFleet requests that launched for a job, and into a warm pool
+	// (tagged jitr:pool).
+	jobLaunches, poolLaunches atomic.Int64
 }
 
 // FaultStats counts the proxy's requests and injected faults.
@@ -84,10 +89,14 @@ type FaultStats struct {
 	// ByCondition counts, per function, the values each call carried for
 	// the condition keys of our policies (conditions.go): the condition
 	// side of the check, which moto cannot make.
-	ByCondition   map[string]map[string]int64 `json:"byCondition,omitempty"`
-	SpotRequests  int64                       `json:"spotRequests"`
-	InjectedSpot  int64                       `json:"injectedSpotCapacityErrors"`
-	InjectedTotal int64                       `json:"injectedTotal"`
+	ByCondition  map[string]map[string]int64 `json:"byCondition,omitempty"`
+	SpotRequests int64                       `json:"spotRequests"`
+	// JobLaunchRequests and PoolLaunchRequests split the CreateFleet
+	// requests: for a job, or into a warm pool (refills, replacements).
+	JobLaunchRequests  int64 `json:"jobLaunchRequests"`
+	PoolLaunchRequests int64 `json:"poolLaunchRequests"`
+	InjectedSpot       int64 `json:"injectedSpotCapacityErrors"`
+	InjectedTotal      int64 `json:"injectedTotal"`
 }
 
 // startFaultProxy serves on a loopback port and passes what it does not
@@ -120,6 +129,7 @@ func (p *faultProxy) stats() FaultStats {
 	st := FaultStats{
 		Requests: p.requests.Load(), Injected500: p.injected500.Load(),
 		SpotRequests: p.spotRequests.Load(), InjectedSpot: p.injectedSpot.Load(),
+		JobLaunchRequests: p.jobLaunches.Load(), PoolLaunchRequests: p.poolLaunches.Load(),
 	}
 	st.InjectedTotal = st.Injected500 + st.InjectedSpot
 	p.mu.Lock()
@@ -140,6 +150,7 @@ func (st FaultStats) sub(before FaultStats) FaultStats {
 	d := FaultStats{
 		Requests: st.Requests - before.Requests, Injected500: st.Injected500 - before.Injected500,
 		SpotRequests: st.SpotRequests - before.SpotRequests, InjectedSpot: st.InjectedSpot - before.InjectedSpot,
+		JobLaunchRequests: st.JobLaunchRequests - before.JobLaunchRequests, PoolLaunchRequests: st.PoolLaunchRequests - before.PoolLaunchRequests,
 		Operations: map[string]int64{}, Calls: subCounts(st.Calls, before.Calls), ByFunction: subCounts(st.ByFunction, before.ByFunction),
 		ByResource: subCounts(st.ByResource, before.ByResource), ByCondition: subCounts(st.ByCondition, before.ByCondition),
 	}
@@ -407,6 +418,13 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if form != nil {
+		if form.Get("Action") == "CreateFleet" {
+			if tagged(form, tags.Pool) {
+				p.poolLaunches.Add(1)
+			} else {
+				p.jobLaunches.Add(1)
+			}
+		}
 		if form.Get("Action") == "CreateFleet" && form.Get("TargetCapacitySpecification.DefaultTargetCapacityType") == "spot" {
 			p.spotRequests.Add(1)
 			if p.chance() {
@@ -417,6 +435,16 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	p.next.ServeHTTP(w, r)
+}
+
+// tagged reports whether an EC2 request's tag specifications set key.
+func tagged(form url.Values, key string) bool {
+	for k, v := range form {
+		if strings.HasPrefix(k, "TagSpecification.") && strings.HasSuffix(k, ".Key") && slices.Contains(v, key) {
+			return true
+		}
+	}
+	return false
 }
 
 // service names the AWS service of a request from its SigV4 scope.

@@ -226,8 +226,8 @@ func (s *Summary) Print(w io.Writer) {
 	row("webhook -> launch", "%s", lat(s.WebhookToLaunch))
 	row("webhook -> runner online", "%s", lat(s.WebhookToOnline))
 	if s.Pools.Launched > 0 {
-		row("warm pools", "%d jobs took a pooled instance; pooled instances launched %d, taken %d, retired unused %d, idle now %d",
-			s.PoolHits, s.Pools.Launched, s.Pools.Taken, s.Pools.RetiredUnused, s.Pools.Idle)
+		row("warm pools", "%d jobs took a pooled instance; pooled instances launched %d, taken %d, retired unused %d, idle now %d; CreateFleet requests: for jobs %d, into pools %d",
+			s.PoolHits, s.Pools.Launched, s.Pools.Taken, s.Pools.RetiredUnused, s.Pools.Idle, s.AWS.JobLaunchRequests, s.AWS.PoolLaunchRequests)
 	}
 	row("webhook -> in_progress", "%s", lat(s.WebhookToInProgress))
 	if s.QueuedDeliveriesFailed > 0 {

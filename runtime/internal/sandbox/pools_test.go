@@ -24,10 +24,10 @@ import (
 
 // poolOverlay gives the default profile a hot pool of 3 and a stopped pool
 // of 1 (the --config a user would pass), with the short timeouts, within
-// maxRunners 5: the pools hold four slots, so the first job that takes a
-// pooled instance has its replacement launched into the fifth, the next
-// ones leave no slot for one, and the load drains both pools (the stopped
-// one too), then waits for slots.
+// maxRunners 5: the pools hold four slots, so a job alone that takes a
+// pooled instance has its replacement launched into the fifth, and a burst
+// leaves no slot for one: it drains both pools (the stopped one too), then
+// waits for slots.
 const poolOverlay = `{"maxRunners": 5, "scaleDown": {"completedGraceSeconds": 1, "bootTimeoutSeconds": 60, "orphanGraceSeconds": 30,
   "maxRuntimeSeconds": 600, "queuedTimeoutSeconds": 45}, "scaleUp": {"claimLeaseSeconds": 30},
   "profiles": {"default": {"pool": {"hot": {"size": 3}, "stopped": {"size": 1}, "maxAgeMinutes": 30}}}}`
@@ -93,42 +93,50 @@ func TestWarmPools(t *testing.T) {
 	took := waitFull("first fill", 90*time.Second, nil)
 	t.Logf("pools filled (the stopped one booted, prepared and stopped) in %s", took)
 	first := map[string]bool{}
+
+	// One job alone: it takes a hot instance, and with a slot free (the
+	// pools hold four of five) its invocation launches a replacement.
+	one, err := s.RunLoad(ctx, sandbox.Load{Jobs: 1, Rate: 1, Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !one.OK() || one.PoolHits != 1 || one.AWS.JobLaunchRequests != 0 || one.AWS.Calls["scaleup"]["ec2.DescribeLaunchTemplates"] == 0 {
+		t.Fatalf("one job: ok %v, pool hits %d, CreateFleet for jobs %d, scaleup calls %v; want a hit, no launch for the job, a replacement",
+			one.OK(), one.PoolHits, one.AWS.JobLaunchRequests, one.AWS.Calls["scaleup"])
+	}
+	waitFull("replacement", 60*time.Second, nil)
 	for _, p := range append(ready(jitstore.PoolHot), ready(jitstore.PoolStopped)...) {
 		first[p.InstanceID] = true
 	}
 
-	sum, err := s.RunLoad(ctx, sandbox.Load{Jobs: 8, Rate: 4, Timeout: 3 * time.Minute})
+	// A burst of six: the four pooled instances go to the first four
+	// claims (the stopped one started for its job: its second boot), no
+	// slot is left for replacements, and the other two wait for slots.
+	sum, err := s.RunLoad(ctx, sandbox.Load{Jobs: 6, Rate: 50, Timeout: 3 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var table bytes.Buffer
 	sum.Print(&table)
 	t.Logf("\n%s", table.String())
-	if !sum.OK() || sum.Completed != 8 {
-		t.Fatalf("summary not OK: %d of 8 completed, lost %v, busy killed %v, running %d, registered %d, leaks %v",
+	if !sum.OK() || sum.Completed != 6 {
+		t.Fatalf("summary not OK: %d of 6 completed, lost %v, busy killed %v, running %d, registered %d, leaks %v",
 			sum.Completed, sum.LostJobs, sum.KilledJobs, sum.InstancesRunning, sum.RunnersRegistered, sum.Leaks)
 	}
-	// The four instances ready before the load all served a job, the
-	// stopped one among them (started for it: its second boot); the other
-	// four jobs waited for a slot and launched as the first ones ended.
-	if sum.PoolHits < 5 || sum.AWS.Calls["scaleup"]["ec2.DescribeLaunchTemplates"] == 0 {
-		t.Errorf("%d jobs took a pooled instance (scaleup calls %v); want at least the 4 ready before the load and one replacement",
-			sum.PoolHits, sum.AWS.Calls["scaleup"])
+	if sum.PoolHits != 4 || sum.AWS.JobLaunchRequests != 2 {
+		t.Errorf("%d jobs took a pooled instance, %d were launched for; want the 4 pooled instances taken, 2 launched", sum.PoolHits, sum.AWS.JobLaunchRequests)
 	}
-	taken := 0
 	for id := range first {
 		if _, ok, err := store.GetPooled(ctx, id); err != nil || ok {
 			t.Errorf("pooled instance %s still pooled after the load (err %v)", id, err)
-		} else {
-			taken++
 		}
 	}
 	if sum.AWS.Calls["scaleup"]["ec2.StartInstances"] == 0 {
 		t.Errorf("no stopped pooled instance was started: %v", sum.AWS.Calls["scaleup"])
 	}
 	// Each pooled instance registered one runner: one job each.
-	if sum.RunnersOnline != 8 {
-		t.Errorf("%d runners online for 8 jobs; want one per job", sum.RunnersOnline)
+	if sum.RunnersOnline != 6 {
+		t.Errorf("%d runners online for 6 jobs; want one per job", sum.RunnersOnline)
 	}
 
 	// The pools refill after the load (replacements at each hit, the sweep

@@ -163,6 +163,20 @@ func dashboardBody(region, deployment, queueName, dlqName, apiID string, functio
 		widget(12, 30, "GitHub rate limit remaining", []any{
 			[]any{ns, metrics.GitHubRateRemaining, dep, deployment, map[string]any{"stat": "Minimum"}},
 		}, nil),
+		// Warm pools: hits (a job took a pooled instance) against misses
+		// (it launched), refills and retirements, and the pooled instances
+		// each sweep saw; their hourly average is the idle instance-hours
+		// per hour that docs/cost.md prices.
+		widget(0, 36, "Warm pools: hits and misses", []any{
+			search(",Pool,Profile", metrics.PoolHits, "Sum"), search(",Profile", metrics.PoolMisses, "Sum"),
+		}, nil),
+		widget(12, 36, "Warm pools: launched and retired", []any{
+			search(",Pool,Profile", metrics.PoolLaunches, "Sum"), search(",Pool,Profile,Reason", metrics.PoolRetired, "Sum"),
+		}, nil),
+		widget(0, 42, "Pooled instances (hourly average = idle instance-hours per hour)", []any{
+			map[string]any{"expression": fmt.Sprintf(`SEARCH('{%s,%s,Pool,Profile,State} %s="%s" MetricName="%s"', 'Average', 3600)`,
+				ns, dep, dep, deployment, metrics.PoolInstances)},
+		}, map[string]any{"stat": "Average", "period": 3600}),
 	}
 	b, err := json.Marshal(map[string]any{"widgets": widgets})
 	return string(b), err

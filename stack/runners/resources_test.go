@@ -279,7 +279,8 @@ func TestMonitoring(t *testing.T) {
 		t.Fatalf("dashboard body: %v", err)
 	}
 	for _, want := range []string{"ApproximateAgeOfOldestMessage", "Launches", "CapacityType", "SpotFallbacks", "QueueToLaunchSeconds",
-		"QueueToStartSeconds", "LaunchErrors", `"Errors"`, `"Throttles"`, "5xx", "jit-runners"} {
+		"QueueToStartSeconds", "LaunchErrors", `"Errors"`, `"Throttles"`, "5xx", "jit-runners",
+		"PoolHits", "PoolMisses", "PoolLaunches", "PoolRetired", "PoolInstances"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("dashboard misses %s", want)
 		}

@@ -658,23 +658,27 @@ func (h *Handler) launched(log *slog.Logger, a *admission, res fleet.Result, run
 // launches it; so does a new job while older ones wait near a limit
 // (queueBehindWithin), first come first served. Claiming first lets a
 // duplicate of a launched job succeed at once even when every slot is
-// taken. Within one invocation the steps run under
+// taken. Within one invocation the count and the decision run under
 // a lock, so the records of one batch never exceed a limit between them;
 // concurrent invocations can overshoot it by at most their number (see
 // state.Store.CountSlots).
 func (h *Handler) limitAndClaim(ctx context.Context, log *slog.Logger, m *queue.Message, claimID, name string, p config.Profile, woken bool) (state.ClaimOutcome, int64, *state.PoolInstance, error) {
-	h.claimMu.Lock()
-	defer h.claimMu.Unlock()
 	lease := time.Duration(h.cfg.ScaleUp.ClaimLeaseSeconds) * time.Second
 	outcome, attempt, err := h.jobs.ClaimAttempt(ctx, m.JobID, claimID, name, lease)
 	if err != nil || outcome != state.Claimed {
 		return outcome, 0, nil, err
 	}
 	// A pooled instance first: taking one moves its slot to the job, so no
-	// limit can be passed by it.
+	// limit can be passed by it, and its conditional claim needs no lock.
 	if pooled := h.takeFromPool(ctx, log, name, p, claimID, lease); pooled != nil {
 		return state.Claimed, attempt, pooled, nil
 	}
+	// The count and the decision run one record at a time: claims made
+	// meanwhile by this invocation's other records are counted (they may
+	// make a job wait that a pool hit would have let through; it is woken
+	// when a slot frees).
+	h.claimMu.Lock()
+	defer h.claimMu.Unlock()
 	since := time.UnixMilli(m.ReceivedAt)
 	if m.ReceivedAt == 0 {
 		since = h.now()

@@ -28,7 +28,7 @@ import (
 // poolCandidates is how many ready instances a job reads from the pool
 // index; it claims them in a random order, so concurrent jobs reading the
 // same oldest instances rarely collide, and a lost claim tries the next.
-const poolCandidates = 5
+const poolCandidates = 10
 
 // takeFromPool claims a ready pooled instance of profile for claimID, or
 // returns nil (a miss: no pool, none ready, or every candidate taken
@@ -192,17 +192,21 @@ func (h *Handler) replenish(ctx context.Context, log *slog.Logger, name string, 
 		return
 	}
 	// checkLimits counts this job's slot, which the instance's pool item
-	// held: one more slot must stay free.
-	switch free, err := h.checkLimits(ctx, name, p); {
+	// held: one more slot must stay free. Jobs waiting for a slot come
+	// first; as on a job's own path, they are looked for only near a limit
+	// (queueBehindWithin): further from every limit none waits for a slot.
+	free, err := h.checkLimits(ctx, name, p)
+	switch {
 	case err != nil:
 		log.Info("pool not replenished", slog.String("reason", err.Error()))
 		return
 	case free < 1:
 		log.Info("pool not replenished: no free runner slot; the sweep refills it", slog.String("pool", kind))
 		return
-	}
-	if waiting, err := h.jobs.Waiting(ctx, name, time.Time{}, 1); err != nil || len(waiting) > 0 {
-		return
+	case free < queueBehindWithin:
+		if waiting, err := h.jobs.Waiting(ctx, name, time.Time{}, 1); err != nil || len(waiting) > 0 {
+			return
+		}
 	}
 	pi, res, err := h.pools.Launch(ctx, name, kind)
 	for _, le := range res.Errors {

@@ -93,45 +93,31 @@ func (a *agents) run(ctx context.Context, in fleet.Instance) {
 		}
 		return
 	case encoded != "":
-		a.serve(ctx, a.refresh(ctx, in), arn, encoded) // taken before it had booted
+		a.serve(ctx, in, arn, encoded) // taken before it had booted
 		return
 	case pool == jitstore.PoolHot:
 		encoded, err = a.waitHot(ctx, arn)
 		if err != nil {
 			return // terminated while pooled (age, interruption, shrink)
 		}
-		a.serve(ctx, a.refresh(ctx, in), arn, encoded)
+		a.serve(ctx, in, arn, encoded)
 	case pool == jitstore.PoolStopped:
 		// Prepared: the control plane stops the instance, and a job's
 		// scaleup starts it again; the unit runs the bootstrap at that boot.
 		if !a.awaitState(ctx, in.ID, "stopped") || !a.awaitState(ctx, in.ID, "running", "pending") {
 			return
 		}
-		a.serve(ctx, a.refresh(ctx, in), arn, "")
+		a.serve(ctx, in, arn, "")
 	default:
 		log.Warn("unknown pool marker; shutting down", slog.String("marker", pool))
 		a.shutdown(in.ID)
 	}
 }
 
-// refresh re-reads an instance's tags: a pooled instance a job took was
-// retagged as that job's launch (its job id and runner name).
-func (a *agents) refresh(ctx context.Context, in fleet.Instance) fleet.Instance {
-	found, err := a.s.instances.Get(ctx, in.ID)
-	if err != nil {
-		return in
-	}
-	if fresh, ok := found[in.ID]; ok {
-		return fresh
-	}
-	return in
-}
-
 // HotPollInterval is how often a simulated hot pooled instance reads its
-// JIT entry. The bootstrap polls every second on AWS (one DeleteItem per
-// second per hot instance); the sandbox's default is faster, so that its
-// latency figures show the control plane, not the poll.
-const HotPollInterval = 100 * time.Millisecond
+// JIT entry by default: every second, as the bootstrap does on AWS (one
+// DeleteItem per second per hot instance).
+const HotPollInterval = time.Second
 
 // waitHot polls for a job's config without a deadline, as a hot pooled
 // instance does, until the instance is terminated.
@@ -157,19 +143,17 @@ func (a *agents) waitHot(ctx context.Context, arn string) (string, error) {
 	}
 }
 
-// awaitState waits until the instance is in one of states; false when it
-// is terminated (or the sandbox stops) first.
+// awaitState waits until the instance is in one of states (as the
+// watcher last saw it: the instance knows its own state without asking
+// EC2); false when it is terminated (or the sandbox stops) first.
 func (a *agents) awaitState(ctx context.Context, id string, states ...string) bool {
 	for {
-		found, err := a.s.instances.Get(ctx, id)
-		if err == nil {
-			in, ok := found[id]
-			if !ok || !in.Alive() {
-				return false
-			}
-			if slices.Contains(states, in.State) {
-				return true
-			}
+		st, ok := a.s.watcher.stateOf(id)
+		if ok && st == "" {
+			return false // gone
+		}
+		if ok && slices.Contains(states, st) {
+			return true
 		}
 		select {
 		case <-ctx.Done():
@@ -208,6 +192,14 @@ func (a *agents) serve(ctx context.Context, in fleet.Instance, arn, encoded stri
 	if err != nil {
 		fail("runner could not come online: " + err.Error())
 		return
+	}
+	if in.Pool != "" {
+		// A pooled instance's tags named no runner when the sandbox first
+		// saw it; its runner is the one its config registered, named after
+		// the job that took the instance.
+		if rn, ok := a.s.fake.Runner(runnerID); ok {
+			runner = rn.Name
+		}
 	}
 	a.s.tracker.onRegistered(in.JobID, in.ID, runner)
 

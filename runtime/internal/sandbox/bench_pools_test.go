@@ -45,7 +45,8 @@ type poolBenchRun struct {
 // (sandbox.HotPollInterval); on AWS the bootstrap polls every second.
 // Figures go to out/bench-sandbox-pools.json.
 func BenchmarkSandboxPools(b *testing.B) {
-	const rate, jobs, size = 10.0, 100, 20
+	const jobs, size = 100, 20
+	rate := benchRate(b)
 	rep := poolBenchReport{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine()}
 	for _, pool := range []string{"none", "hot=20"} {
 		b.Run("pool="+pool, func(b *testing.B) {
@@ -55,8 +56,8 @@ func BenchmarkSandboxPools(b *testing.B) {
 			}
 			ctx := context.Background()
 			s, err := sandbox.Start(ctx, sandbox.Options{
-				Listen: "127.0.0.1:0", JobDuration: 200 * time.Millisecond, SweepInterval: 10 * time.Second,
-				ConfigOverlay: []byte(overlay), LogDir: b.TempDir(),
+				Listen: "127.0.0.1:0", JobDuration: 200 * time.Millisecond, SweepInterval: time.Hour,
+				ConfigOverlay: []byte(overlay), LogDir: benchLogDir(b, pool), HotPollInterval: benchHotPoll(b),
 			})
 			if err != nil {
 				b.Fatal(err)
@@ -87,6 +88,12 @@ func BenchmarkSandboxPools(b *testing.B) {
 				return time.Since(start)
 			}
 			if pool != "none" {
+				// The pool is filled by a sweep (on AWS every 5 minutes);
+				// during and after the load only the replacements each
+				// hit launches refill it.
+				if _, err := s.Sweep(ctx); err != nil {
+					b.Fatal(err)
+				}
 				waitFull(2 * time.Minute)
 			}
 			var sum *sandbox.Summary
@@ -133,11 +140,47 @@ func writePoolReport(b *testing.B, rep poolBenchReport) {
 		b.Fatal(err)
 	}
 	var w strings.Builder
-	fmt.Fprintf(&w, "\nwarm pools at %g jobs/s (%s, %s)\n", 10.0, rep.Date, path)
-	fmt.Fprintf(&w, "%-8s %12s %10s %12s %10s %10s %14s %14s %10s\n", "pool", "online p50", "p95", "launch p50", "p95", "hits", "job CreateFleet", "pool CreateFleet", "refill")
+	fmt.Fprintf(&w, "\nwarm pools (%s, %s)\n", rep.Date, path)
+	fmt.Fprintf(&w, "%-8s %5s %11s %9s %11s %9s %6s %9s %9s %8s %14s\n", "pool", "rate", "online p50", "p95", "launch p50", "p95",
+		"hits", "job CF", "pool CF", "refill", "UpdateItem p50")
 	for _, r := range rep.Runs {
-		fmt.Fprintf(&w, "%-8s %11.3fs %9.3fs %11.3fs %9.3fs %10d %14d %14d %9.1fs\n", r.Pool, r.Sum.WebhookToOnline.P50, r.Sum.WebhookToOnline.P95,
-			r.Sum.WebhookToLaunch.P50, r.Sum.WebhookToLaunch.P95, r.Sum.PoolHits, r.Sum.AWS.JobLaunchRequests, r.Sum.AWS.PoolLaunchRequests, r.RefillSeconds)
+		fmt.Fprintf(&w, "%-8s %5g %10.3fs %8.3fs %10.3fs %8.3fs %6d %9d %9d %7.1fs %13.1fms\n", r.Pool, r.Rate, r.Sum.WebhookToOnline.P50,
+			r.Sum.WebhookToOnline.P95, r.Sum.WebhookToLaunch.P50, r.Sum.WebhookToLaunch.P95, r.Sum.PoolHits, r.Sum.AWS.JobLaunchRequests,
+			r.Sum.AWS.PoolLaunchRequests, r.RefillSeconds, r.Sum.AWSLatency["dynamodb.UpdateItem"].P50*1000)
 	}
 	fmt.Print(w.String())
+}
+
+// benchLogDir keeps the sandbox's logs under JITR_BENCH_LOGDIR when set.
+func benchLogDir(b *testing.B, name string) string {
+	if d := os.Getenv("JITR_BENCH_LOGDIR"); d != "" {
+		return filepath.Join(d, strings.ReplaceAll(name, "=", "-"))
+	}
+	return b.TempDir()
+}
+
+// benchRate is the jobs per second of BenchmarkSandboxPools: 10, or
+// JITR_BENCH_RATE.
+func benchRate(b *testing.B) float64 {
+	if v := os.Getenv("JITR_BENCH_RATE"); v != "" {
+		var r float64
+		if _, err := fmt.Sscan(v, &r); err != nil || r <= 0 {
+			b.Fatalf("JITR_BENCH_RATE=%q", v)
+		}
+		return r
+	}
+	return 10
+}
+
+// benchHotPoll is how often simulated hot instances poll: the bootstrap's
+// second, or JITR_BENCH_HOT_POLL (a Go duration).
+func benchHotPoll(b *testing.B) time.Duration {
+	if v := os.Getenv("JITR_BENCH_HOT_POLL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			b.Fatalf("JITR_BENCH_HOT_POLL=%q", v)
+		}
+		return d
+	}
+	return sandbox.HotPollInterval
 }

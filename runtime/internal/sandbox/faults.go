@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jit-runners/jit-runners/runtime/tags"
 )
@@ -60,6 +61,9 @@ type faultProxy struct {
 	injected500  atomic.Int64
 	injectedSpot atomic.Int64
 	spotRequests atomic.Int64
+	// lat holds every answer's latency per operation (latencySince).
+	latMu sync.Mutex
+	lat   map[string][]time.Duration
 	// CreateFleet requests that launched for a job, and into a warm pool
 	// (tagged jitr:pool).
 	jobLaunches, poolLaunches atomic.Int64
@@ -113,6 +117,7 @@ func startFaultProxy(next http.Handler, rate float64, seed uint64, log *slog.Log
 		log:  log.With(slog.String("component", "aws-fault-proxy")),
 		rng:  mrand.New(mrand.NewPCG(seed, seed^0x5bd1e995)),
 		ops:  map[string]int64{},
+		lat:  map[string][]time.Duration{},
 	}
 	p.srv = &http.Server{Handler: p}
 	go func() {
@@ -434,7 +439,38 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	start := time.Now()
 	p.next.ServeHTTP(w, r)
+	p.latMu.Lock()
+	p.lat[op] = append(p.lat[op], time.Since(start))
+	p.latMu.Unlock()
+}
+
+// latencyMark is how many latency samples each operation has: a load's
+// latencies are those recorded after its mark.
+func (p *faultProxy) latencyMark() map[string]int {
+	p.latMu.Lock()
+	defer p.latMu.Unlock()
+	m := make(map[string]int, len(p.lat))
+	for op, v := range p.lat {
+		m[op] = len(v)
+	}
+	return m
+}
+
+// latencySince returns, per operation, the percentiles of the emulated
+// AWS's answers (proxy to answer, in seconds) recorded after mark: where an
+// emulator saturates, its operations' latencies show it.
+func (p *faultProxy) latencySince(mark map[string]int) map[string]Percentiles {
+	p.latMu.Lock()
+	defer p.latMu.Unlock()
+	out := map[string]Percentiles{}
+	for op, v := range p.lat {
+		if len(v) > mark[op] {
+			out[op] = NewPercentiles(v[mark[op]:])
+		}
+	}
+	return out
 }
 
 // tagged reports whether an EC2 request's tag specifications set key.

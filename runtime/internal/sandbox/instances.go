@@ -3,6 +3,8 @@ package sandbox
 import (
 	"context"
 	"log/slog"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -24,13 +26,27 @@ type instanceWatcher struct {
 	onNew func(ctx context.Context, in fleet.Instance)
 	// onGone is called for every instance that terminated.
 	onGone func(id string)
+
+	// states is each instance's state as the last poll saw it ("" once it
+	// is gone), for the simulated instances (stateOf).
+	statesMu sync.Mutex
+	states   map[string]string
+}
+
+// stateOf returns the instance's state as the last poll saw it ("" when it
+// is gone); ok is false when no poll has seen it yet.
+func (w *instanceWatcher) stateOf(id string) (state string, ok bool) {
+	w.statesMu.Lock()
+	defer w.statesMu.Unlock()
+	state, ok = w.states[id]
+	return state, ok
 }
 
 func newInstanceWatcher(s *Sandbox) *instanceWatcher {
 	return &instanceWatcher{
 		s:     s,
 		store: state.NewStore(dynamodb.NewFromConfig(s.awsCfg), s.cfg.TableName, time.Duration(s.cfg.RecordRetentionSeconds)*time.Second, nil),
-		alive: map[string]fleet.Instance{}, known: map[string]fleet.Instance{},
+		alive: map[string]fleet.Instance{}, known: map[string]fleet.Instance{}, states: map[string]string{},
 	}
 }
 
@@ -81,6 +97,16 @@ func (w *instanceWatcher) instances(ctx context.Context) {
 		return
 	}
 	seen := make(map[string]bool, len(list))
+	w.statesMu.Lock()
+	for _, in := range list {
+		w.states[in.ID] = in.State
+	}
+	for id := range w.alive {
+		if _, ok := w.states[id]; ok && !slices.ContainsFunc(list, func(in fleet.Instance) bool { return in.ID == id }) {
+			w.states[id] = ""
+		}
+	}
+	w.statesMu.Unlock()
 	for _, in := range list {
 		seen[in.ID] = true
 		_, ok := w.alive[in.ID]

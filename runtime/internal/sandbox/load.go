@@ -50,6 +50,7 @@ func (s *Sandbox) RunLoad(ctx context.Context, l Load) (*Summary, error) {
 	}
 	rng := mrand.New(mrand.NewPCG(s.opts.Seed, uint64(jobSeq.Load())+0x9e37))
 	ghBefore, faultsBefore, awsBefore, cpuBefore := s.fake.TotalCalls(), s.fake.InjectedFaults(), s.proxy.stats(), s.CPU()
+	latMark := s.proxy.latencyMark()
 	refusalsBefore := s.fake.BusyDeleteRefusals()
 	base := time.Now().UnixMilli() * 1000
 	ids := make([]int64, l.Jobs)
@@ -116,6 +117,7 @@ func (s *Sandbox) RunLoad(ctx context.Context, l Load) (*Summary, error) {
 	sum.GitHubInjectedFaults = s.fake.InjectedFaults() - faultsBefore
 	sum.GitHubCallsPerJob = float64(sum.GitHubCalls) / float64(l.Jobs)
 	sum.AWS = s.proxy.stats().sub(awsBefore)
+	sum.AWSLatency = s.proxy.latencySince(latMark)
 	sum.AWSCallsPerJob = float64(sum.AWS.Requests) / float64(l.Jobs)
 	sum.CPUPerJobMs = map[string]float64{}
 	for fn, t := range s.CPU() {

@@ -55,7 +55,10 @@ type Summary struct {
 	GitHubCallsPerJob    float64    `json:"githubCallsPerJob"`
 	GitHubInjectedFaults int        `json:"githubInjectedFaults"`
 	AWS                  FaultStats `json:"aws"`
-	AWSCallsPerJob       float64    `json:"awsCallsPerJob"`
+	// AWSLatency is, per AWS operation, how long the emulator took to
+	// answer during the load (seconds): a saturated emulator shows here.
+	AWSLatency     map[string]Percentiles `json:"awsLatencySeconds,omitempty"`
+	AWSCallsPerJob float64                `json:"awsCallsPerJob"`
 	// CPUPerJobMs is each Lambda's own processor time over the load per
 	// job, in milliseconds (the emulator's and moto's not included): our
 	// cost, apart from the emulated AWS's.

@@ -46,7 +46,14 @@ func (r *Reconciler) onInterruption(ctx context.Context, id string) error {
 		log.Error("could not share the interrupted offering", slog.String("error", err.Error()))
 	}
 	if inst.Pool != "" && inst.JobID == 0 {
-		return r.poolInterrupted(ctx, log, inst, offering)
+		if done, err := r.poolInterrupted(ctx, log, inst, offering); done || err != nil {
+			return err
+		}
+		// A job took it since it was described: its tags say which now.
+		if inst, ours, err = r.lookup(ctx, id); err != nil || !ours {
+			return err
+		}
+		log = r.log.With(slog.String("instance_id", id), slog.Int64("job_id", inst.JobID))
 	}
 	if _, err := r.d.Jobs.MarkInstanceInterrupted(ctx, inst.JobID, id); err != nil {
 		return err
@@ -83,7 +90,7 @@ func (r *Reconciler) onStateChange(ctx context.Context, id, st string) error {
 	}
 	if inst.Pool != "" && inst.JobID == 0 {
 		// A pooled instance no job took: its item goes, and its slot with it.
-		if err := r.d.Jobs.RemovePooled(ctx, id); err != nil && !errors.Is(err, state.ErrPoolClaimed) {
+		if err := r.d.Jobs.RemovePooled(ctx, id); err != nil && !errors.Is(err, state.ErrPoolClaimed) && !errors.Is(err, state.ErrNotPooled) {
 			return err
 		}
 		r.decide(r.log.With(slog.String("instance_id", id)), "state-change", "pooled-instance-gone", slog.String("state", st))
@@ -123,18 +130,24 @@ func (r *Reconciler) wakeWaiting(ctx context.Context, log *slog.Logger, reason s
 // it now) and is terminated; the next sweep refills the pool, avoiding the
 // interrupted spot pool. A job taking it at this very moment keeps it, and
 // its record learns of the interruption through the usual rules.
-func (r *Reconciler) poolInterrupted(ctx context.Context, log *slog.Logger, inst *instance, offering string) error {
+//
+// done is false when a job took the instance since it was described: the
+// caller goes on as for any launch.
+func (r *Reconciler) poolInterrupted(ctx context.Context, log *slog.Logger, inst *instance, offering string) (done bool, err error) {
 	if err := r.d.Jobs.RemovePooled(ctx, inst.ID); err != nil {
-		if errors.Is(err, state.ErrPoolClaimed) {
+		switch {
+		case errors.Is(err, state.ErrPoolClaimed):
 			log.Info("interrupted pooled instance is being taken by a job; left to the job's rules")
-			return nil
+			return true, nil
+		case errors.Is(err, state.ErrNotPooled):
+			return false, nil
 		}
-		return err
+		return true, err
 	}
 	r.metrics.Inc(metrics.PoolRetired, map[string]string{"Profile": inst.Profile, "Pool": inst.Pool, "Reason": "interrupted"})
 	if _, err := r.retirer.Retire(ctx, retire.Target{InstanceID: inst.ID}); err != nil {
-		return err
+		return true, err
 	}
 	r.decide(log, "spot-interruption", "pooled-instance-retired", slog.String("offering", offering))
-	return nil
+	return true, nil
 }

@@ -205,8 +205,8 @@ func (s *sweep) advancePooled(ctx context.Context, log *slog.Logger, p *state.Po
 func (s *sweep) retirePooled(ctx context.Context, log *slog.Logger, p *state.PoolInstance, inst *instance, reason string) {
 	log = log.With(slog.String("reason", reason))
 	if err := s.r.d.Jobs.RemovePooled(ctx, p.InstanceID); err != nil {
-		if errors.Is(err, state.ErrPoolClaimed) {
-			return // a job is taking it right now
+		if errors.Is(err, state.ErrPoolClaimed) || errors.Is(err, state.ErrNotPooled) {
+			return // a job is taking it, or took it since the pool was read: its record decides
 		}
 		s.fail(log, "pool", err)
 		return

@@ -17,6 +17,7 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
 	"github.com/jit-runners/jit-runners/runtime/jitstore"
 	"github.com/jit-runners/jit-runners/runtime/scaledown"
+	"github.com/jit-runners/jit-runners/runtime/scaleup"
 	"github.com/jit-runners/jit-runners/runtime/state"
 	"github.com/jit-runners/jit-runners/runtime/tags"
 )
@@ -444,5 +445,60 @@ func TestPoolReplacementRespectsMaxRunners(t *testing.T) {
 	}
 	if n := h.slots(); n != 2 {
 		t.Fatalf("slots = %d; want 2", n)
+	}
+}
+
+// takingJobs takes a pooled instance for a job right after the sweep has
+// read the pool: the sweep's view of that instance is stale.
+type takingJobs struct {
+	scaledown.Jobs
+	take func()
+	once sync.Once
+}
+
+func (j *takingJobs) Pooled(ctx context.Context, profile string) ([]*state.PoolInstance, error) {
+	items, err := j.Jobs.Pooled(ctx, profile)
+	j.once.Do(j.take)
+	return items, err
+}
+
+// A sweep that retires pooled instances (here: the pool shrank to 0)
+// never terminates one a job took after the sweep read the pool: the
+// pool item is gone, and the job's record owns the instance.
+func TestShrinkNeverKillsAnInstanceAJobJustTook(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withPool(config.Pool{Hot: &config.PoolSpec{Size: 1}}, 10))
+	h.sweep()
+	h.boot()
+	prof := h.p.Config.Profiles["default"]
+	prof.Pool = &config.Pool{Hot: &config.PoolSpec{Size: 0}, MaxAgeMinutes: prof.Pool.MaxAgeMinutes}
+	h.p.Config.Profiles["default"] = prof
+	var taken *state.Job
+	d := h.p.ScaleDownDeps()
+	d.Jobs = &takingJobs{Jobs: h.p.Store, take: func() {
+		// The config has no pool now, so scaleup would launch: take the
+		// instance the way scaleup does, with the pool's size restored
+		// for that one handler.
+		cfg := *h.p.Config
+		cfg.Profiles = map[string]config.Profile{"default": prof}
+		p := prof
+		p.Pool = &config.Pool{Hot: &config.PoolSpec{Size: 1}, MaxAgeMinutes: prof.Pool.MaxAgeMinutes}
+		cfg.Profiles["default"] = p
+		up := scaleup.New(&cfg, h.p.ScaleUpDeps(), scaleup.WithClock(h.p.Clock.Now))
+		id := h.queued()
+		body := `{"jobId":` + itoa(id) + `,"repository":"` + h.p.Repository() + `","owner":"` + h.p.Owner +
+			`","installationId":` + itoa(h.p.InstID) + `,"labels":["self-hosted","linux","x64"],"profile":"default"}`
+		if resp, err := up.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{{MessageId: "m" + itoa(id), Body: body}}}); err != nil || len(resp.BatchItemFailures) != 0 {
+			t.Errorf("take: %v %v", resp, err)
+		}
+		taken = h.job(id)
+	}}
+	h.rc = h.p.ScaleDown(d)
+	h.sweep()
+	if taken == nil || taken.FromPool == "" {
+		t.Fatalf("the job did not take the pooled instance: %+v", taken)
+	}
+	if !h.alive(taken.InstanceID) {
+		t.Fatalf("instance %s, taken by job %d during the sweep, was terminated as a pooled one", taken.InstanceID, taken.JobID)
 	}
 }

@@ -258,23 +258,31 @@ func (s *Store) TakePooled(instanceID, claimID string) types.TransactWriteItem {
 // ErrPoolClaimed: the pooled instance was claimed by a job meanwhile.
 var ErrPoolClaimed = errors.New("pooled instance claimed by a job")
 
+// ErrNotPooled: the instance has no pool item (any more): a job took it
+// (its record owns the instance now), or it was removed before.
+var ErrNotPooled = errors.New("instance not pooled (any more)")
+
 // RemovePooled deletes a pooled instance's item before the instance is
 // terminated (retired, gone, past its age): unless a job holds an
-// unexpired claim on it (then ErrPoolClaimed, and nothing changes). A
-// claim whose lease ran out was abandoned by its scaleup, which handed
-// nothing over (the hand-over deletes the item). An item already gone is
-// no error.
+// unexpired claim on it (ErrPoolClaimed) or the item is gone
+// (ErrNotPooled: a job took the instance since the caller read the pool,
+// and it must not be terminated as a pooled one). A claim whose lease ran
+// out was abandoned by its scaleup, which handed nothing over (the
+// hand-over deletes the item).
 func (s *Store) RemovePooled(ctx context.Context, instanceID string) error {
 	_, err := s.api.DeleteItem(ctx, &dynamodb.DeleteItemInput{
 		TableName:                           aws.String(s.table),
 		Key:                                 poolPK(instanceID),
-		ConditionExpression:                 aws.String("attribute_not_exists(#claimExp) OR #claimExp < :now"),
-		ExpressionAttributeNames:            map[string]string{"#claimExp": attrClaimExpiresAt},
+		ConditionExpression:                 aws.String("attribute_exists(#pk) AND (attribute_not_exists(#claimExp) OR #claimExp < :now)"),
+		ExpressionAttributeNames:            map[string]string{"#claimExp": attrClaimExpiresAt, "#pk": AttrPK},
 		ExpressionAttributeValues:           map[string]types.AttributeValue{":now": num(s.now().UnixMilli())},
 		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 	})
 	var ccf *types.ConditionalCheckFailedException
 	if errors.As(err, &ccf) {
+		if len(ccf.Item) == 0 {
+			return fmt.Errorf("remove pooled instance %s: %w", instanceID, ErrNotPooled)
+		}
 		return fmt.Errorf("remove pooled instance %s: %w", instanceID, ErrPoolClaimed)
 	}
 	if err != nil {

@@ -163,8 +163,8 @@ func TestRemovePooledRespectsLiveClaims(t *testing.T) {
 	if err := s.RemovePooled(ctx, "i-0pool00000004"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.RemovePooled(ctx, "i-0pool00000004"); err != nil {
-		t.Fatalf("removing a removed item = %v; want nil", err)
+	if err := s.RemovePooled(ctx, "i-0pool00000004"); !errors.Is(err, state.ErrNotPooled) {
+		t.Fatalf("removing a removed item = %v; want ErrNotPooled (a job may have taken the instance: it must not be terminated)", err)
 	}
 	if pool, err := s.Pooled(ctx, "default"); err != nil || len(pool) != 0 {
 		t.Fatalf("pool after removals = %+v, %v", pool, err)

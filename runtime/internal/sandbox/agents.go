@@ -17,6 +17,7 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/fleet"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv/ghfake"
 	"github.com/jit-runners/jit-runners/runtime/jitstore"
+	"github.com/jit-runners/jit-runners/runtime/tags"
 )
 
 // agents simulate, for each instance, what the instance's bootstrap and the
@@ -193,15 +194,19 @@ func (a *agents) serve(ctx context.Context, in fleet.Instance, arn, encoded stri
 		fail("runner could not come online: " + err.Error())
 		return
 	}
+	jobID := in.JobID
 	if in.Pool != "" {
 		// A pooled instance's tags named no runner when the sandbox first
 		// saw it; its runner is the one its config registered, named after
-		// the job that took the instance.
+		// the job that took the instance (tags.RunnerName).
 		if rn, ok := a.s.fake.Runner(runnerID); ok {
 			runner = rn.Name
+			if id, ours := tags.RunnerJob(a.s.cfg.NamePrefix, rn.Name); ours {
+				jobID = id
+			}
 		}
 	}
-	a.s.tracker.onRegistered(in.JobID, in.ID, runner)
+	a.s.tracker.onRegistered(jobID, in.ID, runner)
 
 	// The runner's long poll: whatever job GitHub gives it, or none before
 	// the bootstrap's idle timeout.

@@ -38,6 +38,7 @@ type EC2 interface {
 // Records records pooled instances; *state.Store implements it.
 type Records interface {
 	AddPooled(ctx context.Context, p state.PoolInstance, others ...types.TransactWriteItem) error
+	RemovePooled(ctx context.Context, instanceID string) error
 }
 
 // Markers writes pool markers; *jitstore.Store implements it.
@@ -130,7 +131,14 @@ func (l *Launcher) Launch(ctx context.Context, profile, kind string) (p state.Po
 		p.State = state.PoolPreparing
 	}
 	if err := l.records.AddPooled(ctx, p, l.markers.Marker(l.identity.InstanceARN(res.InstanceID), kind)); err != nil {
-		// No record, no marker: no job can take it and it has no runner.
+		// A write whose answer was lost may have recorded it: the item is
+		// removed first (unless a job claimed it meanwhile, which then
+		// owns it), and only an instance no item owns is terminated. It
+		// never had a runner.
+		if rerr := l.records.RemovePooled(ctx, res.InstanceID); rerr != nil &&
+			(!errors.Is(rerr, state.ErrNotPooled) || errors.Is(rerr, state.ErrPoolTaken)) {
+			return p, res, errors.Join(err, fmt.Errorf("the pooled instance's record stays (a job claimed it, or the sweep drops it): %w", rerr))
+		}
 		if terr := l.ec2.Terminate(ctx, res.InstanceID); terr != nil {
 			err = errors.Join(err, fmt.Errorf("terminate the unrecorded instance (the orphan rule will): %w", terr))
 		}

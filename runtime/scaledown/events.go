@@ -45,7 +45,10 @@ func (r *Reconciler) onInterruption(ctx context.Context, id string) error {
 	if err := r.d.Jobs.MarkOfferingUnavailable(ctx, offering, r.now().Add(InterruptedOfferingTTL)); err != nil {
 		log.Error("could not share the interrupted offering", slog.String("error", err.Error()))
 	}
-	if inst.Pool != "" && inst.JobID == 0 {
+	if inst.Pool != "" {
+		// Launched into a pool: its pool item, not its tags, says whether a
+		// job took it (a job's retag may not show yet, and an instance
+		// returned to its pool keeps the job's tags).
 		if done, err := r.poolInterrupted(ctx, log, inst, offering); done || err != nil {
 			return err
 		}
@@ -88,13 +91,19 @@ func (r *Reconciler) onStateChange(ctx context.Context, id, st string) error {
 	if err != nil || !ours {
 		return err
 	}
-	if inst.Pool != "" && inst.JobID == 0 {
-		// A pooled instance no job took: its item goes, and its slot with it.
-		if err := r.d.Jobs.RemovePooled(ctx, id); err != nil && !errors.Is(err, state.ErrPoolClaimed) && !errors.Is(err, state.ErrNotPooled) {
+	if inst.Pool != "" {
+		// Launched into a pool: while no job took it (its item says, not
+		// its tags), its item goes, and its slot with it.
+		switch err := r.d.Jobs.RemovePooled(ctx, id); {
+		case err == nil:
+			r.decide(r.log.With(slog.String("instance_id", id)), "state-change", "pooled-instance-gone", slog.String("state", st))
+			return nil
+		case errors.Is(err, state.ErrPoolClaimed):
+			return nil // being handed to a job: its record's rules see the instance gone
+		case !errors.Is(err, state.ErrNotPooled):
 			return err
 		}
-		r.decide(r.log.With(slog.String("instance_id", id)), "state-change", "pooled-instance-gone", slog.String("state", st))
-		return nil
+		// A job took it: as for any launch.
 	}
 	if err := r.d.Jobs.MarkInstanceGone(ctx, inst.JobID, id); err != nil {
 		return err

@@ -227,10 +227,13 @@ func TestStoppedPoolSecondBoot(t *testing.T) {
 	if p := h.pooled()[0]; p.State != state.PoolPreparing || h.state(id) != types.InstanceStateNameRunning {
 		t.Fatalf("stopped before its bootstrap was ready: %+v, %s", p, h.state(id))
 	}
-	// First boot: the bootstrap prepares and consumes its marker.
+	// First boot: the bootstrap prepares and consumes its marker, later
+	// than the boot timeout after the launch (a slow first boot): it is
+	// prepared, so it is stopped, not retired.
 	if _, err := h.p.JIT.Take(context.Background(), h.instanceARN(id)); err == nil {
 		t.Fatal("the marker read as a JIT config")
 	}
+	h.p.Clock.Advance(secs(h.p.Config.ScaleDown.BootTimeoutSeconds) + time.Second)
 	h.sweep()
 	if p := h.pooled()[0]; p.State != state.PoolStopping {
 		t.Fatalf("prepared instance not being stopped: %+v", p)
@@ -431,20 +434,22 @@ func TestHotInstanceThatNeverBootsIsReplaced(t *testing.T) {
 }
 
 // A job that takes a pooled instance replaces it only within the limits:
-// with every slot taken (the pool's and the job's), nothing is launched.
+// with maxRunners 3 and a pool of 2, the first job's replacement takes the
+// free slot, and the second job's finds none.
 func TestPoolReplacementRespectsMaxRunners(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, withPool(config.Pool{Hot: &config.PoolSpec{Size: 2}}, 2))
+	h := newHarness(t, withPool(config.Pool{Hot: &config.PoolSpec{Size: 2}}, 3))
 	h.sweep()
-	_, j := h.launched()
-	if j.FromPool == "" {
-		t.Fatalf("job did not take a pooled instance: %+v", j)
+	for i := range 2 {
+		if _, j := h.launched(); j.FromPool == "" {
+			t.Fatalf("job %d did not take a pooled instance: %+v", i, j)
+		}
 	}
-	if n := len(h.p.Faults.FleetInputs()); n != 2 {
-		t.Fatalf("CreateFleet calls = %d; want 2 (the pool's; no replacement over maxRunners 2)", n)
+	if n := len(h.p.Faults.FleetInputs()); n != 3 {
+		t.Fatalf("CreateFleet calls = %d; want 3 (the pool's 2, one replacement; none over maxRunners 3)", n)
 	}
-	if n := h.slots(); n != 2 {
-		t.Fatalf("slots = %d; want 2", n)
+	if n := h.slots(); n != 3 {
+		t.Fatalf("slots = %d; want 3", n)
 	}
 }
 
@@ -500,5 +505,81 @@ func TestShrinkNeverKillsAnInstanceAJobJustTook(t *testing.T) {
 	}
 	if !h.alive(taken.InstanceID) {
 		t.Fatalf("instance %s, taken by job %d during the sweep, was terminated as a pooled one", taken.InstanceID, taken.JobID)
+	}
+}
+
+// Jobs of another profile waiting for a slot come before a pool's refill.
+func TestPoolRefillWaitsForOtherProfilesJobs(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withPool(config.Pool{Hot: &config.PoolSpec{Size: 2}}, 5), func(c *config.Config) {
+		other := c.Profiles["default"]
+		other.Pool = nil
+		c.Profiles["other"] = other
+	})
+	id := h.queued()
+	if _, err := h.p.Store.Claim(context.Background(), id, "c", "other", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.p.Store.Wait(context.Background(), id, "c", "other", "every slot taken", h.p.Clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if rep := h.sweep(); rep.PoolLaunched != 0 {
+		t.Fatalf("refilled %d while a job of another profile waits for a slot", rep.PoolLaunched)
+	}
+}
+
+// raceJobs and raceInstances let a job take a pooled instance after the
+// sweep has described the instances (pool tags, no job) and read the live
+// records (no launch on it yet), and before it reads the pools (the
+// instance is no longer in them): the instance looks like a pooled
+// instance no item owns.
+type raceInstances struct {
+	scaledown.Instances
+	listed chan struct{}
+	once   sync.Once
+}
+
+func (r *raceInstances) List(ctx context.Context, managedBy string) ([]fleet.Instance, int, error) {
+	l, n, err := r.Instances.List(ctx, managedBy)
+	r.once.Do(func() { close(r.listed) })
+	return l, n, err
+}
+
+type raceJobs struct {
+	scaledown.Jobs
+	listed chan struct{}
+	take   func()
+	once   sync.Once
+}
+
+func (r *raceJobs) LiveJobs(ctx context.Context) ([]*state.Job, int, error) {
+	jobs, n, err := r.Jobs.LiveJobs(ctx)
+	r.once.Do(func() {
+		<-r.listed
+		r.take()
+	})
+	return jobs, n, err
+}
+
+// The orphan rule never terminates a pooled instance a job took after the
+// sweep described it: the taken instance's item (a tombstone) says so.
+func TestOrphanRuleKeepsAnInstanceAJobJustTook(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withPool(config.Pool{Hot: &config.PoolSpec{Size: 1}}, 10))
+	h.sweep()
+	h.boot()
+	h.p.Clock.Advance(secs(h.p.Config.ScaleDown.OrphanGraceSeconds) + time.Minute)
+	listed := make(chan struct{})
+	var taken *state.Job
+	d := h.p.ScaleDownDeps()
+	d.Instances = &raceInstances{Instances: d.Instances, listed: listed}
+	d.Jobs = &raceJobs{Jobs: h.p.Store, listed: listed, take: func() { _, taken = h.launched() }}
+	h.rc = h.p.ScaleDown(d)
+	h.sweep()
+	if taken == nil || taken.FromPool == "" {
+		t.Fatalf("the job did not take the pooled instance: %+v", taken)
+	}
+	if !h.alive(taken.InstanceID) {
+		t.Fatalf("instance %s, taken by job %d during the sweep, was retired as an orphan", taken.InstanceID, taken.JobID)
 	}
 }

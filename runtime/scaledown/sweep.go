@@ -725,17 +725,33 @@ func (s *sweep) orphans(ctx context.Context) {
 		}
 		log := s.r.log.With(slog.String("instance_id", id), slog.Int64("job_id", inst.JobID))
 		if inst.Pool != "" && inst.JobID == 0 {
-			// A pooled instance no job took and no pool item owns: its
-			// refill died before recording it, or its item was dropped and
-			// the termination failed. It never had a runner.
+			// A pooled instance that no pool item the sweep read owns. Its
+			// item, read consistently, says which: taken by a job since the
+			// instance was described (a tombstone: the job's record owns
+			// it), recorded after the pool was read, or of a pool no
+			// longer configured (retired, its item dropped). Without an
+			// item its refill died before recording it, or its item was
+			// dropped and the termination failed. Untaken, it never had a
+			// runner.
 			if s.poolUnknown {
 				continue
 			}
-			if _, ok, err := s.r.d.Jobs.GetPooled(ctx, id); err != nil || ok {
-				if err != nil {
-					s.fail(log, rule, err)
+			p, ok, err := s.r.d.Jobs.GetPooled(ctx, id)
+			switch {
+			case err != nil:
+				s.fail(log, rule, err)
+				continue
+			case ok && (p.State == state.PoolTaken || s.poolConfigured(p)):
+				continue
+			case ok:
+				if err := s.r.d.Jobs.RemovePooled(ctx, id); err != nil {
+					if !errors.Is(err, state.ErrPoolClaimed) && !errors.Is(err, state.ErrNotPooled) {
+						s.fail(log, rule, err)
+					}
+					continue
 				}
-				continue // recorded after the pool was read
+				s.r.metrics.Inc(metrics.PoolRetired, map[string]string{"Profile": p.Profile, "Pool": p.Kind, "Reason": "unconfigured"})
+				log = log.With(slog.String("reason", "its pool is no longer configured"))
 			}
 			s.retireTarget(ctx, log, rule, retire.Target{InstanceID: id})
 			continue

@@ -93,12 +93,13 @@ type Jobs interface {
 	// Warm pools (state.Store): a job of a pooled profile takes a pooled
 	// instance when one is ready (PoolCandidates, ClaimPooled), gives it
 	// back when nothing was handed to it (ReturnPooled), and its launch
-	// record deletes the pool item in the same transaction (TakePooled).
+	// record takes the pool item in the same transaction (TakePooled).
 	PoolCandidates(ctx context.Context, profile, kind string, limit int32) ([]*state.PoolInstance, error)
 	ClaimPooled(ctx context.Context, instanceID, profile, kind, claimID string, lease time.Duration) (bool, error)
 	ReturnPooled(ctx context.Context, p *state.PoolInstance, claimID string) error
 	TakePooled(instanceID, claimID string) types.TransactWriteItem
 	AddPooled(ctx context.Context, p state.PoolInstance, others ...types.TransactWriteItem) error
+	RemovePooled(ctx context.Context, instanceID string) error
 	// Requeue puts a launched job back to be launched again (a stopped
 	// pooled instance that would not start).
 	Requeue(ctx context.Context, jobID int64, seenInstanceID, reason string) (bool, error)

@@ -83,7 +83,8 @@ const startAttempts = 3
 
 // handOverPooled gives the claimed pooled instance to the job: retagged as
 // the job's launch, its launch recorded with the JIT config's hand-over and
-// the pool item's deletion in one transaction, and a stopped one started.
+// the pool item turned into its tombstone in one transaction, and a stopped
+// one started.
 // Nothing is launched: no CreateFleet for a pool hit.
 func (h *Handler) handOverPooled(ctx context.Context, a *admission, inst githubapp.Installation, name string, jit githubapp.JITConfig) error {
 	p, m := a.pooled, a.m
@@ -109,6 +110,11 @@ func (h *Handler) handOverPooled(ctx context.Context, a *admission, inst githuba
 		With: []types.TransactWriteItem{h.jit.Handover(arn, jit.Encoded), h.jobs.TakePooled(p.InstanceID, a.claimID)},
 	})
 	switch {
+	case errors.Is(err, state.ErrPoolLost):
+		// The instance's claim ran out (scaledown retired it); the job's
+		// own claim may hold: nothing was written, the job is retried.
+		dropRunner()
+		return h.release(ctx, log, m, a.claimID, a.woken, err)
 	case errors.Is(err, state.ErrClaimLost):
 		// The job's claim or the instance's ran out: nothing was written, no
 		// config is out. The instance goes back to its pool if its claim
@@ -204,8 +210,11 @@ func (h *Handler) replenish(ctx context.Context, log *slog.Logger, name string, 
 		log.Info("pool not replenished: no free runner slot; the sweep refills it", slog.String("pool", kind))
 		return
 	case free < queueBehindWithin:
-		if waiting, err := h.jobs.Waiting(ctx, name, time.Time{}, 1); err != nil || len(waiting) > 0 {
-			return
+		// Jobs of any profile waiting for a slot get it before a pool does.
+		for _, pn := range h.cfg.ProfileNames() {
+			if waiting, err := h.jobs.Waiting(ctx, pn, time.Time{}, 1); err != nil || len(waiting) > 0 {
+				return
+			}
 		}
 	}
 	pi, res, err := h.pools.Launch(ctx, name, kind)

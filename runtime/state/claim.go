@@ -148,7 +148,7 @@ type Launch struct {
 	RunnerID   int64
 	LaunchedAt time.Time
 	// FromPool is the kind of warm pool the instance was taken from (empty:
-	// launched for the job); With then holds the pool item's deletion
+	// launched for the job); With then holds the pool item's tombstone
 	// (Store.TakePooled).
 	FromPool string
 	// With are written in the same transaction as the launch, all or
@@ -194,6 +194,9 @@ func (s *Store) RecordLaunch(ctx context.Context, jobID int64, claimID string, l
 			"#az = :az, #subnet = :subnet, #capacity = :capacity, #fallback = :fallback, #runnerName = :rname, "+
 			"#runnerId = :rid, #updated = :now"+poolExpr+" REMOVE #claimExp, #lastError",
 		"#claimId = :claim AND attribute_not_exists(#launchedAt)", names, vals, l.With)
+	if errors.Is(err, errOtherCondition) && l.FromPool != "" {
+		return fmt.Errorf("record launch of job %d: %w", jobID, ErrPoolLost)
+	}
 	if err != nil {
 		return fmt.Errorf("record launch: %w", err)
 	}

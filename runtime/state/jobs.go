@@ -171,8 +171,8 @@ func (s *Store) updateWith(ctx context.Context, jobID int64, expr, cond string, 
 		}
 		if otherConditionFailed(tce) {
 			// Another item's condition (a pooled instance's claim, see
-			// TakePooled) no longer holds: the write is not the caller's.
-			return false, nil
+			// TakePooled) no longer holds; nothing was written.
+			return false, fmt.Errorf("update job %d: %w", jobID, errOtherCondition)
 		}
 		if attempt == transactAttempts || !transientCancel(tce) {
 			break
@@ -188,6 +188,10 @@ func (s *Store) updateWith(ctx context.Context, jobID int64, expr, cond string, 
 	}
 	return true, nil
 }
+
+// errOtherCondition: the condition of a transaction's item other than the
+// job's update failed.
+var errOtherCondition = errors.New("the condition of another item of the transaction failed")
 
 // otherConditionFailed reports whether the condition of an item after the
 // first failed.

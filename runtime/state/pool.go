@@ -41,7 +41,17 @@ const (
 	PoolReady = "ready"
 	// PoolClaimed: a job's scaleup has claimed it and is handing it over.
 	PoolClaimed = "claimed"
+	// PoolTaken: a job took it (the launch's transaction): the item is a
+	// tombstone that no longer holds a slot and cannot be taken or
+	// removed, so that a sweep that saw the instance pooled before the
+	// job took it finds it owned (GetPooled) and leaves it to the job's
+	// record. It expires with TTL a day later.
+	PoolTaken = "taken"
 )
+
+// takenTTL is how long a taken pooled instance's tombstone lives: far
+// longer than any sweep's view of the instance can be stale.
+const takenTTL = 24 * time.Hour
 
 // Pool-item attributes and the pool index.
 const (
@@ -231,36 +241,58 @@ func (s *Store) ReturnPooled(ctx context.Context, p *PoolInstance, claimID strin
 	now := s.now()
 	_, err := s.updateKey(ctx, poolPK(p.InstanceID), "pooled instance "+p.InstanceID,
 		"SET #state = :ready, #since = :now, #key = :key, #poolSince = :now, #updated = :now REMOVE #claimId, #claimExp",
-		"#claimId = :claim",
+		"#claimId = :claim AND #state = :claimed",
 		map[string]string{"#state": attrPoolState, "#since": attrPoolStateSince, "#claimId": attrClaimID,
 			"#claimExp": attrClaimExpiresAt, "#updated": AttrUpdatedAt, "#key": AttrPoolKey, "#poolSince": AttrPoolSince},
 		map[string]types.AttributeValue{
 			":ready": &types.AttributeValueMemberS{Value: PoolReady}, ":now": num(now.UnixMilli()),
-			":claim": &types.AttributeValueMemberS{Value: claimID},
-			":key":   &types.AttributeValueMemberS{Value: poolIndexKey(p.Profile, p.Kind)},
+			":claim": &types.AttributeValueMemberS{Value: claimID}, ":claimed": &types.AttributeValueMemberS{Value: PoolClaimed},
+			":key": &types.AttributeValueMemberS{Value: poolIndexKey(p.Profile, p.Kind)},
 		})
 	return err
 }
 
-// TakePooled deletes the item of an instance claimed by claimID, as an
+// TakePooled turns the item of an instance claimed by claimID into its
+// tombstone (PoolTaken: no slot, no claim, out of the pool index), as an
 // item of the transaction that records the job's launch on it
-// (Launch.With): the job's record owns the instance from then on.
+// (Launch.With): the job's record owns the instance from then on, and
+// its slot is the job's.
 func (s *Store) TakePooled(instanceID, claimID string) types.TransactWriteItem {
-	return types.TransactWriteItem{Delete: &types.Delete{
-		TableName:                 aws.String(s.table),
-		Key:                       poolPK(instanceID),
-		ConditionExpression:       aws.String("#claimId = :claim"),
-		ExpressionAttributeNames:  map[string]string{"#claimId": attrClaimID},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":claim": &types.AttributeValueMemberS{Value: claimID}},
+	now := s.now()
+	return types.TransactWriteItem{Update: &types.Update{
+		TableName: aws.String(s.table),
+		Key:       poolPK(instanceID),
+		UpdateExpression: aws.String("SET #state = :taken, #since = :now, #updated = :now, #exp = :exp " +
+			"REMOVE #slot, #slotKey, #key, #poolSince, #claimExp"),
+		ConditionExpression: aws.String("#claimId = :claim AND #state = :claimed"),
+		ExpressionAttributeNames: map[string]string{
+			"#claimId": attrClaimID, "#state": attrPoolState, "#since": attrPoolStateSince, "#updated": AttrUpdatedAt,
+			"#exp": AttrExpiresAt, "#slot": AttrSlot, "#slotKey": AttrSlotKey, "#key": AttrPoolKey, "#poolSince": AttrPoolSince,
+			"#claimExp": attrClaimExpiresAt,
+		},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":claim": &types.AttributeValueMemberS{Value: claimID}, ":taken": &types.AttributeValueMemberS{Value: PoolTaken},
+			":claimed": &types.AttributeValueMemberS{Value: PoolClaimed}, ":now": num(now.UnixMilli()),
+			":exp": num(now.Add(takenTTL).Unix()),
+		},
 	}}
 }
+
+// ErrPoolLost is returned by RecordLaunch when the pooled instance's
+// claim no longer held (its lease ran out and scaledown retired it): the
+// job's own claim may still hold, and nothing was written.
+var ErrPoolLost = errors.New("the claim of the pooled instance was lost")
 
 // ErrPoolClaimed: the pooled instance was claimed by a job meanwhile.
 var ErrPoolClaimed = errors.New("pooled instance claimed by a job")
 
-// ErrNotPooled: the instance has no pool item (any more): a job took it
-// (its record owns the instance now), or it was removed before.
+// ErrNotPooled: the instance is not pooled (any more): a job took it (its
+// record owns the instance now; the item is a PoolTaken tombstone, and the
+// error is also ErrPoolTaken), or its item was removed before.
 var ErrNotPooled = errors.New("instance not pooled (any more)")
+
+// ErrPoolTaken: a job took the pooled instance.
+var ErrPoolTaken = errors.New("pooled instance taken by a job")
 
 // RemovePooled deletes a pooled instance's item before the instance is
 // terminated (retired, gone, past its age): unless a job holds an
@@ -268,20 +300,25 @@ var ErrNotPooled = errors.New("instance not pooled (any more)")
 // (ErrNotPooled: a job took the instance since the caller read the pool,
 // and it must not be terminated as a pooled one). A claim whose lease ran
 // out was abandoned by its scaleup, which handed nothing over (the
-// hand-over deletes the item).
+// hand-over makes the item a tombstone).
 func (s *Store) RemovePooled(ctx context.Context, instanceID string) error {
 	_, err := s.api.DeleteItem(ctx, &dynamodb.DeleteItemInput{
-		TableName:                           aws.String(s.table),
-		Key:                                 poolPK(instanceID),
-		ConditionExpression:                 aws.String("attribute_exists(#pk) AND (attribute_not_exists(#claimExp) OR #claimExp < :now)"),
-		ExpressionAttributeNames:            map[string]string{"#claimExp": attrClaimExpiresAt, "#pk": AttrPK},
-		ExpressionAttributeValues:           map[string]types.AttributeValue{":now": num(s.now().UnixMilli())},
+		TableName: aws.String(s.table),
+		Key:       poolPK(instanceID),
+		ConditionExpression: aws.String("attribute_exists(#pk) AND #state <> :taken AND " +
+			"(attribute_not_exists(#claimExp) OR #claimExp < :now)"),
+		ExpressionAttributeNames: map[string]string{"#claimExp": attrClaimExpiresAt, "#pk": AttrPK, "#state": attrPoolState},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":now": num(s.now().UnixMilli()),
+			":taken": &types.AttributeValueMemberS{Value: PoolTaken}},
 		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 	})
 	var ccf *types.ConditionalCheckFailedException
 	if errors.As(err, &ccf) {
 		if len(ccf.Item) == 0 {
 			return fmt.Errorf("remove pooled instance %s: %w", instanceID, ErrNotPooled)
+		}
+		if getS(ccf.Item, attrPoolState) == PoolTaken {
+			return fmt.Errorf("remove pooled instance %s: %w: %w", instanceID, ErrNotPooled, ErrPoolTaken)
 		}
 		return fmt.Errorf("remove pooled instance %s: %w", instanceID, ErrPoolClaimed)
 	}

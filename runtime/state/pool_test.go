@@ -103,11 +103,12 @@ func TestTakePooledRecordsTheJobAndDropsThePoolItem(t *testing.T) {
 		t.Fatalf("pool claim: %v %v", ok, err)
 	}
 	// Job 22's scaleup never won the instance: its transaction fails and
-	// writes nothing.
+	// writes nothing; its own claim still holds (ErrPoolLost, not a lost
+	// job claim: the job is retried).
 	err := s.RecordLaunch(ctx, 22, "job-22", state.Launch{InstanceID: "i-0pool00000002", CapacityType: "on-demand", FromPool: "stopped",
 		With: []types.TransactWriteItem{s.TakePooled("i-0pool00000002", "job-22")}})
-	if !errors.Is(err, state.ErrClaimLost) {
-		t.Fatalf("hand-over without the pool claim = %v; want ErrClaimLost", err)
+	if !errors.Is(err, state.ErrPoolLost) || errors.Is(err, state.ErrClaimLost) {
+		t.Fatalf("hand-over without the pool claim = %v; want ErrPoolLost", err)
 	}
 	if j, _, _ := s.Get(ctx, 22); j.InstanceID != "" {
 		t.Fatalf("job 22 recorded on an instance it never won: %+v", j)
@@ -118,8 +119,16 @@ func TestTakePooledRecordsTheJobAndDropsThePoolItem(t *testing.T) {
 		RunnerName: "jitr-j21-1", RunnerID: 5, With: []types.TransactWriteItem{s.TakePooled("i-0pool00000002", "job-21")}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok, _ := s.GetPooled(ctx, "i-0pool00000002"); ok {
-		t.Fatal("pool item survived its instance's hand-over to a job")
+	// The item is a tombstone: no slot, not in the pool, not removable,
+	// and it says the instance was taken.
+	if p, ok, _ := s.GetPooled(ctx, "i-0pool00000002"); !ok || p.State != state.PoolTaken {
+		t.Fatalf("pool item after the hand-over = %+v, %v; want a taken tombstone", p, ok)
+	}
+	if pool, _ := s.Pooled(ctx, "default"); len(pool) != 0 {
+		t.Fatalf("a taken instance is still listed in its pool: %+v", pool[0])
+	}
+	if err := s.RemovePooled(ctx, "i-0pool00000002"); !errors.Is(err, state.ErrPoolTaken) || !errors.Is(err, state.ErrNotPooled) {
+		t.Fatalf("removing a taken instance's item = %v; want ErrPoolTaken (it must never be terminated as pooled)", err)
 	}
 	j, _, _ := s.Get(ctx, 21)
 	if j.InstanceID != "i-0pool00000002" || j.FromPool != "stopped" || j.Phase != state.PhaseLaunched {

@@ -289,8 +289,8 @@ func TestPoolParse(t *testing.T) {
 				Stopped: &config.PoolSpec{Size: 10, TimeZone: "America/Argentina/Buenos_Aires",
 					Schedules: []config.PoolSchedule{{Days: "fri", From: "22:00", To: "06:00"}}},
 				MaxAgeMinutes: 10080}},
-		{"pool equal to maxRunners", `{"hot": {"size": 60}, "stopped": {"size": 0, "offHoursSize": 40, "schedules": [{"days": "sat,sun", "from": "00:00", "to": "24:00"}]}}`,
-			config.Pool{Hot: &config.PoolSpec{Size: 60}, Stopped: &config.PoolSpec{OffHoursSize: 40, TimeZone: "UTC",
+		{"pools one under maxRunners", `{"hot": {"size": 60}, "stopped": {"size": 0, "offHoursSize": 39, "schedules": [{"days": "sat,sun", "from": "00:00", "to": "24:00"}]}}`,
+			config.Pool{Hot: &config.PoolSpec{Size: 60}, Stopped: &config.PoolSpec{OffHoursSize: 39, TimeZone: "UTC",
 				Schedules: []config.PoolSchedule{{Days: "sat,sun", From: "00:00", To: "24:00"}}}, MaxAgeMinutes: 1440}},
 	}
 	for _, tc := range tests {
@@ -433,7 +433,9 @@ func TestPoolErrorsNameTheKey(t *testing.T) {
 			},
 			"profiles.default.pool", "holds up to 5 instances"},
 		{"over maxRunners", `{"hot": {"size": 60}, "stopped": {"size": 41}}`, nil,
-			"maxRunners", "is 100, fewer than the 101 instances the pools hold at most (default 101): pooled instances hold runner slots; jobs would wait behind idle instances"},
+			"maxRunners", "is 100, not more than the 101 instances the pools hold at most (default 101): pooled instances hold runner slots, and at least one must stay free for other launches"},
+		{"every slot pooled", `{"hot": {"size": 60}, "stopped": {"size": 40}}`, nil,
+			"maxRunners", "is 100, not more than the 100 instances the pools hold at most (default 100)"},
 		{"over maxRunners, all profiles together", `{"hot": {"size": 30, "offHoursSize": 50, "schedules": [{"days": "sat,sun", "from": "00:00", "to": "24:00"}]}}`,
 			func(t *testing.T, m map[string]any) { withPool(t, m, "gpu", `{"stopped": {"size": 51}}`) },
 			"maxRunners", "(default 50, gpu 51)"},

@@ -215,9 +215,12 @@ func (c *Config) validateProfiles(add func(string, string, ...any)) {
 			pools = append(pools, fmt.Sprintf("%s %d", name, n))
 		}
 	}
-	if c.MaxRunners > 0 && pooled > c.MaxRunners {
-		add("maxRunners", "is %d, fewer than the %d instances the pools hold at most (%s): "+
-			"pooled instances hold runner slots; jobs would wait behind idle instances", c.MaxRunners, pooled, strings.Join(pools, ", "))
+	// The pools together leave at least one slot: jobs of a profile
+	// without a pool (or whose pool is empty) would otherwise wait behind
+	// idle pooled instances until their maximum age.
+	if c.MaxRunners > 0 && pooled >= c.MaxRunners {
+		add("maxRunners", "is %d, not more than the %d instances the pools hold at most (%s): "+
+			"pooled instances hold runner slots, and at least one must stay free for other launches", c.MaxRunners, pooled, strings.Join(pools, ", "))
 	}
 	if _, ok := c.Profiles[c.DefaultProfile]; !ok {
 		add("defaultProfile", "names no profile: %q (profiles: %s)", c.DefaultProfile, strings.Join(c.ProfileNames(), ", "))

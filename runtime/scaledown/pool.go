@@ -75,7 +75,7 @@ func (s *sweep) pools(ctx context.Context) {
 func (s *sweep) pool(ctx context.Context, name string, prof config.Profile, items []*state.PoolInstance, latest int64) {
 	log := s.r.log.With(slog.String("profile", name))
 	maxAge := time.Duration(prof.Pool.MaxAgeMinutes) * time.Minute
-	unconsumed := s.poolMarkers(ctx, log, items)
+	unconsumed, markersKnown := s.poolMarkers(ctx, log, items)
 	live := map[string][]*state.PoolInstance{}
 	for _, p := range items {
 		plog := log.With(slog.String("instance_id", p.InstanceID), slog.String("pool", p.Kind))
@@ -86,7 +86,7 @@ func (s *sweep) pool(ctx context.Context, name string, prof config.Profile, item
 		if p.State == state.PoolClaimed {
 			if p.ClaimExpiresAt.Before(s.now) {
 				// Its scaleup died mid-way; nothing was handed over (the
-				// hand-over deletes the item). Retired like an orphan.
+				// hand-over makes the item a tombstone). Retired.
 				s.retirePooled(ctx, plog, p, inst, "claim abandoned")
 			}
 			continue
@@ -105,16 +105,18 @@ func (s *sweep) pool(ctx context.Context, name string, prof config.Profile, item
 			reason = "launched from another image (" + p.ImageID + ")"
 		case latest > 0 && p.TemplateVersion > 0 && p.TemplateVersion < latest:
 			reason = "launched from an older launch template version"
-		case p.State == state.PoolPreparing && s.now.Sub(p.StateSince) >= secs(s.r.cfg.ScaleDown.BootTimeoutSeconds):
+		case markersKnown && unconsumed[p.InstanceID] && p.State == state.PoolPreparing &&
+			s.now.Sub(p.StateSince) >= secs(s.r.cfg.ScaleDown.BootTimeoutSeconds):
 			reason = "not prepared within the boot timeout"
-		case p.Kind == jitstore.PoolHot && unconsumed[p.InstanceID] && p.Age(s.now) >= secs(s.r.cfg.ScaleDown.BootTimeoutSeconds):
+		case markersKnown && unconsumed[p.InstanceID] && p.Kind == jitstore.PoolHot &&
+			p.Age(s.now) >= secs(s.r.cfg.ScaleDown.BootTimeoutSeconds):
 			reason = "its bootstrap never came up within the boot timeout"
 		}
 		if reason != "" {
 			s.retirePooled(ctx, plog, p, inst, reason)
 			continue
 		}
-		s.advancePooled(ctx, plog, p, inst, unconsumed[p.InstanceID])
+		s.advancePooled(ctx, plog, p, inst, unconsumed[p.InstanceID] || !markersKnown)
 		live[p.Kind] = append(live[p.Kind], p)
 	}
 	for _, kind := range []string{jitstore.PoolHot, jitstore.PoolStopped} {
@@ -128,8 +130,9 @@ func (s *sweep) pool(ctx context.Context, name string, prof config.Profile, item
 
 // poolMarkers reads which of the pool's instances have not consumed their
 // pool marker yet (their bootstrap has not come up): for the stopped pool's
-// preparing instances and the hot pool's older ones.
-func (s *sweep) poolMarkers(ctx context.Context, log *slog.Logger, items []*state.PoolInstance) map[string]bool {
+// preparing instances and the hot pool's older ones. known is false when
+// the table could not be read: nothing is then stopped or retired for it.
+func (s *sweep) poolMarkers(ctx context.Context, log *slog.Logger, items []*state.PoolInstance) (unconsumed map[string]bool, known bool) {
 	var arns []string
 	byARN := map[string]string{}
 	for _, p := range items {
@@ -140,30 +143,19 @@ func (s *sweep) poolMarkers(ctx context.Context, log *slog.Logger, items []*stat
 			byARN[arn] = p.InstanceID
 		}
 	}
-	if len(arns) == 0 || s.r.d.JIT == nil {
-		return nil
+	if len(arns) == 0 {
+		return nil, true
 	}
 	found, err := s.r.d.JIT.Unconsumed(ctx, arns)
 	if err != nil {
 		s.fail(log, "pool", err)
-		// Unknown: treat every marker as unconsumed, which delays a stop
-		// and cannot retire a hot instance that is fine (only one that
-		// is also past the boot timeout, whose marker is then read again).
-		found = map[string]bool{}
-		for _, a := range arns {
-			found[a] = true
-		}
-		for _, p := range items {
-			if p.Kind == jitstore.PoolHot {
-				delete(found, s.r.d.Identity.InstanceARN(p.InstanceID))
-			}
-		}
+		return nil, false
 	}
 	out := map[string]bool{}
 	for arn := range found {
 		out[byARN[arn]] = true
 	}
-	return out
+	return out, true
 }
 
 // advancePooled moves a stopped-pool instance along: prepared (marker
@@ -263,13 +255,14 @@ func (s *sweep) size(ctx context.Context, log *slog.Logger, name string, prof co
 	if want <= 0 {
 		return
 	}
-	if n, _, err := s.r.d.Jobs.WaitingSummary(ctx, []string{name}); err != nil || n > 0 {
+	// Jobs waiting for a slot, of any profile, get it before a pool does.
+	if n, _, err := s.r.d.Jobs.WaitingSummary(ctx, s.r.cfg.ProfileNames()); err != nil || n > 0 {
 		if err != nil {
 			s.fail(log, "pool", err)
 		} else {
 			s.decision(log, "pool", "refill-deferred", slog.Int("waiting_jobs", n))
 		}
-		return // jobs waiting for a slot get it before a pool does
+		return
 	}
 	free, err := s.freeSlots(ctx, name, prof)
 	if err != nil {
@@ -344,4 +337,11 @@ func (s *sweep) launchPooled(ctx context.Context, log *slog.Logger, name, kind s
 	}
 	s.r.metrics.Inc(metrics.PoolLaunches, map[string]string{"Profile": name, "Pool": kind})
 	return true
+}
+
+// poolConfigured reports whether p's pool (its profile and kind) is still
+// in the configuration.
+func (s *sweep) poolConfigured(p *state.PoolInstance) bool {
+	prof, ok := s.r.cfg.Profiles[p.Profile]
+	return ok && pool.Spec(prof, p.Kind) != nil
 }

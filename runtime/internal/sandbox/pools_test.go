@@ -132,8 +132,8 @@ func TestWarmPools(t *testing.T) {
 			sum.PoolHits, sum.AWS.JobLaunchRequests, burst)
 	}
 	for id := range first {
-		if _, ok, err := store.GetPooled(ctx, id); err != nil || ok {
-			t.Errorf("pooled instance %s still pooled after the load (err %v)", id, err)
+		if p, ok, err := store.GetPooled(ctx, id); err != nil || !ok || p.State != state.PoolTaken {
+			t.Errorf("pooled instance %s not taken by a job during the load: %+v (err %v)", id, p, err)
 		}
 	}
 	if sum.AWS.Calls["scaleup"]["ec2.StartInstances"] == 0 {

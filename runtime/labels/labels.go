@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/jit-runners/jit-runners/runtime/config"
+	"github.com/jit-runners/jit-runners/runtime/shapes"
 )
 
 // Labels every runner of ours carries.
@@ -23,11 +24,13 @@ const (
 )
 
 // maxLabels bounds the work a hostile payload can cause; GitHub itself
-// accepts far fewer labels per job.
-const maxLabels = 64
-
-// maxLabelLen is GitHub's limit on a runner label's length.
-const maxLabelLen = 256
+// accepts far fewer labels per job. maxLabelLen is GitHub's limit on a
+// runner label's length. Both are defined once, with the shape labels'
+// grammar.
+const (
+	maxLabels   = shapes.MaxLabels
+	maxLabelLen = shapes.MaxLabelLen
+)
 
 // Match is the launch decision for a job whose labels are ours.
 type Match struct {

@@ -44,8 +44,9 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/config"
 )
 
-// MaxLabels and MaxLabelLen match runtime/labels' limits (maxLabels and
-// maxLabelLen there): at most 64 labels per job, each at most 256 bytes.
+// MaxLabels and MaxLabelLen bound a job's labels: at most 64 labels, each
+// at most 256 bytes (GitHub's limit on a label). runtime/labels applies the
+// same limits, from here.
 const (
 	MaxLabels   = 64
 	MaxLabelLen = 256

@@ -235,7 +235,7 @@ sandbox: $(TOOLS_BIN)/aws-lambda-rie ## Run the control plane locally (moto, Git
 	@command -v moto_server >/dev/null || python3 -c 'import moto.server' 2>/dev/null || $(MAKE) tools
 	$(GO) run ./runtime/cmd/sandbox $(SANDBOX_ARGS)
 
-e2e: $(TOOLS_BIN)/aws-lambda-rie ## Long end-to-end runs: E2E_JOBS (300) jobs with faults and duplicates; saturation (40 jobs of 30 s, maxRunners 2); a 60 s rate limit; 300 jobs losing 10 % of their deliveries.
+e2e: $(TOOLS_BIN)/aws-lambda-rie ## Long end-to-end runs: E2E_JOBS (300) jobs with faults and duplicates; saturation (40 jobs of 30 s, maxRunners 2); a 60 s rate limit; 300 jobs losing 10 % of their deliveries; warm pools (hits, misses, refills, an age-out).
 	JITR_E2E_JOBS=$(E2E_JOBS) JITR_E2E_RATE=$(E2E_RATE) JITR_SAT_JOBS=40 JITR_SAT_DURATION=30s JITR_RATE_LIMIT_WINDOW=60s \
-	  JITR_LOST_JOBS=$(E2E_JOBS) $(GO) test -race -count=1 -timeout 60m -run '^(TestEndToEnd|TestSaturation|TestRateLimit|TestLostDeliveries)$$' -v ./runtime/internal/sandbox/
+	  JITR_LOST_JOBS=$(E2E_JOBS) $(GO) test -race -count=1 -timeout 60m -run '^(TestEndToEnd|TestSaturation|TestRateLimit|TestLostDeliveries|TestWarmPools)$$' -v ./runtime/internal/sandbox/
 # ---- end sandbox ----

@@ -256,19 +256,35 @@ type PoolSchedule struct {
 	To string `json:"to"`
 }
 
-// PoolSizes returns the profile's hot and stopped pool sizes at instant t
-// (0, 0 without a pool).
-func (p Profile) PoolSizes(t time.Time) (hot, stopped int) {
-	if p.Pool == nil {
-		return 0, 0
+// The kinds of pool, as the pool's keys name them (Pool.Hot, Pool.Stopped).
+const (
+	PoolHot     = "hot"
+	PoolStopped = "stopped"
+)
+
+// PoolKinds lists the profile's pools, hot first (none without a pool).
+func (p Profile) PoolKinds() []string {
+	var kinds []string
+	for _, k := range []string{PoolHot, PoolStopped} {
+		if p.PoolSpec(k) != nil {
+			kinds = append(kinds, k)
+		}
 	}
-	if p.Pool.Hot != nil {
-		hot = p.Pool.Hot.SizeAt(t)
+	return kinds
+}
+
+// PoolSpec returns the spec of the profile's pool of kind (PoolHot or
+// PoolStopped), nil when it has none.
+func (p Profile) PoolSpec(kind string) *PoolSpec {
+	switch {
+	case p.Pool == nil:
+		return nil
+	case kind == PoolHot:
+		return p.Pool.Hot
+	case kind == PoolStopped:
+		return p.Pool.Stopped
 	}
-	if p.Pool.Stopped != nil {
-		stopped = p.Pool.Stopped.SizeAt(t)
-	}
-	return hot, stopped
+	return nil
 }
 
 // PooledProfiles returns the sorted names of the profiles that have a pool.

@@ -696,8 +696,14 @@ func TestPoolSizes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if hot, stopped := c.Profiles[tc.profile].PoolSizes(at); hot != tc.hot || stopped != tc.stopped {
-			t.Errorf("%s at %s: PoolSizes = %d, %d; want %d, %d", tc.profile, tc.at, hot, stopped, tc.hot, tc.stopped)
+		size := func(kind string) int {
+			if s := c.Profiles[tc.profile].PoolSpec(kind); s != nil {
+				return s.SizeAt(at)
+			}
+			return 0
+		}
+		if hot, stopped := size(config.PoolHot), size(config.PoolStopped); hot != tc.hot || stopped != tc.stopped {
+			t.Errorf("%s at %s: pool sizes = %d, %d; want %d, %d", tc.profile, tc.at, hot, stopped, tc.hot, tc.stopped)
 		}
 	}
 	c2, err := config.Parse(mustRead(t))

@@ -22,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/jit-runners/jit-runners/runtime/config"
 	"github.com/jit-runners/jit-runners/runtime/state"
 )
 
@@ -37,14 +38,14 @@ const (
 	AttrPool = "pool"
 )
 
-// Pool kinds, the values of AttrPool.
+// Pool kinds, the values of AttrPool: the configuration's.
 const (
 	// PoolHot: the instance stays running and waits, without a deadline,
 	// for a job's JIT config.
-	PoolHot = "hot"
+	PoolHot = config.PoolHot
 	// PoolStopped: the instance is prepared; the control plane stops it,
 	// and its next boot (StartInstances) finds a job's JIT config.
-	PoolStopped = "stopped"
+	PoolStopped = config.PoolStopped
 )
 
 // Table is the JIT-config table's shape; the stack, the sandbox and the tests

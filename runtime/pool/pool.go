@@ -146,29 +146,3 @@ func (l *Launcher) Launch(ctx context.Context, profile, kind string) (p state.Po
 	}
 	return p, res, nil
 }
-
-// Kinds lists the pools of p, hot first.
-func Kinds(p config.Profile) []string {
-	if p.Pool == nil {
-		return nil
-	}
-	var kinds []string
-	if p.Pool.Hot != nil {
-		kinds = append(kinds, jitstore.PoolHot)
-	}
-	if p.Pool.Stopped != nil {
-		kinds = append(kinds, jitstore.PoolStopped)
-	}
-	return kinds
-}
-
-// Spec returns the spec of p's pool of kind, nil when it has none.
-func Spec(p config.Profile, kind string) *config.PoolSpec {
-	if p.Pool == nil {
-		return nil
-	}
-	if kind == jitstore.PoolStopped {
-		return p.Pool.Stopped
-	}
-	return p.Pool.Hot
-}

@@ -11,7 +11,6 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/config"
 	"github.com/jit-runners/jit-runners/runtime/jitstore"
 	"github.com/jit-runners/jit-runners/runtime/metrics"
-	"github.com/jit-runners/jit-runners/runtime/pool"
 	"github.com/jit-runners/jit-runners/runtime/retire"
 	"github.com/jit-runners/jit-runners/runtime/state"
 )
@@ -121,7 +120,7 @@ func (s *sweep) pool(ctx context.Context, name string, prof config.Profile, item
 	}
 	for _, kind := range []string{jitstore.PoolHot, jitstore.PoolStopped} {
 		target := 0
-		if spec := pool.Spec(prof, kind); spec != nil {
+		if spec := prof.PoolSpec(kind); spec != nil {
 			target = spec.SizeAt(s.now)
 		}
 		s.size(ctx, log, name, prof, kind, target, live[kind])
@@ -343,5 +342,5 @@ func (s *sweep) launchPooled(ctx context.Context, log *slog.Logger, name, kind s
 // in the configuration.
 func (s *sweep) poolConfigured(p *state.PoolInstance) bool {
 	prof, ok := s.r.cfg.Profiles[p.Profile]
-	return ok && pool.Spec(prof, p.Kind) != nil
+	return ok && prof.PoolSpec(p.Kind) != nil
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/githubapp"
 	"github.com/jit-runners/jit-runners/runtime/jitstore"
 	"github.com/jit-runners/jit-runners/runtime/metrics"
-	"github.com/jit-runners/jit-runners/runtime/pool"
 	"github.com/jit-runners/jit-runners/runtime/retire"
 	"github.com/jit-runners/jit-runners/runtime/state"
 	"github.com/jit-runners/jit-runners/runtime/tags"
@@ -34,7 +33,7 @@ const poolCandidates = 10
 // returns nil (a miss: no pool, none ready, or every candidate taken
 // first; a failed read counts as a miss too, the job launches cold).
 func (h *Handler) takeFromPool(ctx context.Context, log *slog.Logger, profile string, p config.Profile, claimID string, lease time.Duration) *state.PoolInstance {
-	kinds := pool.Kinds(p)
+	kinds := p.PoolKinds()
 	if len(kinds) == 0 {
 		return nil
 	}
@@ -193,7 +192,7 @@ func (h *Handler) restartElsewhere(ctx context.Context, log *slog.Logger, a *adm
 // profile wait for a slot (they come first); the sweep tops the pool up
 // then. The job's own launch is done: this only delays the batch's end.
 func (h *Handler) replenish(ctx context.Context, log *slog.Logger, name string, p config.Profile, kind string) {
-	spec := pool.Spec(p, kind)
+	spec := p.PoolSpec(kind)
 	if spec == nil || spec.SizeAt(h.now()) == 0 {
 		return
 	}

@@ -397,12 +397,6 @@ func decodePool(item map[string]types.AttributeValue) *PoolInstance {
 	return p
 }
 
-// IsPoolSlot reports whether a slot-index sort key is a pool item's.
-func IsPoolSlot(slotKey string) bool {
-	_, rest, _ := strings.Cut(slotKey, "#")
-	return strings.HasPrefix(rest, poolKeyPrefix)
-}
-
 // poolLaunchAttributes are what a job's launch record adds when its
 // instance came from a pool.
 func poolLaunchAttributes(kind string) (string, map[string]string, map[string]types.AttributeValue) {

@@ -127,45 +127,26 @@ func (s *Store) Marker(instanceARN, kind string) types.TransactWriteItem {
 }
 
 // Unconsumed returns which of the instances still have an entry (a pool
-// marker the bootstrap has not consumed yet): BatchGetItem, 100 keys a
-// call, keys left unprocessed asked for again with backoff.
+// marker the bootstrap has not consumed yet): state.BatchGet, reading only
+// the key.
 func (s *Store) Unconsumed(ctx context.Context, instanceARNs []string) (map[string]bool, error) {
 	found := map[string]bool{}
-	for start := 0; start < len(instanceARNs); start += 100 {
-		var keys []map[string]types.AttributeValue
-		seen := map[string]bool{}
-		for _, arn := range instanceARNs[start:min(start+100, len(instanceARNs))] {
-			if !seen[arn] {
-				seen[arn] = true
-				keys = append(keys, key(arn))
-			}
+	keys := make([]map[string]types.AttributeValue, 0, len(instanceARNs))
+	seen := make(map[string]bool, len(instanceARNs))
+	for _, arn := range instanceARNs {
+		if !seen[arn] { // BatchGetItem refuses a key named twice
+			seen[arn] = true
+			keys = append(keys, key(arn))
 		}
-		req := map[string]types.KeysAndAttributes{s.table: {
-			Keys: keys, ConsistentRead: aws.Bool(true), ProjectionExpression: aws.String("#k"),
-			ExpressionAttributeNames: map[string]string{"#k": AttrInstanceARN},
-		}}
-		for attempt := 0; len(req) > 0; attempt++ {
-			if attempt > 5 {
-				return nil, fmt.Errorf("read pool markers: keys still unprocessed after %d attempts", attempt)
-			}
-			if attempt > 0 {
-				select {
-				case <-ctx.Done():
-					return nil, ctx.Err()
-				case <-time.After(time.Duration(50<<attempt) * time.Millisecond):
-				}
-			}
-			out, err := s.api.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: req})
-			if err != nil {
-				return nil, fmt.Errorf("read pool markers: %w", err)
-			}
-			for _, item := range out.Responses[s.table] {
-				if v, ok := item[AttrInstanceARN].(*types.AttributeValueMemberS); ok {
-					found[v.Value] = true
-				}
-			}
-			req = out.UnprocessedKeys
+	}
+	proj := &types.KeysAndAttributes{ProjectionExpression: aws.String("#k"), ExpressionAttributeNames: map[string]string{"#k": AttrInstanceARN}}
+	err := state.BatchGet(ctx, s.api, s.table, keys, proj, "pool markers", func(item map[string]types.AttributeValue) {
+		if v, ok := item[AttrInstanceARN].(*types.AttributeValueMemberS); ok {
+			found[v.Value] = true
 		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	return found, nil
 }

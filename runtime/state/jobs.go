@@ -644,43 +644,67 @@ func (s *Store) Get(ctx context.Context, jobID int64) (job *Job, ok bool, err er
 // batchGetKeys is the most keys one BatchGetItem may name.
 const batchGetKeys = 100
 
-// GetMany reads the records of jobIDs with consistent reads, in
-// BatchGetItem calls of up to 100 keys; jobs without a record are left
-// out. Keys DynamoDB leaves unprocessed (throttling) are asked for again
-// with backoff, at most 5 times.
-func (s *Store) GetMany(ctx context.Context, jobIDs []int64) (map[int64]*Job, error) {
-	jobs := make(map[int64]*Job, len(jobIDs))
-	for start := 0; start < len(jobIDs); start += batchGetKeys {
-		keys := make([]map[string]types.AttributeValue, 0, batchGetKeys)
-		seen := map[int64]bool{}
-		for _, id := range jobIDs[start:min(start+batchGetKeys, len(jobIDs))] {
-			if !seen[id] { // BatchGetItem refuses a key named twice
-				seen[id] = true
-				keys = append(keys, jobKey(id))
-			}
+// BatchGetAPI is the part of the DynamoDB client BatchGet uses.
+type BatchGetAPI interface {
+	BatchGetItem(ctx context.Context, in *dynamodb.BatchGetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.BatchGetItemOutput, error)
+}
+
+// BatchGet reads the items of keys (no key twice) from table with
+// consistent reads, in BatchGetItem calls of up to 100 keys, and hands each
+// item found to each; proj, when set, is the attributes to read (a
+// projection expression and its names). Keys DynamoDB leaves unprocessed
+// (throttling) are asked for again with backoff, at most 5 times. what
+// names the read in errors.
+func BatchGet(ctx context.Context, api BatchGetAPI, table string, keys []map[string]types.AttributeValue, proj *types.KeysAndAttributes,
+	what string, each func(item map[string]types.AttributeValue)) error {
+	for start := 0; start < len(keys); start += batchGetKeys {
+		ka := types.KeysAndAttributes{Keys: keys[start:min(start+batchGetKeys, len(keys))], ConsistentRead: aws.Bool(true)}
+		if proj != nil {
+			ka.ProjectionExpression, ka.ExpressionAttributeNames = proj.ProjectionExpression, proj.ExpressionAttributeNames
 		}
-		req := map[string]types.KeysAndAttributes{s.table: {Keys: keys, ConsistentRead: aws.Bool(true)}}
+		req := map[string]types.KeysAndAttributes{table: ka}
 		for attempt := 0; len(req) > 0; attempt++ {
 			if attempt > 0 {
 				if attempt > 5 {
-					return nil, fmt.Errorf("read %d jobs: keys still unprocessed after %d attempts", len(jobIDs), attempt)
+					return fmt.Errorf("read %s: keys still unprocessed after %d attempts", what, attempt)
 				}
 				select {
 				case <-ctx.Done():
-					return nil, ctx.Err()
+					return ctx.Err()
 				case <-time.After(time.Duration(50<<attempt) * time.Millisecond):
 				}
 			}
-			out, err := s.api.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: req})
+			out, err := api.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: req})
 			if err != nil {
-				return nil, fmt.Errorf("read %d jobs: %w", len(jobIDs), err)
+				return fmt.Errorf("read %s: %w", what, err)
 			}
-			for _, item := range out.Responses[s.table] {
-				j := decodeJob(item)
-				jobs[j.JobID] = j
+			for _, item := range out.Responses[table] {
+				each(item)
 			}
 			req = out.UnprocessedKeys
 		}
+	}
+	return nil
+}
+
+// GetMany reads the records of jobIDs with consistent reads (BatchGet);
+// jobs without a record are left out.
+func (s *Store) GetMany(ctx context.Context, jobIDs []int64) (map[int64]*Job, error) {
+	jobs := make(map[int64]*Job, len(jobIDs))
+	keys := make([]map[string]types.AttributeValue, 0, len(jobIDs))
+	seen := make(map[int64]bool, len(jobIDs))
+	for _, id := range jobIDs {
+		if !seen[id] { // BatchGetItem refuses a key named twice
+			seen[id] = true
+			keys = append(keys, jobKey(id))
+		}
+	}
+	err := BatchGet(ctx, s.api, s.table, keys, nil, fmt.Sprintf("%d jobs", len(jobIDs)), func(item map[string]types.AttributeValue) {
+		j := decodeJob(item)
+		jobs[j.JobID] = j
+	})
+	if err != nil {
+		return nil, err
 	}
 	return jobs, nil
 }

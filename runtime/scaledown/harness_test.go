@@ -2,6 +2,7 @@ package scaledown_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strconv"
 	"testing"
@@ -75,13 +76,22 @@ func (h *harness) launched() (int64, *state.Job) {
 // relaunch runs scaleup for a queued (or re-queued) job.
 func (h *harness) relaunch(id int64) (int64, *state.Job) {
 	h.t.Helper()
-	body := `{"jobId":` + itoa(id) + `,"repository":"` + h.p.Repository() + `","owner":"` + h.p.Owner +
-		`","installationId":` + itoa(h.p.InstID) + `,"labels":["self-hosted","linux","x64"],"profile":"default"}`
-	resp, err := h.up.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{{MessageId: "m" + itoa(id), Body: body}}})
-	if err != nil || len(resp.BatchItemFailures) != 0 {
-		h.t.Fatalf("launch job %d: %v %v\n%s", id, resp, err, h.p.Logs.String())
+	if err := h.scaleUp(h.up, id); err != nil {
+		h.t.Fatalf("launch job %d: %v\n%s", id, err, h.p.Logs.String())
 	}
 	return id, h.job(id)
+}
+
+// scaleUp hands job id's scale-up message to up, as the queue does; an
+// error or a batch item failure is returned.
+func (h *harness) scaleUp(up *scaleup.Handler, id int64) error {
+	body := `{"jobId":` + itoa(id) + `,"repository":"` + h.p.Repository() + `","owner":"` + h.p.Owner +
+		`","installationId":` + itoa(h.p.InstID) + `,"labels":["self-hosted","linux","x64"],"profile":"default"}`
+	resp, err := up.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{{MessageId: "m" + itoa(id), Body: body}}})
+	if err == nil && len(resp.BatchItemFailures) != 0 {
+		err = fmt.Errorf("batch item failures %v", resp.BatchItemFailures)
+	}
+	return err
 }
 
 // pair launches two jobs with the same labels and brings both runners

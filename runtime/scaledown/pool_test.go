@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
@@ -165,11 +164,8 @@ func TestPoolClaimRaceBetweenJobs(t *testing.T) {
 			handler = up2
 		}
 		wg.Go(func() {
-			body := `{"jobId":` + itoa(id) + `,"repository":"` + h.p.Repository() + `","owner":"` + h.p.Owner +
-				`","installationId":` + itoa(h.p.InstID) + `,"labels":["self-hosted","linux","x64"],"profile":"default"}`
-			resp, err := handler.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{{MessageId: "m" + itoa(id), Body: body}}})
-			if err != nil || len(resp.BatchItemFailures) != 0 {
-				t.Errorf("job %d: %v %v", id, resp, err)
+			if err := h.scaleUp(handler, id); err != nil {
+				t.Errorf("job %d: %v", id, err)
 			}
 		})
 	}
@@ -491,10 +487,8 @@ func TestShrinkNeverKillsAnInstanceAJobJustTook(t *testing.T) {
 		cfg.Profiles["default"] = p
 		up := scaleup.New(&cfg, h.p.ScaleUpDeps(), scaleup.WithClock(h.p.Clock.Now))
 		id := h.queued()
-		body := `{"jobId":` + itoa(id) + `,"repository":"` + h.p.Repository() + `","owner":"` + h.p.Owner +
-			`","installationId":` + itoa(h.p.InstID) + `,"labels":["self-hosted","linux","x64"],"profile":"default"}`
-		if resp, err := up.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{{MessageId: "m" + itoa(id), Body: body}}}); err != nil || len(resp.BatchItemFailures) != 0 {
-			t.Errorf("take: %v %v", resp, err)
+		if err := h.scaleUp(up, id); err != nil {
+			t.Errorf("take: %v", err)
 		}
 		taken = h.job(id)
 	}}

@@ -3,7 +3,6 @@ package sandbox
 import (
 	"context"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -99,16 +98,16 @@ func (w *instanceWatcher) instances(ctx context.Context) {
 	seen := make(map[string]bool, len(list))
 	w.statesMu.Lock()
 	for _, in := range list {
+		seen[in.ID] = true
 		w.states[in.ID] = in.State
 	}
 	for id := range w.alive {
-		if _, ok := w.states[id]; ok && !slices.ContainsFunc(list, func(in fleet.Instance) bool { return in.ID == id }) {
-			w.states[id] = ""
+		if !seen[id] {
+			w.states[id] = "" // gone
 		}
 	}
 	w.statesMu.Unlock()
 	for _, in := range list {
-		seen[in.ID] = true
 		_, ok := w.alive[in.ID]
 		// Always the latest tags: a pooled instance a job took was retagged
 		// as that job's launch.

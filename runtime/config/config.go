@@ -93,6 +93,10 @@ type Config struct {
 	// retries one by itself. Every key is optional.
 	Redelivery Redelivery `json:"redelivery,omitempty"`
 
+	// Shapes bounds the machine shapes jobs ask for with labels such as
+	// cpu=8 or family=c7i (runtime/shapes); every bound is off unless set.
+	Shapes Shapes `json:"shapes,omitempty"`
+
 	// AllowedInstanceTypes lists patterns ("c6i.*", "m7g.large") of instance
 	// types a job may name directly in runs-on. Empty: none.
 	AllowedInstanceTypes []string `json:"allowedInstanceTypes,omitempty"`
@@ -193,6 +197,45 @@ func (c *Config) CheckQueued() bool {
 	}
 	return c.QueueDelaySeconds > 0
 }
+
+// Shapes holds the platform team's bounds on the machine shapes a job may
+// ask for by label. Each bound is off unless set; a job asking beyond one is
+// not served (its record says why).
+type Shapes struct {
+	// MaxCPU caps the vCPUs of any instance a shape may choose
+	// (1..MaxShapeCPU).
+	MaxCPU int `json:"maxCpu,omitempty"`
+	// MaxRAMGiB caps its memory in GiB (1..MaxShapeRAMGiB).
+	MaxRAMGiB int `json:"maxRamGiB,omitempty"`
+	// MaxDiskGiB caps the root volume a job may ask for with disk=
+	// (MinShapeDiskGiB..MaxShapeDiskGiB).
+	MaxDiskGiB int `json:"maxDiskGiB,omitempty"`
+	// Families allow-lists instance-family prefixes ("c7i", "m7", "c"):
+	// every type a shape chooses belongs to one of them.
+	Families []string `json:"families,omitempty"`
+	// GPU allows GPU instances (gpu=1 and the like); default true.
+	GPU *bool `json:"gpu,omitempty"`
+}
+
+// GPUAllowed reports whether jobs may ask for GPU instances.
+func (s Shapes) GPUAllowed() bool { return s.GPU == nil || *s.GPU }
+
+// The ranges of machine-shape values, for the shape labels (runtime/shapes)
+// and for the bounds above.
+const (
+	MaxShapeCPU     = 448
+	MaxShapeRAMGiB  = 24576
+	MaxShapeGPU     = 16
+	MinShapeDiskGiB = 8
+	MaxShapeDiskGiB = 16384
+)
+
+var familyPrefixRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,15}$`)
+
+// IsFamilyPrefix reports whether s is an instance-family prefix as shape
+// labels and shapes.families write it: lower case, a letter, then up to 15
+// letters, digits or '-' ("c7i", "m7gd", "g5", "inf2"; no dot, so no size).
+func IsFamilyPrefix(s string) bool { return familyPrefixRE.MatchString(s) }
 
 // Profile is one kind of runner a job can ask for by label.
 type Profile struct {

@@ -143,6 +143,15 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"bad instance type pattern", func(m map[string]any) { m["allowedInstanceTypes"] = []string{"c6i.[*"} }, "allowedInstanceTypes[0]"},
 		{"queue delay over SQS limit", func(m map[string]any) { m["queueDelaySeconds"] = 901 }, "queueDelaySeconds"},
 		{"bad allowed owner", func(m map[string]any) { m["github"].(map[string]any)["allowedOwners"] = []string{"a b"} }, "github.allowedOwners[0]"},
+		{"shapes unknown key", func(m map[string]any) { m["shapes"] = map[string]any{"maxCPU": 8} }, "shapes.maxCPU"},
+		{"shapes maxCpu too big", func(m map[string]any) { m["shapes"] = map[string]any{"maxCpu": 449} }, "shapes.maxCpu"},
+		{"shapes maxCpu negative", func(m map[string]any) { m["shapes"] = map[string]any{"maxCpu": -1} }, "shapes.maxCpu"},
+		{"shapes maxRamGiB too big", func(m map[string]any) { m["shapes"] = map[string]any{"maxRamGiB": 24577} }, "shapes.maxRamGiB"},
+		{"shapes maxDiskGiB too small", func(m map[string]any) { m["shapes"] = map[string]any{"maxDiskGiB": 7} }, "shapes.maxDiskGiB"},
+		{"shapes family with size", func(m map[string]any) { m["shapes"] = map[string]any{"families": []string{"c7i.large"}} }, "shapes.families[0]"},
+		{"shapes family upper case", func(m map[string]any) { m["shapes"] = map[string]any{"families": []string{"m7", "C7i"}} }, "shapes.families[1]"},
+		{"shapes family twice", func(m map[string]any) { m["shapes"] = map[string]any{"families": []string{"m7", "m7"}} }, "shapes.families[1]"},
+		{"shapes gpu not a bool", func(m map[string]any) { m["shapes"] = map[string]any{"gpu": "no"} }, "shapes.gpu"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -712,5 +721,35 @@ func TestPoolSizes(t *testing.T) {
 	}
 	if got := c2.PooledProfiles(); len(got) != 0 {
 		t.Errorf("no pools: PooledProfiles() = %v", got)
+	}
+}
+
+// Shape bounds are off unless set, and round-trip.
+func TestShapesBounds(t *testing.T) {
+	t.Parallel()
+	m := valid(t)
+	c, err := config.Parse(encode(t, m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c.Shapes, config.Shapes{}) || !c.Shapes.GPUAllowed() {
+		t.Fatalf("default shapes %+v; want no bound, GPUs allowed", c.Shapes)
+	}
+	m["shapes"] = map[string]any{"maxCpu": 32, "maxRamGiB": 128, "maxDiskGiB": 500, "families": []string{"c7", "m7i"}, "gpu": false}
+	c, err = config.Parse(encode(t, m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config.Shapes{MaxCPU: 32, MaxRAMGiB: 128, MaxDiskGiB: 500, Families: []string{"c7", "m7i"}, GPU: c.Shapes.GPU}
+	if !reflect.DeepEqual(c.Shapes, want) || c.Shapes.GPUAllowed() {
+		t.Fatalf("shapes %+v; want %+v with GPUs refused", c.Shapes, want)
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := config.Parse(b)
+	if err != nil || !reflect.DeepEqual(again.Shapes, c.Shapes) {
+		t.Fatalf("round trip: %+v, %v", again.Shapes, err)
 	}
 }

@@ -108,6 +108,8 @@ func (c *Config) Validate() error {
 	c.validateScaleDown(add)
 	c.validateProfiles(add)
 
+	c.validateShapes(add)
+
 	for i, p := range c.AllowedInstanceTypes {
 		if !typePatternRE.MatchString(p) {
 			add(fmt.Sprintf("allowedInstanceTypes[%d]", i), "must be an instance type or pattern like \"c6i.*\", got %q", p)
@@ -380,5 +382,29 @@ func poolSpecDefaults(s *PoolSpec) *PoolSpec {
 func setDefault(v *int, d int) {
 	if *v == 0 {
 		*v = d
+	}
+}
+
+func (c *Config) validateShapes(add func(key, format string, args ...any)) {
+	s := c.Shapes
+	if s.MaxCPU < 0 || s.MaxCPU > MaxShapeCPU {
+		add("shapes.maxCpu", "must be between 1 and %d (or unset), got %d", MaxShapeCPU, s.MaxCPU)
+	}
+	if s.MaxRAMGiB < 0 || s.MaxRAMGiB > MaxShapeRAMGiB {
+		add("shapes.maxRamGiB", "must be between 1 and %d (or unset), got %d", MaxShapeRAMGiB, s.MaxRAMGiB)
+	}
+	if s.MaxDiskGiB != 0 && (s.MaxDiskGiB < MinShapeDiskGiB || s.MaxDiskGiB > MaxShapeDiskGiB) {
+		add("shapes.maxDiskGiB", "must be between %d and %d (or unset), got %d", MinShapeDiskGiB, MaxShapeDiskGiB, s.MaxDiskGiB)
+	}
+	seen := map[string]bool{}
+	for i, f := range s.Families {
+		key := fmt.Sprintf("shapes.families[%d]", i)
+		switch {
+		case !IsFamilyPrefix(f):
+			add(key, "must be an instance-family prefix like \"c7i\" or \"m7\" (lower case, no size), got %q", f)
+		case seen[f]:
+			add(key, "%q is listed twice", f)
+		}
+		seen[f] = true
 	}
 }

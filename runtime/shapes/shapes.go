@@ -1,6 +1,8 @@
-// Package shapes reads the machine-shape labels of a job's runs-on list: the
-// grammar only (issue 17, step 1). Nothing uses it yet; the label matcher in
-// runtime/labels will consult it in a later step.
+// Package shapes reads the machine-shape labels of a job's runs-on list
+// (Parse), checks them against the platform team's bounds (Shape.Within,
+// config.Shapes) and chooses the instance types that serve them from EC2's
+// catalogue (Select). The label matcher (runtime/labels) parses and bounds a
+// job's shape; scaleup selects its types at launch.
 //
 // A shape label is a label holding '=': a key, '=', a value. Keys and values
 // are case-insensitive (ASCII letters only are folded). The keys are:
@@ -37,7 +39,6 @@ package shapes
 
 import (
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -54,10 +55,10 @@ const (
 
 // The bounds of each key's values.
 const (
-	MinCPU, MaxCPU         = 1, 448
-	MinRAMGiB, MaxRAMGiB   = 1, 24576
-	MinGPU, MaxGPU         = 0, 16
-	MinDiskGiB, MaxDiskGiB = 8, 16384
+	MinCPU, MaxCPU         = 1, config.MaxShapeCPU
+	MinRAMGiB, MaxRAMGiB   = 1, config.MaxShapeRAMGiB
+	MinGPU, MaxGPU         = 0, config.MaxShapeGPU
+	MinDiskGiB, MaxDiskGiB = config.MinShapeDiskGiB, config.MaxShapeDiskGiB
 	MaxFamilies            = 10
 )
 
@@ -114,8 +115,6 @@ func (r Range) Contains(n int) bool { return n >= r.Min && (r.Max == 0 || n <= r
 type Error struct{ Label, Reason string }
 
 func (e *Error) Error() string { return fmt.Sprintf("shape label %q: %s", e.Label, e.Reason) }
-
-var familyRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,15}$`)
 
 // Parse reads the shape labels among labels and returns the shape and the
 // other labels, untouched and in order. See the package doc for the grammar.
@@ -263,7 +262,7 @@ func parseFamilies(v string) ([]string, string) {
 	}
 	var out []string
 	for _, p := range parts {
-		if !familyRE.MatchString(p) {
+		if !config.IsFamilyPrefix(p) {
 			return nil, "each family must be a prefix like c7i or m7gd (a letter, then up to 15 letters, digits or '-'), joined by '+'"
 		}
 		dup := false

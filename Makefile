@@ -83,7 +83,7 @@ lint: vulncheck ## gofmt, go vet, golangci-lint, govulncheck (shellcheck runs in
 AWS_CALLS := $(CURDIR)/out/aws-calls.json
 
 test: tools lint ## Every test (starts moto, the GitHub fake and the Lambda emulator itself).
-	@rm -f $(AWS_CALLS) $(AWS_CALLS:.json=-pools.json)
+	@rm -f $(AWS_CALLS) $(AWS_CALLS:.json=-pools.json) $(AWS_CALLS:.json=-shapes.json)
 	JITR_AWS_CALLS_OUT=$(AWS_CALLS) $(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/stack')
 	@# The stack's tests compile the pulumi-aws SDK: without -race, which would
 	@# multiply its build time and memory (about 3.5 GB cold without it).

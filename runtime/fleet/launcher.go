@@ -20,6 +20,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/jit-runners/jit-runners/runtime/launchspec"
+	"github.com/jit-runners/jit-runners/runtime/shapes"
 )
 
 // Capacity types, as CreateFleet spells them.
@@ -70,6 +71,19 @@ type Request struct {
 	// not the AMI's root device would add a second volume instead of sizing
 	// the root one.
 	RootDevice string
+	// OfferedOnly leaves out the (instance type, subnet) overrides whose
+	// type EC2 does not offer in the subnet's zone, from the offerings
+	// Catalogue caches. Set it for types not chosen for these subnets, such
+	// as a shape's types from the region's catalogue, which are offered in
+	// at least one of the zones, not necessarily in all. EC2 answers an
+	// unoffered override with Unsupported, which this package reads as a
+	// capacity error: skipped for a few minutes, then asked for again, and
+	// a launch of types offered in none of the zones would be retried as
+	// if capacity could come. With OfferedOnly that launch fails at once
+	// with ErrInvalidRequest, before any CreateFleet. Without it (a
+	// profile's own types, the platform team's choice) the overrides are
+	// sent as they are, with no DescribeInstanceTypeOfferings call.
+	OfferedOnly bool
 	// Tags go on the instance and its volumes at launch.
 	Tags map[string]string
 }
@@ -133,6 +147,14 @@ type Launcher struct {
 
 	imagesMu    sync.Mutex
 	rootDevices map[string]string // AMI id -> root device name (AMIs are immutable)
+
+	// The instance-type catalogue and the offerings per zone, each kept for
+	// CatalogueTTL (see Catalogue).
+	catalogueMu sync.Mutex
+	catalogue   []shapes.InstanceType
+	catalogueAt time.Time
+	offeredMu   sync.Mutex
+	offered     map[string]zoneOfferings // Availability Zone -> types offered there
 }
 
 // New returns a Launcher that calls api.
@@ -171,7 +193,8 @@ type offering struct {
 
 // Launch starts one instance for req with CreateFleet (type instant, target
 // capacity 1) over every instance type x subnet that is not cached as
-// unavailable.
+// unavailable (and, with req.OfferedOnly, whose type is offered in the
+// subnet's zone).
 //
 // With req.Spot it asks for spot first. If no instance comes back and the
 // errors are capacity errors (IsCapacityError) with no authorization or
@@ -201,6 +224,11 @@ func (l *Launcher) Launch(ctx context.Context, req Request) (Result, error) {
 	for _, it := range req.InstanceTypes {
 		for _, s := range req.SubnetIDs {
 			offerings = append(offerings, offering{instanceType: it, subnetID: s, zone: zones[s]})
+		}
+	}
+	if req.OfferedOnly {
+		if offerings, err = l.offeredOnly(ctx, req, offerings, zones); err != nil {
+			return Result{}, err
 		}
 	}
 	log := l.log.With("job_id", req.JobID, "repository", req.Repository, "profile", req.Profile, "arch", req.Arch)

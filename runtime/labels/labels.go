@@ -3,8 +3,17 @@
 //
 // A job is ours when its labels include "self-hosted" and every other label is
 // a profile name, an instance type allowed by the configuration (listed by a
-// profile or matching allowedInstanceTypes), or one of the OS/arch labels
-// "linux", "x64" and "arm64". Matching is case-insensitive.
+// profile or matching allowedInstanceTypes), one of the OS/arch labels
+// "linux", "x64" and "arm64", or a machine-shape label (cpu=4, ram=16,
+// family=c7i+m7i: runtime/shapes) within the configuration's shapes bounds.
+// Matching is case-insensitive.
+//
+// Precedence: the profile (named, else the default profile of the job's
+// architecture) gives the image, network, volume, spot preference and
+// limits; shape labels then replace its instance types by the catalogue's
+// types that fit (chosen at launch, by scaleup), and disk= and spot= replace
+// its volume size and spot preference. A job names an instance type or
+// shape labels, not both.
 package labels
 
 import (
@@ -38,8 +47,15 @@ type Match struct {
 	// volume, spot preference and limits).
 	Profile string
 	// InstanceTypes are the types to launch, in preference order: the
-	// profile's, or the one type the job named.
+	// profile's, or the one type the job named. Empty when Shape narrows the
+	// types: scaleup picks them from EC2's catalogue (shapes.Select).
 	InstanceTypes []string
+	// Shape is what the job's shape labels ask for (zero without any).
+	Shape shapes.Shape
+	// Spot and VolumeGiB are the launch's: the profile's, unless the shape
+	// says spot= or disk=.
+	Spot      bool
+	VolumeGiB int
 	// Arch is the runner architecture, "x64" or "arm64".
 	Arch string
 	// Labels are the job's labels, lower-cased and de-duplicated in their
@@ -48,7 +64,19 @@ type Match struct {
 }
 
 // NotOursError says why a job's labels do not belong to this deployment.
-type NotOursError struct{ Reason string }
+type NotOursError struct {
+	Reason string
+	// Shape is set when the job's shape labels are why: ShapeMalformed,
+	// ShapeBounds or ShapeConflict (for the ShapeRefusals metric).
+	Shape string
+}
+
+// Why a job's shape labels make it not ours.
+const (
+	ShapeMalformed = "malformed" // a shape label breaks the grammar
+	ShapeBounds    = "bounds"    // beyond the configuration's shapes bounds
+	ShapeConflict  = "conflict"  // at odds with the job's other labels
+)
 
 func (e *NotOursError) Error() string { return "labels not ours: " + e.Reason }
 
@@ -79,6 +107,7 @@ func (m *Matcher) Resolve(labels []string) (Match, error) {
 		profile      string
 		instanceType string
 		archLabel    string
+		shapeLabels  []string
 	)
 	seen := make(map[string]bool, len(labels))
 	for _, raw := range labels {
@@ -94,6 +123,8 @@ func (m *Matcher) Resolve(labels []string) (Match, error) {
 		switch {
 		case l == SelfHosted:
 			selfHosted = true
+		case strings.Contains(l, "="):
+			shapeLabels = append(shapeLabels, l)
 		case l == Linux:
 		case l == config.ArchX64 || l == config.ArchARM64:
 			if archLabel != "" {
@@ -111,12 +142,35 @@ func (m *Matcher) Resolve(labels []string) (Match, error) {
 			}
 			instanceType = l
 		default:
-			return Match{}, notOurs("label %s is not a profile, an allowed instance type or an OS/arch label", quoteLabel(l))
+			return Match{}, notOurs("label %s is not a profile, an allowed instance type, an OS/arch label or a shape label", quoteLabel(l))
 		}
 	}
 	if !selfHosted {
 		return Match{}, notOurs("no self-hosted label")
 	}
+	shape, _, err := shapes.Parse(shapeLabels)
+	if err != nil {
+		return Match{}, shapeNotOurs(ShapeMalformed, "%s", err.Error())
+	}
+	if !shape.IsZero() {
+		if instanceType != "" {
+			return Match{}, shapeNotOurs(ShapeConflict, "labels name instance type %s and shape labels (%s); use one or the other", instanceType, shape)
+		}
+		if reason := shape.Within(m.cfg.Shapes); reason != "" {
+			return Match{}, shapeNotOurs(ShapeBounds, "%s", reason)
+		}
+		arch := shape.Arch
+		if arch == "" && profile == "" {
+			arch = familiesArch(shape.Families)
+		}
+		if arch != "" {
+			if archLabel != "" && archLabel != arch {
+				return Match{}, shapeNotOurs(ShapeConflict, "labels ask for both %s and %s", archLabel, arch)
+			}
+			archLabel = arch
+		}
+	}
+	out.Shape = shape
 
 	switch {
 	case profile != "":
@@ -156,7 +210,32 @@ func (m *Matcher) Resolve(labels []string) (Match, error) {
 		p := m.cfg.Profiles[base]
 		out.Profile, out.Arch, out.InstanceTypes = base, arch, p.InstanceTypes
 	}
+	p := m.cfg.Profiles[out.Profile]
+	out.Spot, out.VolumeGiB = p.UseSpot(), p.VolumeGiB
+	if shape.Spot != nil {
+		out.Spot = *shape.Spot
+	}
+	if shape.DiskGiB > 0 {
+		out.VolumeGiB = shape.DiskGiB
+	}
+	if shape.NarrowsTypes() {
+		out.InstanceTypes = nil
+	}
 	return out, nil
+}
+
+// familiesArch is arm64 when every family names Graviton types (c7g,
+// m7gd; ArchOf's rule), else "": the profile's architecture applies.
+func familiesArch(families []string) string {
+	if len(families) == 0 {
+		return ""
+	}
+	for _, f := range families {
+		if ArchOf(f+".x") != config.ArchARM64 {
+			return ""
+		}
+	}
+	return config.ArchARM64
 }
 
 func (m *Matcher) isProfile(l string) bool {
@@ -236,6 +315,10 @@ func ArchOf(instanceType string) string {
 
 func notOurs(format string, args ...any) *NotOursError {
 	return &NotOursError{Reason: fmt.Sprintf(format, args...)}
+}
+
+func shapeNotOurs(why, format string, args ...any) *NotOursError {
+	return &NotOursError{Reason: fmt.Sprintf(format, args...), Shape: why}
 }
 
 // quoteLabel renders a label from a job for a log line or reason: quoted,

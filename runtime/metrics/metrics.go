@@ -42,6 +42,10 @@ const (
 	PoolInstances = "PoolInstances" // dims: Profile, Pool, State; pooled instances at each sweep (idle instance-hours: sum per hour / sweeps per hour)
 	PoolLaunches  = "PoolLaunches"  // dims: Profile, Pool; instances launched to refill a pool
 	PoolRetired   = "PoolRetired"   // dims: Profile, Pool, Reason; pooled instances retired (age, image, shrink, gone)
+	// Machine shapes from job labels (runtime/shapes).
+	ShapeLaunches   = "ShapeLaunches"   // dims: Profile, InstanceType; a job launched on a type its shape labels chose
+	ShapeRefusals   = "ShapeRefusals"   // dims: Reason (malformed, bounds, conflict, no_type); a job not served for its shape labels
+	ShapeCandidates = "ShapeCandidates" // dims: Profile; the number of instance types a shape's launch offered EC2
 )
 
 // Deployment is the dimension every datum carries: the deployment's

@@ -48,6 +48,7 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/pool"
 	"github.com/jit-runners/jit-runners/runtime/queue"
 	"github.com/jit-runners/jit-runners/runtime/retire"
+	"github.com/jit-runners/jit-runners/runtime/shapes"
 	"github.com/jit-runners/jit-runners/runtime/state"
 	"github.com/jit-runners/jit-runners/runtime/tags"
 )
@@ -69,6 +70,9 @@ type Launcher interface {
 	Tag(ctx context.Context, instanceID string, tags map[string]string) error
 	Start(ctx context.Context, instanceID string) error
 	TemplateVersion(ctx context.Context, templateID string) (int64, error)
+	// Catalogue lists the instance types offered in the subnets' zones,
+	// for jobs whose shape labels choose their types (cached).
+	Catalogue(ctx context.Context, subnetIDs []string) ([]shapes.InstanceType, error)
 }
 
 // Jobs is what scaleup needs from the job records; *state.Store implements it.
@@ -484,6 +488,9 @@ func (h *Handler) admit(ctx context.Context, log *slog.Logger, r events.SQSMessa
 		reason := err.Error()
 		log.Info("job skipped", slog.String("decision", "skipped"), slog.String("reason", reason))
 		h.metrics.Inc(metrics.JobsSkipped, map[string]string{"Reason": "labels"})
+		if no, ok := errors.AsType[*labels.NotOursError](err); ok && no.Shape != "" {
+			h.metrics.Inc(metrics.ShapeRefusals, map[string]string{"Reason": no.Shape})
+		}
 		if serr := h.jobs.Skip(ctx, m.JobID, reason); serr != nil {
 			return nil, serr
 		}
@@ -491,9 +498,27 @@ func (h *Handler) admit(ctx context.Context, log *slog.Logger, r events.SQSMessa
 	}
 	profile := h.cfg.Profiles[match.Profile]
 	log = log.With(slog.String("profile", match.Profile))
+	if !match.Shape.IsZero() {
+		log = log.With(slog.String("shape", match.Shape.String()))
+	}
+	if match.Shape.NarrowsTypes() {
+		if match.InstanceTypes, err = h.shapeTypes(ctx, match); err != nil {
+			return nil, err
+		}
+		if len(match.InstanceTypes) == 0 {
+			reason := fmt.Sprintf("no instance type offered in the deployment's subnets has %s (arch %s) within the shapes bounds", match.Shape, match.Arch)
+			log.Info("job skipped", slog.String("decision", "skipped"), slog.String("reason", reason))
+			h.metrics.Inc(metrics.JobsSkipped, map[string]string{"Reason": "labels"})
+			h.metrics.Inc(metrics.ShapeRefusals, map[string]string{"Reason": "no_type"})
+			return nil, h.jobs.Skip(ctx, m.JobID, reason)
+		}
+		log = log.With(slog.Any("candidate_types", match.InstanceTypes))
+	}
 
 	claimID := claimIDOf(ctx, r)
-	outcome, attempt, pooled, err := h.limitAndClaim(ctx, log, m, claimID, match.Profile, profile, woken)
+	// A shape asks for other types, volume or market than the profile's
+	// pooled instances have: it never takes one.
+	outcome, attempt, pooled, err := h.limitAndClaim(ctx, log, m, claimID, match.Profile, profile, match.Shape.IsZero(), woken)
 	if errors.Is(err, errWaiting) {
 		log.Info("job waits in the table for a runner slot", slog.String("decision", "waiting"), slog.String("reason", err.Error()))
 		h.metrics.Inc(metrics.LimitReached, map[string]string{"Profile": match.Profile})
@@ -579,7 +604,7 @@ func (h *Handler) launch(ctx context.Context, a *admission) error {
 	err = h.jobs.RecordLaunch(ctx, m.JobID, claimID, state.Launch{
 		InstanceID: res.InstanceID, InstanceType: res.InstanceType, AvailabilityZone: res.AvailabilityZone,
 		SubnetID: res.SubnetID, CapacityType: res.CapacityType, SpotFallback: res.SpotFallback,
-		RunnerName: name, RunnerID: jit.RunnerID, LaunchedAt: h.now(),
+		RunnerName: name, RunnerID: jit.RunnerID, LaunchedAt: h.now(), CandidateTypes: shapeCandidates(match),
 		With: []types.TransactWriteItem{h.jit.Handover(arn, jit.Encoded)},
 	})
 	if err != nil {
@@ -634,10 +659,34 @@ func (h *Handler) fleetRequest(a *admission, name string) fleet.Request {
 		Arch:             match.Arch,
 		SubnetIDs:        h.cfg.Launch.SubnetIDs,
 		LaunchTemplateID: h.cfg.Launch.LaunchTemplateID,
-		Spot:             profile.UseSpot(),
-		VolumeGiB:        profile.VolumeGiB,
-		Tags:             tags.ForLaunch(h.cfg.NamePrefix, m.JobID, m.Repository, match.Profile, name),
+		Spot:             match.Spot,
+		VolumeGiB:        match.VolumeGiB,
+		// Types a shape chose from the catalogue are offered in some of
+		// the subnets' zones, not necessarily in all.
+		OfferedOnly: match.Shape.NarrowsTypes(),
+		Tags:        tags.ForLaunch(h.cfg.NamePrefix, m.JobID, m.Repository, match.Profile, name),
 	}
+}
+
+// shapeTypes chooses the instance types of a job whose shape labels narrow
+// them: from EC2's catalogue of the types offered in the deployment's
+// subnets (cached by the launcher), within the configuration's bounds.
+// None is not an error: the job is then not served, and its record says
+// why.
+func (h *Handler) shapeTypes(ctx context.Context, match labels.Match) ([]string, error) {
+	cat, err := h.launcher.Catalogue(ctx, h.cfg.Launch.SubnetIDs)
+	if err != nil {
+		return nil, fmt.Errorf("instance-type catalogue: %w", err)
+	}
+	return shapes.Select(cat, match.Shape, h.cfg.Shapes, match.Arch, match.Spot), nil
+}
+
+// shapeCandidates are the types to record on the job: those a shape chose.
+func shapeCandidates(match labels.Match) []string {
+	if !match.Shape.NarrowsTypes() {
+		return nil
+	}
+	return match.InstanceTypes
 }
 
 // launched counts and logs a recorded launch.
@@ -647,6 +696,10 @@ func (h *Handler) launched(log *slog.Logger, a *admission, res fleet.Result, run
 	if m.ReceivedAt > 0 {
 		h.metrics.Put(metrics.QueueToLaunchSeconds, h.now().Sub(time.UnixMilli(m.ReceivedAt)).Seconds(), metrics.Seconds,
 			map[string]string{"Profile": profile})
+	}
+	if cands := shapeCandidates(a.match); len(cands) > 0 {
+		h.metrics.Inc(metrics.ShapeLaunches, map[string]string{"Profile": profile, "InstanceType": res.InstanceType})
+		h.metrics.Put(metrics.ShapeCandidates, float64(len(cands)), metrics.Count, map[string]string{"Profile": profile})
 	}
 	log.Info("runner launched", slog.String("decision", "launched"), slog.String("capacity_type", res.CapacityType),
 		slog.String("instance_type", res.InstanceType), slog.String("availability_zone", res.AvailabilityZone),
@@ -663,7 +716,7 @@ func (h *Handler) launched(log *slog.Logger, a *admission, res fleet.Result, run
 // a lock, so the records of one batch never exceed a limit between them;
 // concurrent invocations can overshoot it by at most their number (see
 // state.Store.CountSlots).
-func (h *Handler) limitAndClaim(ctx context.Context, log *slog.Logger, m *queue.Message, claimID, name string, p config.Profile, woken bool) (state.ClaimOutcome, int64, *state.PoolInstance, error) {
+func (h *Handler) limitAndClaim(ctx context.Context, log *slog.Logger, m *queue.Message, claimID, name string, p config.Profile, poolable, woken bool) (state.ClaimOutcome, int64, *state.PoolInstance, error) {
 	lease := time.Duration(h.cfg.ScaleUp.ClaimLeaseSeconds) * time.Second
 	outcome, attempt, err := h.jobs.ClaimAttempt(ctx, m.JobID, claimID, name, lease)
 	if err != nil || outcome != state.Claimed {
@@ -671,8 +724,10 @@ func (h *Handler) limitAndClaim(ctx context.Context, log *slog.Logger, m *queue.
 	}
 	// A pooled instance first: taking one moves its slot to the job, so no
 	// limit can be passed by it, and its conditional claim needs no lock.
-	if pooled := h.takeFromPool(ctx, log, name, p, claimID, lease); pooled != nil {
-		return state.Claimed, attempt, pooled, nil
+	if poolable {
+		if pooled := h.takeFromPool(ctx, log, name, p, claimID, lease); pooled != nil {
+			return state.Claimed, attempt, pooled, nil
+		}
 	}
 	// The count and the decision run one record at a time: claims made
 	// meanwhile by this invocation's other records are counted (they may

@@ -151,6 +151,9 @@ type Launch struct {
 	// launched for the job); With then holds the pool item's tombstone
 	// (Store.TakePooled).
 	FromPool string
+	// CandidateTypes are the instance types the launch offered EC2 when a
+	// job's shape labels chose them (runtime/shapes); empty otherwise.
+	CandidateTypes []string
 	// With are written in the same transaction as the launch, all or
 	// nothing: the JIT-config hand-over (jitstore.Store.Handover), so that
 	// no instance gets a runner configuration for a launch that was not
@@ -189,6 +192,11 @@ func (s *Store) RecordLaunch(ctx context.Context, jobID int64, claimID string, l
 	poolExpr, poolNames, poolVals := poolLaunchAttributes(l.FromPool)
 	maps.Copy(names, poolNames)
 	maps.Copy(vals, poolVals)
+	if len(l.CandidateTypes) > 0 {
+		poolExpr += ", #candidates = :candidates"
+		names["#candidates"] = attrCandidateTypes
+		vals[":candidates"] = stringList(l.CandidateTypes)
+	}
 	ok, err := s.updateWith(ctx, jobID,
 		"SET #phase = :phase, #launchedAt = :at, #instance = :instance, #type = :type, "+
 			"#az = :az, #subnet = :subnet, #capacity = :capacity, #fallback = :fallback, #runnerName = :rname, "+

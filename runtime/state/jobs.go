@@ -48,6 +48,8 @@ const (
 	attrOwner          = "owner"
 	attrInstallationID = "installationId"
 	attrLabels         = "labels"
+	// attrCandidateTypes: the instance types a shape's launch offered EC2.
+	attrCandidateTypes = "candidateTypes"
 	attrWorkflow       = "workflow"
 	attrJobName        = "jobName"
 	attrCreatedAt      = "createdAt"
@@ -501,11 +503,7 @@ func (s *Store) eventAttributes(ev *JobEvent, rank int, now time.Time, enqueue b
 	str(attrProfile, ev.Profile)
 	str(attrSkipReason, ev.SkipReason)
 	if len(ev.Labels) > 0 {
-		l := make([]types.AttributeValue, len(ev.Labels))
-		for i, v := range ev.Labels {
-			l[i] = &types.AttributeValueMemberS{Value: v}
-		}
-		add(attrLabels, &types.AttributeValueMemberL{Value: l})
+		add(attrLabels, stringList(ev.Labels))
 	}
 	if enqueue {
 		add(attrEnqueuedAt, num(now.UnixMilli()))
@@ -597,6 +595,9 @@ type Job struct {
 	// FromPool is the kind of warm pool (jitstore.PoolHot or PoolStopped)
 	// the instance was taken from; empty for a launch for the job.
 	FromPool string
+	// CandidateTypes are the instance types the launch offered EC2 when
+	// the job's shape labels chose them; empty otherwise.
+	CandidateTypes []string
 	// InstanceRunnerName and InstanceRunnerID name the runner the instance
 	// was launched with (tags.RunnerName), fixed at launch: the
 	// runner whose deletion must come before the instance's termination,
@@ -762,14 +763,31 @@ func decodeJob(item map[string]types.AttributeValue) *Job {
 		j.WaitSince = time.UnixMilli(ms)
 	}
 	j.WaitReason = getS(item, attrWaitReason)
-	if l, ok := item[attrLabels].(*types.AttributeValueMemberL); ok {
+	j.Labels = getStrings(item, attrLabels)
+	j.CandidateTypes = getStrings(item, attrCandidateTypes)
+	return j
+}
+
+// stringList is a list attribute of strings, in order.
+func stringList(ss []string) *types.AttributeValueMemberL {
+	l := make([]types.AttributeValue, len(ss))
+	for i, v := range ss {
+		l[i] = &types.AttributeValueMemberS{Value: v}
+	}
+	return &types.AttributeValueMemberL{Value: l}
+}
+
+// getStrings reads a list attribute of strings.
+func getStrings(item map[string]types.AttributeValue, name string) []string {
+	var out []string
+	if l, ok := item[name].(*types.AttributeValueMemberL); ok {
 		for _, v := range l.Value {
 			if s, ok := v.(*types.AttributeValueMemberS); ok {
-				j.Labels = append(j.Labels, s.Value)
+				out = append(out, s.Value)
 			}
 		}
 	}
-	return j
+	return out
 }
 
 func getS(item map[string]types.AttributeValue, name string) string {

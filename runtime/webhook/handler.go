@@ -262,7 +262,7 @@ func (h *Handler) handleJob(ctx context.Context, log *slog.Logger, delivery stri
 	if ev.Action != state.StatusQueued && ev.Action != state.StatusWaiting {
 		ev.RunnerJob, _ = tags.RunnerJob(h.namePrefix, j.RunnerName)
 	}
-	match, reason := h.classify(p)
+	match, reason, shapeRefusal := h.classify(p)
 	if reason == "" {
 		ev.Ours, ev.Profile, ev.Labels = true, match.Profile, match.Labels
 	} else {
@@ -305,6 +305,9 @@ func (h *Handler) handleJob(ctx context.Context, log *slog.Logger, delivery stri
 	case reason != "" && p.Action == state.StatusQueued && outcome == state.Recorded:
 		decision = "skipped"
 		log = log.With(slog.String("reason", reason))
+		if shapeRefusal != "" {
+			h.metrics.Inc(metrics.ShapeRefusals, map[string]string{"Reason": shapeRefusal})
+		}
 	case reason == "" && p.Action == state.StatusInProgress && outcome == state.Recorded:
 		// "Time to start job": what users of self-hosted runners ask about.
 		if wait, ok := queueToStart(j); ok {
@@ -355,26 +358,28 @@ func queueToStart(j *workflowJob) (time.Duration, bool) {
 	return started.Sub(created), true
 }
 
-// classify returns the launch match for a job of ours, or the reason it is not ours.
-func (h *Handler) classify(p *payload) (labels.Match, string) {
+// classify returns the launch match for a job of ours, or the reason it is
+// not ours and, when its shape labels are why, which kind of refusal
+// (labels.ShapeMalformed, ShapeBounds, ShapeConflict).
+func (h *Handler) classify(p *payload) (labels.Match, string, string) {
 	if h.allowedOwners != nil && !h.allowedOwners[strings.ToLower(p.Repository.Owner.Login)] {
-		return labels.Match{}, "owner not in github.allowedOwners"
+		return labels.Match{}, "owner not in github.allowedOwners", ""
 	}
 	if p.Installation.ID <= 0 {
-		return labels.Match{}, "payload has no installation.id"
+		return labels.Match{}, "payload has no installation.id", ""
 	}
 	if p.Repository.FullName == "" || p.Repository.Owner.Login == "" {
-		return labels.Match{}, "payload has no repository"
+		return labels.Match{}, "payload has no repository", ""
 	}
 	m, err := h.matcher.Resolve(p.WorkflowJob.Labels)
 	if err != nil {
 		var notOurs *labels.NotOursError
 		if errors.As(err, &notOurs) {
-			return labels.Match{}, notOurs.Reason
+			return labels.Match{}, notOurs.Reason, notOurs.Shape
 		}
-		return labels.Match{}, err.Error()
+		return labels.Match{}, err.Error(), ""
 	}
-	return m, ""
+	return m, "", ""
 }
 
 // rawBody returns the request body as GitHub signed it, decoding base64 when

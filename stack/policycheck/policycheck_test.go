@@ -295,19 +295,19 @@ func TestSufficiency(t *testing.T) {
 	if path == "" {
 		t.Skip("no AWS call record: `make test` runs the sandbox end-to-end test, which writes it, before this one")
 	}
-	// Two runs write records: the end-to-end run, and the warm pools' run
-	// beside it (its calls are the pools'); their calls are checked
-	// together.
+	// Three runs write records: the end-to-end run, and beside it the warm
+	// pools' run and the machine shapes' run (runtime/internal/sandbox
+	// names them so); their calls are checked together.
 	var record struct {
 		Operations policycheck.Calls `json:"operations"`
 		Resources  policycheck.Calls `json:"resources"`
 		Conditions policycheck.Calls `json:"conditions"`
 	}
 	var b []byte
-	for _, p := range []string{path, strings.TrimSuffix(path, ".json") + "-pools.json"} {
+	for _, p := range []string{path, strings.TrimSuffix(path, ".json") + "-pools.json", strings.TrimSuffix(path, ".json") + "-shapes.json"} {
 		raw, err := os.ReadFile(p)
 		if err != nil {
-			t.Fatalf("the AWS call record: %v (the sandbox's TestEndToEnd and TestWarmPools write them under make test)", err)
+			t.Fatalf("the AWS call record: %v (the sandbox's TestEndToEnd, TestWarmPools and TestShapes write them under make test)", err)
 		}
 		var r struct {
 			Operations policycheck.Calls `json:"operations"`

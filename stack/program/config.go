@@ -37,6 +37,7 @@ type Config struct {
 	DefaultProfile       string             `json:"defaultProfile"`
 	Profiles             map[string]Profile `json:"profiles"`
 	AllowedInstanceTypes []string           `json:"allowedInstanceTypes"`
+	Shapes               config.Shapes      `json:"shapes"`
 	AMI                  AMI                `json:"ami"`
 
 	Network Network `json:"network"`

@@ -93,7 +93,7 @@ func (c *Config) Args(ctx *pulumi.Context, o Options) (*runners.RunnersArgs, err
 		},
 		RunnerVersion: c.RunnerVersion, RunnerSHA256X64: c.RunnerSHA256.X64, RunnerSHA256ARM64: c.RunnerSHA256.ARM64,
 		MaxRunners: c.MaxRunners, DefaultProfile: c.DefaultProfile, Profiles: map[string]runners.Profile{},
-		AllowedInstanceTypes: c.AllowedInstanceTypes, QueueDelaySeconds: c.QueueDelaySeconds,
+		AllowedInstanceTypes: c.AllowedInstanceTypes, Shapes: c.Shapes, QueueDelaySeconds: c.QueueDelaySeconds,
 		RecordRetentionSeconds: c.RecordRetentionSeconds, LogLevel: c.LogLevel,
 		ScaleDown: c.ScaleDown, ScaleUp: c.ScaleUp, Redelivery: c.Redelivery,
 		Runner: runners.RunnerOptions{

@@ -43,6 +43,9 @@ type RunnersArgs struct {
 	Profiles map[string]Profile
 	// AllowedInstanceTypes are patterns of instance types a job may name.
 	AllowedInstanceTypes []string
+	// Shapes bounds the machine shapes jobs ask for by label (config.Shapes;
+	// every bound off unless set).
+	Shapes config.Shapes
 
 	// QueueDelaySeconds, RecordRetentionSeconds, LogLevel, ScaleDown,
 	// ScaleUp and Redelivery pass through to JITR_CONFIG (see
@@ -302,6 +305,7 @@ func (a RunnersArgs) runtimeConfig(v createdValues) *config.Config {
 		Redelivery:             a.Redelivery,
 		Profiles:               map[string]config.Profile{},
 		AllowedInstanceTypes:   a.AllowedInstanceTypes,
+		Shapes:                 a.Shapes,
 		QueueDelaySeconds:      a.QueueDelaySeconds,
 		RecordRetentionSeconds: a.RecordRetentionSeconds,
 		LogLevel:               a.LogLevel,

@@ -127,6 +127,10 @@ func (d *deployment) scaleupPolicy(r resolved, logGroupARN string) PolicyDocumen
 		// started.
 		allow("RetagTakenPooledInstances", []string{"ec2:CreateTags"}, []string{d.ec2ARN("instance/*")}, managedResource, managedRequest),
 		allow("StartPooledInstances", []string{"ec2:StartInstances"}, []string{d.ec2ARN("instance/*")}, managedResource),
+		// A job's shape labels (cpu=4, ram=16) choose its instance types
+		// from EC2's catalogue of the types offered in the subnets' zones
+		// (read once per container and cached).
+		allow("ReadInstanceTypeCatalogue", []string{"ec2:DescribeInstanceTypes", "ec2:DescribeInstanceTypeOfferings"}, []string{"*"}),
 		// Claims, launch records and the hand-over of pooled instances (the
 		// pool item is deleted in the launch's transaction; a replacement
 		// is recorded with a put).

@@ -177,6 +177,15 @@ func dashboardBody(region, deployment, queueName, dlqName, apiID string, functio
 			map[string]any{"expression": fmt.Sprintf(`SEARCH('{%s,%s,Pool,Profile,State} %s="%s" MetricName="%s"', 'Average', 3600)`,
 				ns, dep, dep, deployment, metrics.PoolInstances)},
 		}, map[string]any{"stat": "Average", "period": 3600}),
+		// Machine shapes from job labels: the types jobs landed on, the
+		// types each launch offered EC2, and the jobs refused (malformed,
+		// beyond the bounds, no type fits).
+		widget(12, 42, "Machine shapes: launches by type, refusals by reason", []any{
+			search(",InstanceType,Profile", metrics.ShapeLaunches, "Sum"), search(",Reason", metrics.ShapeRefusals, "Sum"),
+		}, nil),
+		widget(0, 48, "Machine shapes: candidate types per launch (minimum, average)", []any{
+			search(",Profile", metrics.ShapeCandidates, "Minimum"), search(",Profile", metrics.ShapeCandidates, "Average"),
+		}, nil),
 	}
 	b, err := json.Marshal(map[string]any{"widgets": widgets})
 	return string(b), err

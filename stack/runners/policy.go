@@ -70,6 +70,8 @@ func (d PolicyDocument) JSON() (string, error) {
 // Authorization Reference lists no resource type for them).
 var unresourcedActions = append([]string{
 	"ec2:DescribeImages",
+	"ec2:DescribeInstanceTypeOfferings",
+	"ec2:DescribeInstanceTypes",
 	"ec2:DescribeInstances",
 	"ec2:DescribeLaunchTemplates",
 	"ec2:DescribeSubnets",

@@ -233,16 +233,7 @@ func TestEndToEnd(t *testing.T) {
 	// make test hands the record to the IAM sufficiency check
 	// (stack/policycheck), which compares it with the plan's policies.
 	if out := os.Getenv("JITR_AWS_CALLS_OUT"); out != "" {
-		b, err := json.MarshalIndent(map[string]any{"operations": sum.AWS.ByFunction, "resources": sum.AWS.ByResource, "conditions": sum.AWS.ByCondition}, "", " ")
-		if err == nil {
-			err = os.MkdirAll(filepath.Dir(out), 0o755)
-		}
-		if err == nil {
-			err = os.WriteFile(out, b, 0o644)
-		}
-		if err != nil {
-			t.Errorf("write the AWS call record: %v", err)
-		}
+		writeCallRecord(t, sum.AWS, out)
 	}
 	if sum.AWS.Injected500 == 0 || sum.GitHubInjectedFaults == 0 {
 		t.Errorf("no faults injected: AWS %+v, GitHub %d", sum.AWS, sum.GitHubInjectedFaults)

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -67,6 +68,58 @@ type faultProxy struct {
 	// CreateFleet requests that launched for a job, and into a warm pool
 	// (tagged jitr:pool).
 	jobLaunches, poolLaunches atomic.Int64
+	// fleets records every CreateFleet request for a job (FleetRequests).
+	fleetsMu sync.Mutex
+	fleets   []FleetRequest
+}
+
+// FleetRequest is one CreateFleet request for a job, as the proxy saw it
+// on the wire.
+type FleetRequest struct {
+	JobID    string   // the request's jitr:job-id tag
+	Capacity string   // DefaultTargetCapacityType: spot or on-demand
+	Types    []string // the distinct instance types of its overrides, in order
+	// VolumeGiB is the largest root volume its overrides map (0: none).
+	VolumeGiB int
+}
+
+var overrideVolumeRE = regexp.MustCompile(`^LaunchTemplateConfigs\.\d+\.Overrides\.\d+\.BlockDeviceMapping\.\d+\.Ebs\.VolumeSize$`)
+
+// fleetRequest reads a CreateFleet form.
+func fleetRequest(form url.Values) FleetRequest {
+	fr := FleetRequest{Capacity: form.Get("TargetCapacitySpecification.DefaultTargetCapacityType")}
+	for k, v := range form {
+		if strings.HasPrefix(k, "TagSpecification.") && strings.HasSuffix(k, ".Key") && slices.Contains(v, tags.JobID) {
+			fr.JobID = form.Get(strings.TrimSuffix(k, ".Key") + ".Value")
+		}
+	}
+	type ov struct{ cfg, n int }
+	byIndex := map[ov]string{}
+	for k, v := range form {
+		if overrideVolumeRE.MatchString(k) && len(v) > 0 {
+			n, _ := strconv.Atoi(v[0])
+			fr.VolumeGiB = max(fr.VolumeGiB, n)
+		}
+		if m := overrideKeyRE.FindStringSubmatch(k); m != nil && m[3] == "InstanceType" && len(v) > 0 {
+			c, _ := strconv.Atoi(m[1])
+			n, _ := strconv.Atoi(m[2])
+			byIndex[ov{c, n}] = v[0]
+		}
+	}
+	keys := slices.SortedFunc(maps.Keys(byIndex), func(a, b ov) int { return cmp.Or(cmp.Compare(a.cfg, b.cfg), cmp.Compare(a.n, b.n)) })
+	for _, k := range keys {
+		if t := byIndex[k]; !slices.Contains(fr.Types, t) {
+			fr.Types = append(fr.Types, t)
+		}
+	}
+	return fr
+}
+
+// fleetRequests returns the CreateFleet requests for jobs seen so far.
+func (p *faultProxy) fleetRequests() []FleetRequest {
+	p.fleetsMu.Lock()
+	defer p.fleetsMu.Unlock()
+	return slices.Clone(p.fleets)
 }
 
 // FaultStats counts the proxy's requests and injected faults.
@@ -428,6 +481,10 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				p.poolLaunches.Add(1)
 			} else {
 				p.jobLaunches.Add(1)
+				fr := fleetRequest(form)
+				p.fleetsMu.Lock()
+				p.fleets = append(p.fleets, fr)
+				p.fleetsMu.Unlock()
 			}
 		}
 		if form.Get("Action") == "CreateFleet" && form.Get("TargetCapacitySpecification.DefaultTargetCapacityType") == "spot" {

@@ -21,6 +21,9 @@ type Load struct {
 	// Jobs is how many jobs are queued, at Rate per second.
 	Jobs int
 	Rate float64
+	// Labels are the runs-on labels of the jobs, in turn: job i has
+	// Labels[i % len(Labels)]. Default: JobLabels for every job.
+	Labels [][]string
 	// DupRate is the share of jobs whose queued event is delivered twice,
 	// the second time with a new X-GitHub-Delivery.
 	DupRate float64
@@ -83,10 +86,14 @@ func (s *Sandbox) RunLoad(ctx context.Context, l Load) (*Summary, error) {
 		}
 		dup := rng.Float64() < l.DupRate
 		dupDelay := time.Duration(rng.IntN(250)) * time.Millisecond
+		labels := JobLabels
+		if len(l.Labels) > 0 {
+			labels = l.Labels[i%len(l.Labels)]
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.queueJob(ctx, id, dup, dupDelay)
+			s.queueJob(ctx, id, labels, dup, dupDelay)
 		}()
 	}
 	wg.Wait()
@@ -130,7 +137,7 @@ func (s *Sandbox) RunLoad(ctx context.Context, l Load) (*Summary, error) {
 // (a second delivery with a new GUID when dup, as GitHub sometimes sends).
 // As on GitHub, a failed delivery is not retried: the control plane must
 // find the job some other way.
-func (s *Sandbox) queueJob(ctx context.Context, id int64, dup bool, dupDelay time.Duration) {
+func (s *Sandbox) queueJob(ctx context.Context, id int64, labels []string, dup bool, dupDelay time.Duration) {
 	var wg sync.WaitGroup
 	if dup {
 		wg.Add(1)
@@ -146,7 +153,7 @@ func (s *Sandbox) queueJob(ctx context.Context, id int64, dup bool, dupDelay tim
 			}
 		}()
 	}
-	if _, d := s.fake.QueueJob(ctx, ghfake.Job{ID: id, Owner: Owner, Repo: Repo, Labels: JobLabels}); !d.OK() && ctx.Err() == nil {
+	if _, d := s.fake.QueueJob(ctx, ghfake.Job{ID: id, Owner: Owner, Repo: Repo, Labels: labels}); !d.OK() && ctx.Err() == nil {
 		s.tracker.onFailed(id, "", "queued delivery: "+d.Status)
 	}
 	wg.Wait()

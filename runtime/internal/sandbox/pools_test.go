@@ -3,7 +3,6 @@ package sandbox_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -194,16 +193,7 @@ func TestWarmPools(t *testing.T) {
 	// make test hands this record to the IAM sufficiency check too: the
 	// pool's calls are not in the end-to-end run's.
 	if out := os.Getenv("JITR_AWS_CALLS_OUT"); out != "" {
-		b, err := json.MarshalIndent(map[string]any{"operations": final.ByFunction, "resources": final.ByResource, "conditions": final.ByCondition}, "", " ")
-		if err == nil {
-			err = os.MkdirAll(filepath.Dir(out), 0o755)
-		}
-		if err == nil {
-			err = os.WriteFile(PoolsRecord(out), b, 0o644)
-		}
-		if err != nil {
-			t.Errorf("write the AWS call record: %v", err)
-		}
+		writeCallRecord(t, final, PoolsRecord(out))
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)

@@ -370,6 +370,10 @@ func (s *Sandbox) DeadLetterQueueURL() string { return s.res.queue.DLQURL }
 // fault proxy), by operation.
 func (s *Sandbox) AWSCalls() FaultStats { return s.proxy.stats() }
 
+// FleetRequests returns every CreateFleet request made for a job so far
+// (not those into warm pools), as sent on the wire.
+func (s *Sandbox) FleetRequests() []FleetRequest { return s.proxy.fleetRequests() }
+
 // Secrets returns every secret value the sandbox knows of (App key, webhook
 // secret, JIT configs the simulated runners read), for leak checks.
 func (s *Sandbox) Secrets() []string { return s.secrets.list() }

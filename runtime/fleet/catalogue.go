@@ -61,13 +61,18 @@ func (l *Launcher) Catalogue(ctx context.Context, subnetIDs []string) ([]shapes.
 	if err != nil {
 		return nil, err
 	}
-	offered, err := l.offeredTypes(ctx, zoneNames(zones))
+	zs := zoneNames(zones)
+	l.loadShared(ctx, zs)
+	offered, walkedZones, err := l.offeredTypes(ctx, zs)
 	if err != nil {
 		return nil, err
 	}
-	all, err := l.instanceTypes(ctx)
+	all, walkedTypes, err := l.instanceTypes(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if walkedZones || walkedTypes {
+		l.saveShared(ctx, zs)
 	}
 	out := make([]shapes.InstanceType, 0, len(all))
 	for _, t := range all {
@@ -100,11 +105,11 @@ func zoneNames(zones map[string]string) []string {
 // cached catalogue serves every shape. The lock is held across the walk
 // so that concurrent first calls make one walk, not many. The slice
 // returned is the cache's: read it, do not change it.
-func (l *Launcher) instanceTypes(ctx context.Context) ([]shapes.InstanceType, error) {
+func (l *Launcher) instanceTypes(ctx context.Context) (_ []shapes.InstanceType, walked bool, _ error) {
 	l.catalogueMu.Lock()
 	defer l.catalogueMu.Unlock()
 	if l.catalogue != nil && l.now().Sub(l.catalogueAt) < CatalogueTTL {
-		return l.catalogue, nil
+		return l.catalogue, false, nil
 	}
 	var all []shapes.InstanceType
 	err := walk("instance types", func(token *string) (*string, error) {
@@ -121,10 +126,10 @@ func (l *Launcher) instanceTypes(ctx context.Context) ([]shapes.InstanceType, er
 		return out.NextToken, nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	l.catalogue, l.catalogueAt = slices.Clip(all), l.now()
-	return l.catalogue, nil
+	return l.catalogue, true, nil
 }
 
 // instanceType converts EC2's description of a type to what choosing a
@@ -172,7 +177,7 @@ func instanceType(it types.InstanceTypeInfo) shapes.InstanceType {
 // lock is held across the walk, as subnetZones does, so that concurrent
 // first calls make one walk. The sets returned are the cache's: read them,
 // do not change them.
-func (l *Launcher) offeredTypes(ctx context.Context, zones []string) (map[string]map[string]struct{}, error) {
+func (l *Launcher) offeredTypes(ctx context.Context, zones []string) (_ map[string]map[string]struct{}, walked bool, _ error) {
 	l.offeredMu.Lock()
 	defer l.offeredMu.Unlock()
 	now := l.now()
@@ -205,7 +210,7 @@ func (l *Launcher) offeredTypes(ctx context.Context, zones []string) (map[string
 			return out.NextToken, nil
 		})
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		at := l.now()
 		if l.offered == nil {
@@ -219,7 +224,7 @@ func (l *Launcher) offeredTypes(ctx context.Context, zones []string) (map[string
 	for _, az := range zones {
 		out[az] = l.offered[az].types
 	}
-	return out, nil
+	return out, len(stale) > 0, nil
 }
 
 // walk calls page with each NextToken EC2 returns, starting with none,
@@ -244,7 +249,9 @@ func walk(what string, page func(token *string) (next *string, err error)) error
 // offeredOnly leaves out of offerings those whose instance type EC2 does
 // not offer in the subnet's zone (see Request.OfferedOnly).
 func (l *Launcher) offeredOnly(ctx context.Context, req Request, offerings []offering, zones map[string]string) ([]offering, error) {
-	offered, err := l.offeredTypes(ctx, zoneNames(zones))
+	zs := zoneNames(zones)
+	l.loadShared(ctx, zs)
+	offered, _, err := l.offeredTypes(ctx, zs)
 	if err != nil {
 		return nil, err
 	}

@@ -155,6 +155,7 @@ type Launcher struct {
 	catalogueAt time.Time
 	offeredMu   sync.Mutex
 	offered     map[string]zoneOfferings // Availability Zone -> types offered there
+	shared      CatalogueStore           // nil: not shared (WithCatalogueStore)
 }
 
 // New returns a Launcher that calls api.

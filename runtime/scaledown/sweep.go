@@ -22,19 +22,22 @@ import (
 
 // Report sums up one sweep.
 type Report struct {
-	LiveJobs        int `json:"liveJobs"`
-	LivePages       int `json:"livePages"`
-	Instances       int `json:"instances"`
-	InstancePages   int `json:"instancePages"`
-	Owners          int `json:"owners"`
-	Runners         int `json:"runners"`
-	Terminated      int `json:"terminated"`
-	KeptBusy        int `json:"keptBusy"`
-	RunnersDeleted  int `json:"runnersDeleted"`
-	Requeued        int `json:"requeued"`
-	Finished        int `json:"finished"`
-	Lost            int `json:"lost"`
-	RerunsRequested int `json:"rerunsRequested"`
+	// CatalogueRefreshed: the sweep walked EC2's instance-type catalogue
+	// and stored it for scaleup (fleet.Launcher.RefreshCatalogue).
+	CatalogueRefreshed bool `json:"catalogueRefreshed,omitempty"`
+	LiveJobs           int  `json:"liveJobs"`
+	LivePages          int  `json:"livePages"`
+	Instances          int  `json:"instances"`
+	InstancePages      int  `json:"instancePages"`
+	Owners             int  `json:"owners"`
+	Runners            int  `json:"runners"`
+	Terminated         int  `json:"terminated"`
+	KeptBusy           int  `json:"keptBusy"`
+	RunnersDeleted     int  `json:"runnersDeleted"`
+	Requeued           int  `json:"requeued"`
+	Finished           int  `json:"finished"`
+	Lost               int  `json:"lost"`
+	RerunsRequested    int  `json:"rerunsRequested"`
 	// Pooled counts the warm pools' instances (not taken by a job);
 	// PoolLaunched those this sweep launched to refill them.
 	Pooled       int `json:"pooled"`
@@ -152,9 +155,32 @@ func (r *Reconciler) Sweep(ctx context.Context) (*Report, error) {
 	// oldest waiting jobs.
 	s.rep.Waiting = r.wakeWaiting(ctx, r.log, "scaledown sweep")
 	done()
+	s.rep.CatalogueRefreshed = r.refreshCatalogue(ctx)
 
 	r.log.Info("sweep done", slog.Any("report", s.rep), slog.Duration("took", time.Since(start)))
 	return &s.rep, nil
+}
+
+// catalogueRefresher is implemented by instance providers that share EC2's
+// instance-type catalogue between containers (*fleet.Launcher with a
+// CatalogueStore).
+type catalogueRefresher interface {
+	RefreshCatalogue(ctx context.Context, subnetIDs []string) (bool, error)
+}
+
+// refreshCatalogue keeps the shared instance-type catalogue fresh, so that
+// scaleup's containers read it instead of each walking EC2 on its first
+// shape job. A failure is logged only: scaleup then walks EC2 itself.
+func (r *Reconciler) refreshCatalogue(ctx context.Context) bool {
+	c, ok := r.d.Instances.(catalogueRefresher)
+	if !ok {
+		return false
+	}
+	refreshed, err := c.RefreshCatalogue(ctx, r.cfg.Launch.SubnetIDs)
+	if err != nil {
+		r.log.Warn("could not refresh the shared instance-type catalogue", slog.String("error", err.Error()))
+	}
+	return refreshed
 }
 
 // describe reads every managed instance that is not terminated yet.

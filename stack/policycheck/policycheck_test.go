@@ -238,6 +238,9 @@ var notInEveryRun = map[string]map[string]string{
 		"sqs:SendMessage":             "wakes waiting jobs; only a run that fills a profile's slots waits (TestSaturation, make e2e)",
 		"ec2:TerminateInstances":      "undoes a launch whose JIT hand-over failed (scaleup's undo tests)",
 		"dynamodb:DeleteItem":         "removes the JIT item of an undone launch",
+		"ec2:DescribeInstanceTypes": "the instance-type catalogue, read from EC2 only when scaledown's shared copy is missing or stale " +
+			"(TestShapes' jobs may all find it fresh; scaleup's shape tests read it)",
+		"ec2:DescribeInstanceTypeOfferings": "the offerings, read with the catalogue (see DescribeInstanceTypes)",
 	},
 	"runner": {}, // its one action, dynamodb:DeleteItem, is the bootstrap's hand-over
 	"scaledown": {

@@ -50,8 +50,18 @@ func (d *deployment) scaledownPolicy(r resolved, logGroupARN string) PolicyDocum
 			cond("StringEquals", "aws:ResourceTag/"+managedByTag, d.args.NamePrefix)),
 		allow("RecordPooledInstances", []string{"dynamodb:PutItem", "dynamodb:DeleteItem"}, []string{r.jobsARN}),
 		allow("WriteAndReadPoolMarkers", []string{"dynamodb:PutItem", "dynamodb:BatchGetItem"}, []string{r.jitARN}),
+		// The sweep keeps the shared instance-type catalogue fresh (an item
+		// of the jobs table: RecordPooledInstances' PutItem writes it).
+		catalogueStatement(),
 	)
 	return policy(statements...)
+}
+
+// catalogueStatement lets a function read EC2's instance-type catalogue,
+// which machine shapes choose from: scaleup when the shared copy is missing
+// or stale, scaledown to keep it fresh.
+func catalogueStatement() Statement {
+	return allow("ReadInstanceTypeCatalogue", []string{"ec2:DescribeInstanceTypes", "ec2:DescribeInstanceTypeOfferings"}, []string{"*"})
 }
 
 // launchActions are the actions one CreateFleet (type instant) authorises:
@@ -128,9 +138,9 @@ func (d *deployment) scaleupPolicy(r resolved, logGroupARN string) PolicyDocumen
 		allow("RetagTakenPooledInstances", []string{"ec2:CreateTags"}, []string{d.ec2ARN("instance/*")}, managedResource, managedRequest),
 		allow("StartPooledInstances", []string{"ec2:StartInstances"}, []string{d.ec2ARN("instance/*")}, managedResource),
 		// A job's shape labels (cpu=4, ram=16) choose its instance types
-		// from EC2's catalogue of the types offered in the subnets' zones
-		// (read once per container and cached).
-		allow("ReadInstanceTypeCatalogue", []string{"ec2:DescribeInstanceTypes", "ec2:DescribeInstanceTypeOfferings"}, []string{"*"}),
+		// from EC2's catalogue of the types offered in the subnets' zones:
+		// the shared copy scaledown keeps fresh, else read from EC2.
+		catalogueStatement(),
 		// Claims, launch records and the hand-over of pooled instances (the
 		// pool item is deleted in the launch's transaction; a replacement
 		// is recorded with a put).

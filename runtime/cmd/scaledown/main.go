@@ -35,7 +35,7 @@ func start(ctx context.Context, e *lambdaenv.Env) error {
 		}, e.Log, nil).Run
 	}
 	deps := scaledown.Deps{
-		Instances: fleet.New(ec2.NewFromConfig(e.AWS), fleet.WithLogger(e.Log)),
+		Instances: fleet.New(ec2.NewFromConfig(e.AWS), fleet.WithLogger(e.Log), fleet.WithCatalogueStore(e.Store)),
 		GitHub:    gh,
 		Jobs:      e.Store,
 		Queue:     queue.NewSender(sqs.NewFromConfig(e.AWS), cfg.QueueURL, 0),

@@ -35,7 +35,7 @@ func start(ctx context.Context, e *lambdaenv.Env) error {
 	sqsClient := sqs.NewFromConfig(e.AWS)
 	h := scaleup.New(cfg, scaleup.Deps{
 		GitHub:    gh,
-		Launcher:  fleet.New(ec2.NewFromConfig(e.AWS), fleet.WithLogger(e.Log)),
+		Launcher:  fleet.New(ec2.NewFromConfig(e.AWS), fleet.WithLogger(e.Log), fleet.WithCatalogueStore(e.Store)),
 		Jobs:      e.Store,
 		Offerings: e.Store,
 		JIT:       jitstore.New(e.DB, cfg.Launch.JITConfigTableName, nil),

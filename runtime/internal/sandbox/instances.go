@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -179,7 +180,8 @@ func (w *instanceWatcher) launched(ctx context.Context, j *state.Job) {
 	}
 	profile, ok := w.s.cfg.Profiles[name]
 	// A stopped pool is on-demand by design (AWS stops no one-time spot
-	// instance): not a fallback.
-	fallback := capacity == fleet.CapacityTypeOnDemand && ok && profile.UseSpot() && in.Pool != jitstore.PoolStopped
+	// instance), and so is a job labelled spot=false: not a fallback.
+	fallback := capacity == fleet.CapacityTypeOnDemand && ok && profile.UseSpot() && in.Pool != jitstore.PoolStopped &&
+		!slices.Contains(j.Labels, "spot=false")
 	w.s.tracker.onLaunched(j.JobID, j.InstanceID, j.InstanceRunnerName, capacity, fallback, j.LaunchedAt)
 }

@@ -78,6 +78,13 @@ func TestShapes(t *testing.T) {
 	}
 	defer func() { _ = s.Close() }()
 
+	// A sweep first, as the scheduler's first one would: it stores the
+	// instance-type catalogue, which every scaleup container then reads
+	// instead of walking EC2.
+	if _, err := s.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := s.AWSCalls()
 	var labelSets [][]string
 	for _, w := range shapeJobs {
 		labelSets = append(labelSets, w.labels)
@@ -183,8 +190,13 @@ func TestShapes(t *testing.T) {
 	}
 
 	final := s.AWSCalls()
-	if final.Calls["scaleup"]["ec2.DescribeInstanceTypes"] == 0 || final.Calls["scaleup"]["ec2.DescribeInstanceTypeOfferings"] == 0 {
-		t.Errorf("scaleup never read the catalogue: %v", final.Calls["scaleup"])
+	if before.Calls["scaledown"]["ec2.DescribeInstanceTypes"] == 0 || before.Calls["scaledown"]["ec2.DescribeInstanceTypeOfferings"] == 0 {
+		t.Errorf("the sweep did not read the catalogue: %v", before.Calls["scaledown"])
+	}
+	for _, op := range []string{"ec2.DescribeInstanceTypes", "ec2.DescribeInstanceTypeOfferings"} {
+		if n := final.Calls["scaleup"][op] - before.Calls["scaleup"][op]; n != 0 {
+			t.Errorf("scaleup made %d %s calls; its containers should read the catalogue the sweep stored", n, op)
+		}
 	}
 	// make test hands this record to the IAM sufficiency check too: the
 	// catalogue's calls are not in the other runs'.

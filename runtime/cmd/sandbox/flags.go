@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/jit-runners/jit-runners/runtime/bootstrap"
 	"github.com/jit-runners/jit-runners/runtime/internal/sandbox"
@@ -58,6 +59,20 @@ func parseFlags(args []string, stderr io.Writer) (*settings, error) {
 	fs.IntVar(&st.load.Jobs, "jobs", 0, "generate `N` jobs, wait for them, print a summary and exit (built-in fake only)")
 	fs.Float64Var(&st.load.Rate, "rate", 10, "jobs per second with --jobs")
 	fs.Float64Var(&st.load.DupRate, "dup-rate", 0, "share of jobs delivered twice (0..1)")
+	fs.Func("labels", "runs-on `labels` of the generated jobs, comma-separated (self-hosted,cpu=4,ram=16); repeat it for jobs of several kinds, used in turn (default self-hosted,linux,x64)",
+		func(v string) error {
+			var labels []string
+			for _, l := range strings.Split(v, ",") {
+				if l = strings.TrimSpace(l); l != "" {
+					labels = append(labels, l)
+				}
+			}
+			if len(labels) == 0 {
+				return errors.New("no labels")
+			}
+			st.load.Labels = append(st.load.Labels, labels)
+			return nil
+		})
 	fs.Float64Var(&o.FaultRate, "fault-rate", 0, "share of AWS and GitHub calls failing transiently, and of spot requests without capacity (0..1)")
 	fs.DurationVar(&st.load.Timeout, "timeout", sandbox.DefaultLoadTimeout, "longest wait for the generated jobs")
 	fs.StringVar(&o.EventsFile, "events", "", "append one JSON object per job transition to this `file`")
@@ -99,8 +114,8 @@ func parseFlags(args []string, stderr io.Writer) (*settings, error) {
 	if *ghURL == "" || *ghApp <= 0 || *ghKey == "" || *secret == "" {
 		return nil, errors.New("--github-api-url, --github-app-id, --github-app-key and --webhook-secret go together")
 	}
-	if st.load.Jobs > 0 || o.FaultRate > 0 || st.load.DupRate > 0 {
-		return nil, errors.New("--jobs, --dup-rate and --fault-rate need the built-in GitHub fake")
+	if st.load.Jobs > 0 || o.FaultRate > 0 || st.load.DupRate > 0 || len(st.load.Labels) > 0 {
+		return nil, errors.New("--jobs, --labels, --dup-rate and --fault-rate need the built-in GitHub fake")
 	}
 	key, err := os.ReadFile(*ghKey)
 	if err != nil {

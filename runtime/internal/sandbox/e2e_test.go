@@ -147,8 +147,11 @@ func TestEndToEnd(t *testing.T) {
 	if n := len(fake.Runners("")); n != 0 {
 		t.Errorf("%d runners still registered; want 0", n)
 	}
-	if n := fake.JITConfigRequests(); n < registered || n > launched+fake.InjectedFaults() {
-		t.Errorf("%d JIT config requests (%d injected faults in all); want %d to %d", n, fake.InjectedFaults(), registered, launched+fake.InjectedFaults())
+	// Each JIT config request made a runner (launched or undone), met an
+	// injected fault, or was refused for the App's per-minute budget.
+	if n, refused := fake.JITConfigRequests(), fake.InjectedFaults()+fake.JITRateLimited(); n < registered || n > launched+refused {
+		t.Errorf("%d JIT config requests (%d injected faults, %d refused for the budget); want %d to %d",
+			n, fake.InjectedFaults(), fake.JITRateLimited(), registered, launched+refused)
 	}
 	if sum.JobsLost != 0 || !sum.OK() {
 		t.Errorf("summary not OK: lost %d %v, busy runners killed %d %v, running %d, registered %d, leaks %v", sum.JobsLost, sum.LostJobs,

@@ -53,6 +53,7 @@ func (s *Sandbox) RunLoad(ctx context.Context, l Load) (*Summary, error) {
 	}
 	rng := mrand.New(mrand.NewPCG(s.opts.Seed, uint64(jobSeq.Load())+0x9e37))
 	ghBefore, faultsBefore, awsBefore, cpuBefore := s.fake.TotalCalls(), s.fake.InjectedFaults(), s.proxy.stats(), s.CPU()
+	jitLimitedBefore := s.fake.JITRateLimited()
 	latMark := s.proxy.latencyMark()
 	refusalsBefore := s.fake.BusyDeleteRefusals()
 	base := time.Now().UnixMilli() * 1000
@@ -122,6 +123,7 @@ func (s *Sandbox) RunLoad(ctx context.Context, l Load) (*Summary, error) {
 	sum.GitHubCalls = s.fake.TotalCalls() - ghBefore
 	sum.BusyDeleteRefusals = s.fake.BusyDeleteRefusals() - refusalsBefore
 	sum.GitHubInjectedFaults = s.fake.InjectedFaults() - faultsBefore
+	sum.GitHubJITRateLimited = s.fake.JITRateLimited() - jitLimitedBefore
 	sum.GitHubCallsPerJob = float64(sum.GitHubCalls) / float64(l.Jobs)
 	sum.AWS = s.proxy.stats().sub(awsBefore)
 	sum.AWSLatency = s.proxy.latencySince(latMark)

@@ -43,17 +43,21 @@ type Summary struct {
 	Completed         int `json:"completed"`
 	InstancesLaunched int `json:"instancesLaunched"`
 	// RunnersOnline counts the instances whose runner came online.
-	RunnersOnline        int        `json:"runnersOnline"`
-	Spot                 int        `json:"spot"`
-	OnDemand             int        `json:"onDemand"`
-	SpotFallbacks        int        `json:"spotFallbacks"`
-	Deliveries           int        `json:"deliveries"`
-	Duplicates           int        `json:"duplicates"`
-	Retries              int        `json:"retries"`
-	Failures             int        `json:"failures"`
-	GitHubCalls          int        `json:"githubCalls"`
-	GitHubCallsPerJob    float64    `json:"githubCallsPerJob"`
-	GitHubInjectedFaults int        `json:"githubInjectedFaults"`
+	RunnersOnline        int     `json:"runnersOnline"`
+	Spot                 int     `json:"spot"`
+	OnDemand             int     `json:"onDemand"`
+	SpotFallbacks        int     `json:"spotFallbacks"`
+	Deliveries           int     `json:"deliveries"`
+	Duplicates           int     `json:"duplicates"`
+	Retries              int     `json:"retries"`
+	Failures             int     `json:"failures"`
+	GitHubCalls          int     `json:"githubCalls"`
+	GitHubCallsPerJob    float64 `json:"githubCallsPerJob"`
+	GitHubInjectedFaults int     `json:"githubInjectedFaults"`
+	// GitHubJITRateLimited counts the JIT configs the fake refused for the
+	// App's per-minute budget (ghfake.DefaultJITPerMinute), as GitHub's
+	// secondary rate limit does.
+	GitHubJITRateLimited int        `json:"githubJitRateLimited"`
 	AWS                  FaultStats `json:"aws"`
 	// AWSLatency is, per AWS operation, how long the emulator took to
 	// answer during the load (seconds): a saturated emulator shows here.
@@ -202,7 +206,8 @@ func (s *Summary) Print(w io.Writer) {
 	row("deliveries", "%d (duplicates recognised %d)", s.Deliveries, s.Duplicates)
 	row("retries", "%d", s.Retries)
 	row("failures observed", "%d", s.Failures)
-	row("github calls", "%d (%.2f per job; injected faults %d)", s.GitHubCalls, s.GitHubCallsPerJob, s.GitHubInjectedFaults)
+	row("github calls", "%d (%.2f per job; injected faults %d; JIT configs refused for the per-minute budget %d)",
+		s.GitHubCalls, s.GitHubCallsPerJob, s.GitHubInjectedFaults, s.GitHubJITRateLimited)
 	row("aws calls (lambdas)", "%d (%.1f per job; injected 500s %d; spot requests %d, spot capacity errors %d)",
 		s.AWS.Requests, s.AWSCallsPerJob, s.AWS.Injected500, s.AWS.SpotRequests, s.AWS.InjectedSpot)
 	for _, fn := range slices.Sorted(maps.Keys(s.AWS.Calls)) {

@@ -88,6 +88,7 @@ type options struct {
 	seed            uint64
 	logger          *slog.Logger
 	busyLag         time.Duration
+	jitPerMinute    *int
 }
 
 // WithAppID sets the GitHub App id (default DefaultAppID). JWTs must carry it
@@ -177,8 +178,14 @@ type Server struct {
 	// configuration that tests change at run time
 	rateLimit     int
 	anonRateLimit int
-	rerunAllowed  bool
-	latency       time.Duration
+	// The App's JIT-config budget (jitbudget.go): the limit per minute,
+	// the times of the requests counted in the last minute, and how many
+	// were refused.
+	jitPerMinute int
+	jitTimes     []time.Time
+	jitLimited   int
+	rerunAllowed bool
+	latency      time.Duration
 	// authentication
 	installations map[int64]string
 	tokens        map[string]installToken // by sha256 of the token
@@ -264,6 +271,7 @@ func New(opts ...Option) *Server {
 		anonRateLimit: o.anonRateLimit,
 		rerunAllowed:  !o.rerunDenied,
 		installations: o.installations,
+		jitPerMinute:  DefaultJITPerMinute,
 		tokens:        map[string]installToken{},
 		budgets:       map[string]*budget{},
 		groups:        map[string][]runnerGroup{},
@@ -277,6 +285,9 @@ func New(opts ...Option) *Server {
 		reruns:        map[int64]int{},
 		calls:         map[string]int{},
 		rng:           mrand.New(mrand.NewPCG(o.seed, o.seed^0x9e3779b97f4a7c15)),
+	}
+	if o.jitPerMinute != nil {
+		s.jitPerMinute = *o.jitPerMinute
 	}
 	s.routes = s.buildRoutes()
 
@@ -358,6 +369,7 @@ func (s *Server) ResetCalls() {
 	s.calls = map[string]int{}
 	s.totalCalls = 0
 	s.injectedFaults = 0
+	s.jitLimited = 0
 }
 
 func (s *Server) now() time.Time { return s.clock() }
@@ -517,6 +529,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		key = k
 	}
 	if !s.charge(sw, key) {
+		return
+	}
+	if (name == RouteOrgJITConfig || name == RouteRepoJITConfig) && !s.chargeJIT(sw, key, reqID) {
 		return
 	}
 	rt.handle(sw, r, p)

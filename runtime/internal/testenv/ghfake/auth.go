@@ -2,6 +2,7 @@ package ghfake
 
 import (
 	"bytes"
+	"cmp"
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
@@ -16,6 +17,7 @@ import (
 	"io"
 	"math/big"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -35,28 +37,29 @@ const (
 // The token itself is not kept: the map key is its SHA-256.
 type installToken struct {
 	installationID int64
+	app            int64 // the App whose JWT asked for it
 	expiresAt      time.Time
 }
 
-// PrivateKeyPEM returns the App's private key as PKCS#1 PEM ("RSA PRIVATE
-// KEY"), the format GitHub hands out and ghinstallation reads.
-func (s *Server) PrivateKeyPEM() []byte { return bytes.Clone(s.keyPEM) }
+// PrivateKeyPEM returns the primary App's private key as PKCS#1 PEM ("RSA
+// PRIVATE KEY"), the format GitHub hands out and ghinstallation reads.
+func (s *Server) PrivateKeyPEM() []byte { return bytes.Clone(s.primary.keyPEM) }
 
-// PrivateKey returns the App's private key.
-func (s *Server) PrivateKey() *rsa.PrivateKey { return s.key }
+// PrivateKey returns the primary App's private key.
+func (s *Server) PrivateKey() *rsa.PrivateKey { return s.primary.key }
 
 func encodeKeyPEM(k *rsa.PrivateKey) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)})
 }
 
-// AddInstallation registers installation id of the App on owner (an
-// organization or user login). Its tokens are accepted only for paths of
-// that owner (compared case-insensitively). Adding an id again changes its
-// owner.
+// AddInstallation registers installation id of the primary App on owner
+// (an organization or user login). Its tokens are accepted only for paths
+// of that owner (compared case-insensitively). Adding an id again changes
+// its owner (and makes it the primary App's: see InstallApp).
 func (s *Server) AddInstallation(id int64, owner string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.installations[id] = owner
+	s.installations[id] = installation{app: s.primary.id, owner: owner}
 }
 
 // jwtError is a rejected JWT; its text is GitHub's message.
@@ -64,67 +67,102 @@ type jwtError string
 
 func (e jwtError) Error() string { return string(e) }
 
-// verifyJWT checks an App JWT the way GitHub does: RS256 signed by the App's
-// key, iss the App id, integer iat and exp, exp in the future and at most 10
-// minutes after iat.
-func (s *Server) verifyJWT(raw string) error {
+// verifyJWT checks an App JWT the way GitHub does and returns its App: iss
+// names the App, and the JWT must be RS256 signed by that App's key, with
+// integer iat and exp, exp in the future and at most 10 minutes after iat.
+// A JWT whose iss names no App is checked against the primary App's key,
+// so that the errors stay those of a Server with one App.
+func (s *Server) verifyJWT(raw string) (*app, error) {
 	parts := strings.Split(raw, ".")
 	if len(parts) != 3 {
-		return jwtError(msgJWTDecode)
+		return nil, jwtError(msgJWTDecode)
 	}
 	var hdr struct {
 		Alg string `json:"alg"`
 	}
 	hb, err := base64.RawURLEncoding.DecodeString(parts[0])
 	if err != nil || json.Unmarshal(hb, &hdr) != nil || hdr.Alg != "RS256" {
-		return jwtError(msgJWTDecode)
+		return nil, jwtError(msgJWTDecode)
 	}
-	pb, err := base64.RawURLEncoding.DecodeString(parts[1])
+	claims, ok := jwtClaims(parts[1])
+	if !ok {
+		return nil, jwtError(msgJWTDecode)
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
 	if err != nil {
-		return jwtError(msgJWTDecode)
+		return nil, jwtError(msgJWTDecode)
+	}
+	iss, issErr := issuer(claims)
+	a := s.primary
+	if issErr == nil {
+		if named := s.appByID(iss); named != nil {
+			a = named
+		}
+	}
+	sum := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
+	if rsa.VerifyPKCS1v15(&a.key.PublicKey, crypto.SHA256, sum[:], sig) != nil {
+		return nil, jwtError(msgJWTDecode)
+	}
+	if issErr != nil {
+		return nil, jwtError(msgJWTIssuer)
+	}
+	if iss != a.id {
+		return nil, jwtError(msgJWTDecode)
+	}
+	iat, ok := intClaim(claims["iat"])
+	if !ok {
+		return nil, jwtError(msgJWTIssuedAt)
+	}
+	exp, ok := intClaim(claims["exp"])
+	if !ok || exp <= s.now().Unix() {
+		return nil, jwtError(msgJWTExpiry)
+	}
+	if exp-iat > int64(maxJWTLifetime/time.Second) {
+		return nil, jwtError(msgJWTExpiryTooFar)
+	}
+	return a, nil
+}
+
+// jwtClaims decodes a JWT's claims segment, numbers as json.Number.
+func jwtClaims(segment string) (map[string]any, bool) {
+	pb, err := base64.RawURLEncoding.DecodeString(segment)
+	if err != nil {
+		return nil, false
 	}
 	claims := map[string]any{}
 	dec := json.NewDecoder(bytes.NewReader(pb))
 	dec.UseNumber()
 	if err := dec.Decode(&claims); err != nil {
-		return jwtError(msgJWTDecode)
+		return nil, false
 	}
-	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
-	if err != nil {
-		return jwtError(msgJWTDecode)
-	}
-	sum := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
-	if rsa.VerifyPKCS1v15(&s.key.PublicKey, crypto.SHA256, sum[:], sig) != nil {
-		return jwtError(msgJWTDecode)
-	}
+	return claims, true
+}
 
-	var iss int64
+// issuer reads the iss claim, an integer or a string of one (ghinstallation
+// sends a string).
+func issuer(claims map[string]any) (int64, error) {
 	switch v := claims["iss"].(type) {
 	case json.Number:
-		iss, err = v.Int64()
+		return v.Int64()
 	case string:
-		iss, err = strconv.ParseInt(v, 10, 64)
-	default:
-		err = errors.New("missing")
+		return strconv.ParseInt(v, 10, 64)
 	}
-	if err != nil {
-		return jwtError(msgJWTIssuer)
+	return 0, errors.New("missing")
+}
+
+// unverifiedIssuer returns the iss of a JWT without checking it, or 0; it
+// picks the budget whose headers an injected fault shows.
+func unverifiedIssuer(raw string) int64 {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return 0
 	}
-	if iss != s.appID {
-		return jwtError(msgJWTDecode)
-	}
-	iat, ok := intClaim(claims["iat"])
+	claims, ok := jwtClaims(parts[1])
 	if !ok {
-		return jwtError(msgJWTIssuedAt)
+		return 0
 	}
-	exp, ok := intClaim(claims["exp"])
-	if !ok || exp <= s.now().Unix() {
-		return jwtError(msgJWTExpiry)
-	}
-	if exp-iat > int64(maxJWTLifetime/time.Second) {
-		return jwtError(msgJWTExpiryTooFar)
-	}
-	return nil
+	iss, _ := issuer(claims)
+	return iss
 }
 
 // intClaim reads a NumericDate claim; GitHub rejects fractional ones.
@@ -137,20 +175,25 @@ func intClaim(v any) (int64, bool) {
 	return i, err == nil
 }
 
-// installationOwner reports the owner of installation id ("" means any owner)
-// and whether it exists. The caller holds s.mu.
-func (s *Server) installationOwner(id int64) (string, bool) {
-	if owner, ok := s.installations[id]; ok {
-		return owner, true
+// installationLocked reports installation id (its App, and its owner, ""
+// meaning any owner) and whether it exists. With WithAnyInstallation every
+// id not added exists as the primary App's, for any owner. The caller holds
+// s.mu.
+func (s *Server) installationLocked(id int64) (installation, bool) {
+	if in, ok := s.installations[id]; ok {
+		return in, true
 	}
-	return "", s.anyInst
+	return installation{app: s.primary.id}, s.anyInst
 }
 
 // checkToken validates an installation token for a path of owner and returns
-// its rate-limit budget key.
-func (s *Server) checkToken(tok, owner string) (string, bool) {
+// its rate-limit budget key and its App. A token is good only while its
+// installation is still its App's and only for that installation's owner:
+// a token of App A is refused on an owner where only App B is installed,
+// as GitHub refuses it.
+func (s *Server) checkToken(tok, owner string) (string, *app, bool) {
 	if tok == "" {
-		return "", false
+		return "", nil, false
 	}
 	h := hashSecret(tok)
 	now := s.now()
@@ -158,13 +201,17 @@ func (s *Server) checkToken(tok, owner string) (string, bool) {
 	defer s.mu.Unlock()
 	it, ok := s.tokens[h]
 	if !ok || !now.Before(it.expiresAt) {
-		return "", false
+		return "", nil, false
 	}
-	instOwner, ok := s.installationOwner(it.installationID)
-	if !ok || (instOwner != "" && !strings.EqualFold(instOwner, owner)) {
-		return "", false
+	in, ok := s.installationLocked(it.installationID)
+	if !ok || in.app != it.app || (in.owner != "" && !strings.EqualFold(in.owner, owner)) {
+		return "", nil, false
 	}
-	return tokenBudgetKey(h), true
+	a := s.appLocked(it.app)
+	if a == nil {
+		return "", nil, false
+	}
+	return tokenBudgetKey(h), a, true
 }
 
 // accessTokenRequest is the optional body of the access_tokens call.
@@ -189,7 +236,8 @@ type tokenRepository struct {
 }
 
 // handleAccessToken issues an installation token (POST
-// /app/installations/{installation_id}/access_tokens).
+// /app/installations/{installation_id}/access_tokens): 404 unless the
+// installation is the calling App's, as GitHub answers another App's.
 func (s *Server) handleAccessToken(w http.ResponseWriter, r *http.Request, p params) {
 	id, err := strconv.ParseInt(p["installation_id"], 10, 64)
 	if err != nil {
@@ -210,16 +258,19 @@ func (s *Server) handleAccessToken(w http.ResponseWriter, r *http.Request, p par
 	tok := "ghs_" + randomAlnum(36)
 	now := s.now()
 	expires := now.Add(s.tokenTTL).UTC().Truncate(time.Second)
+	caller := s.callerOf(r)
 	s.mu.Lock()
-	owner, ok := s.installationOwner(id)
+	in, ok := s.installationLocked(id)
+	ok = ok && in.app == caller.id
 	if ok {
-		s.tokens[hashSecret(tok)] = installToken{installationID: id, expiresAt: expires}
+		s.tokens[hashSecret(tok)] = installToken{installationID: id, app: caller.id, expiresAt: expires}
 	}
 	s.mu.Unlock()
 	if !ok {
 		writeError(w, http.StatusNotFound, "Not Found")
 		return
 	}
+	owner := in.owner
 
 	resp := accessTokenResponse{
 		Token:               tok,
@@ -269,20 +320,21 @@ func randomAlnum(n int) string {
 	return b.String()
 }
 
-// handleRepoInstallation serves GET /repos/{owner}/{repo}/installation (App
-// JWT): the installation whose account owns the repository, or 404 when the
-// App is not installed there. With WithAnyInstallation an owner without an
-// added installation gets a stable id derived from its login.
+// handleRepoInstallation serves GET /repos/{owner}/{repo}/installation and
+// GET /orgs/{org}/installation (App JWT): the calling App's installation on
+// the owner, or 404 when that App is not installed there (another App's
+// installation does not count, as on GitHub). With WithAnyInstallation an
+// owner without an added installation of the primary App gets a stable id
+// derived from its login.
 func (s *Server) handleRepoInstallation(w http.ResponseWriter, r *http.Request, p params) {
 	owner := p["owner"]
-	s.mu.Lock()
-	var id int64
-	for iid, o := range s.installations {
-		if strings.EqualFold(o, owner) && (id == 0 || iid < id) {
-			id = iid
-		}
+	if owner == "" {
+		owner = p["org"]
 	}
-	if id == 0 && s.anyInst {
+	caller := s.callerOf(r)
+	s.mu.Lock()
+	id := s.installationOfLocked(caller.id, owner)
+	if id == 0 && s.anyInst && caller == s.primary {
 		id = stableID("installation/" + owner)
 	}
 	s.mu.Unlock()
@@ -290,12 +342,42 @@ func (s *Server) handleRepoInstallation(w http.ResponseWriter, r *http.Request, 
 		writeError(w, http.StatusNotFound, "Not Found")
 		return
 	}
-	base := apiBase(r)
-	writeJSON(w, http.StatusOK, map[string]any{
+	writeJSON(w, http.StatusOK, s.installationObject(apiBase(r), caller, id, owner))
+}
+
+// handleListInstallations serves GET /app/installations (App JWT): the
+// calling App's installations by id, paginated like GitHub's list.
+func (s *Server) handleListInstallations(w http.ResponseWriter, r *http.Request, _ params) {
+	caller := s.callerOf(r)
+	type entry struct {
+		id    int64
+		owner string
+	}
+	s.mu.Lock()
+	var list []entry
+	for id, in := range s.installations {
+		if in.app == caller.id {
+			list = append(list, entry{id, in.owner})
+		}
+	}
+	s.mu.Unlock()
+	slices.SortFunc(list, func(a, b entry) int { return cmp.Compare(a.id, b.id) })
+	from, to := paginate(w, r, len(list))
+	out := make([]map[string]any, 0, to-from)
+	for _, e := range list[from:to] {
+		out = append(out, s.installationObject(apiBase(r), caller, e.id, e.owner))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// installationObject is GitHub's installation object for installation id
+// of App a on owner.
+func (s *Server) installationObject(base string, a *app, id int64, owner string) map[string]any {
+	return map[string]any{
 		"id":                   id,
 		"account":              organizationObject(owner),
-		"app_id":               s.appID,
-		"app_slug":             "jit-runners",
+		"app_id":               a.id,
+		"app_slug":             a.slug(a == s.primary),
 		"target_id":            stableID(owner),
 		"target_type":          "Organization",
 		"repository_selection": "all",
@@ -308,5 +390,5 @@ func (s *Server) handleRepoInstallation(w http.ResponseWriter, r *http.Request, 
 		"updated_at":           ts(s.now().AddDate(0, -1, 0)),
 		"single_file_name":     nil,
 		"suspended_at":         nil,
-	})
+	}
 }

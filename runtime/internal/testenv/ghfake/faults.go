@@ -165,7 +165,7 @@ func (s *Server) takeFault(name string) (fault, bool) {
 // writeFault answers an injected fault. It carries the rate-limit headers of
 // the request's credential without spending from its budget.
 func (s *Server) writeFault(w http.ResponseWriter, r *http.Request, f fault, reqID string) {
-	setRateHeaders(w.Header(), s.peek(peekKey(r)))
+	setRateHeaders(w.Header(), s.peek(s.peekKey(r)))
 	if f.retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(f.retryAfter))
 		msg := fmt.Sprintf("You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID %s.", reqID)

@@ -20,33 +20,64 @@ const DefaultJITPerMinute = 180
 // sliding window never lets a burst straddling a minute boundary through).
 const jitWindow = time.Minute
 
-// WithJITPerMinute sets the App's JIT-config budget per minute (default
+// WithJITPerMinute sets each App's JIT-config budget per minute (default
 // DefaultJITPerMinute; 0 turns the limit off).
 func WithJITPerMinute(n int) Option { return func(o *options) { o.jitPerMinute = &n } }
 
-// SetJITPerMinute changes the JIT-config budget per minute (0: no limit)
-// and forgets the requests counted so far.
+// SetJITPerMinute changes every App's JIT-config budget per minute (0: no
+// limit) and forgets the requests counted so far.
 func (s *Server) SetJITPerMinute(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.jitPerMinute = n
-	s.jitTimes = nil
+	for _, a := range s.apps {
+		a.jitTimes = nil
+	}
 }
 
 // JITRateLimited returns how many generate-jitconfig requests the JIT
-// budget refused (403 with Retry-After), since the start or the last
-// ResetCalls.
+// budgets refused (403 with Retry-After), all Apps together, since the
+// start or the last ResetCalls.
 func (s *Server) JITRateLimited() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.jitLimited
+	n := 0
+	for _, a := range s.apps {
+		n += a.jitLimited
+	}
+	return n
 }
 
-// chargeJIT spends one JIT config of the App's budget, or answers GitHub's
+// JITRateLimitedBy is JITRateLimited for App appID alone (0 for an App the
+// Server lacks): a control plane spreading JIT configs over Apps should
+// keep each under its own budget.
+func (s *Server) JITRateLimitedBy(appID int64) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.appLocked(appID); a != nil {
+		return a.jitLimited
+	}
+	return 0
+}
+
+// JITConfigsBy returns how many JIT configs App appID generated (answered
+// 201 to its installation tokens) since the start or the last ResetCalls,
+// so a test can see how a control plane spread them over its Apps.
+func (s *Server) JITConfigsBy(appID int64) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.appLocked(appID); a != nil {
+		return a.jitConfigs
+	}
+	return 0
+}
+
+// chargeJIT spends one JIT config of App a's budget, or answers GitHub's
 // secondary rate limit: 403, Retry-After the seconds until the oldest
-// counted request leaves the window, and the primary rate-limit headers as
-// they stand. It reports whether the request may go on.
-func (s *Server) chargeJIT(w http.ResponseWriter, key, reqID string) bool {
+// counted request of a leaves the window, and the primary rate-limit
+// headers of key as they stand. It reports whether the request may go on.
+// Each App has its own window, as GitHub counts the limit per App.
+func (s *Server) chargeJIT(w http.ResponseWriter, a *app, key, reqID string) bool {
 	now := s.now()
 	s.mu.Lock()
 	limit := s.jitPerMinute
@@ -55,17 +86,17 @@ func (s *Server) chargeJIT(w http.ResponseWriter, key, reqID string) bool {
 		return true
 	}
 	cut := 0
-	for cut < len(s.jitTimes) && !now.Before(s.jitTimes[cut].Add(jitWindow)) {
+	for cut < len(a.jitTimes) && !now.Before(a.jitTimes[cut].Add(jitWindow)) {
 		cut++
 	}
-	s.jitTimes = s.jitTimes[cut:]
-	if len(s.jitTimes) < limit {
-		s.jitTimes = append(s.jitTimes, now)
+	a.jitTimes = a.jitTimes[cut:]
+	if len(a.jitTimes) < limit {
+		a.jitTimes = append(a.jitTimes, now)
 		s.mu.Unlock()
 		return true
 	}
-	wait := s.jitTimes[0].Add(jitWindow).Sub(now)
-	s.jitLimited++
+	wait := a.jitTimes[0].Add(jitWindow).Sub(now)
+	a.jitLimited++
 	st := s.window(key, now).state()
 	s.mu.Unlock()
 

@@ -10,7 +10,7 @@ import (
 
 const (
 	rateWindow      = time.Hour
-	appBudgetKey    = "app"
+	appKeyPrefix    = "app:"
 	anonBudgetKey   = "anonymous"
 	tokenKeyPrefix  = "token:"
 	primaryRateDocs = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-the-primary-rate-limit"
@@ -31,8 +31,12 @@ type rateState struct {
 
 func tokenBudgetKey(tokenHash string) string { return tokenKeyPrefix + tokenHash }
 
-// SetRateLimit changes the hourly budget of each token and of the App JWT and
-// starts every budget afresh.
+// appBudgetKey is the budget of App id's JWT calls: each App has its own,
+// as on GitHub.
+func appBudgetKey(id int64) string { return appKeyPrefix + strconv.FormatInt(id, 10) }
+
+// SetRateLimit changes the hourly budget of each token and of each App's JWT
+// and starts every budget afresh.
 func (s *Server) SetRateLimit(perHour int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -127,8 +131,8 @@ func (s *Server) exceededMessage(key string) string {
 	switch {
 	case key == anonBudgetKey:
 		return "API rate limit exceeded for 127.0.0.1. (But here's the good news: Authenticated requests get a higher rate limit. Check out the documentation for more details.)"
-	case key == appBudgetKey:
-		return fmt.Sprintf("API rate limit exceeded for app ID %d. If you reach out to GitHub Support for help, please include the request ID.", s.appID)
+	case strings.HasPrefix(key, appKeyPrefix):
+		return fmt.Sprintf("API rate limit exceeded for app ID %s. If you reach out to GitHub Support for help, please include the request ID.", strings.TrimPrefix(key, appKeyPrefix))
 	case strings.HasPrefix(key, tokenKeyPrefix):
 		s.mu.Lock()
 		it := s.tokens[strings.TrimPrefix(key, tokenKeyPrefix)]
@@ -139,14 +143,19 @@ func (s *Server) exceededMessage(key string) string {
 }
 
 // peekKey names the budget a request's credential would draw from, without
-// validating it; it is used for the headers of injected faults.
-func peekKey(r *http.Request) string {
+// validating it (a JWT's iss names its App; the primary App's when it names
+// none); it is used for the headers of injected faults.
+func (s *Server) peekKey(r *http.Request) string {
 	cred := bearer(r)
 	switch {
 	case cred == "":
 		return anonBudgetKey
 	case strings.Count(cred, ".") == 2:
-		return appBudgetKey
+		id := unverifiedIssuer(cred)
+		if id == 0 {
+			id = s.primary.id
+		}
+		return appBudgetKey(id)
 	default:
 		return tokenBudgetKey(hashSecret(cred))
 	}

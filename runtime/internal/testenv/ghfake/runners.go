@@ -267,6 +267,7 @@ func (s *Server) handleJITConfig(w http.ResponseWriter, r *http.Request, p param
 	s.runners[rn.ID] = rn
 	encoded := encodeJITConfig(rn, scope, apiBase(r))
 	s.jitConfigs[hashSecret(encoded)] = &jitEntry{runnerID: rn.ID}
+	s.callerOf(r).jitConfigs++
 	view := s.runnerView(rn)
 	s.mu.Unlock()
 

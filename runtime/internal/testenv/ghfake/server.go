@@ -9,6 +9,12 @@
 // UpdateJob, RunnerOnline, ...) and inject faults (FailNext,
 // InjectRetryAfter, SetLatency, SetFaultRate).
 //
+// The fake can play several GitHub Apps installed on the same owners
+// (AddApp, InstallApp, SetAppWebhook; see apps.go), each with its own
+// installations, webhook deliveries, delivery log and budgets, as a control
+// plane spreading JIT configs over Apps meets them on GitHub. Everything
+// that names no App is about the primary App the Server was built with.
+//
 // The real go-github and ghinstallation clients work against it with either
 // base URL: URL() (GitHub.com style) or GHESURL() (GHES style, /api/v3/).
 //
@@ -16,6 +22,7 @@
 package ghfake
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/hex"
@@ -51,6 +58,8 @@ const (
 	RouteGetJob           = "GET /repos/{owner}/{repo}/actions/jobs/{job_id}"
 	RouteRerunJob         = "POST /repos/{owner}/{repo}/actions/jobs/{job_id}/rerun"
 	RouteRepoInstallation = "GET /repos/{owner}/{repo}/installation"
+	RouteOrgInstallation  = "GET /orgs/{org}/installation"
+	RouteAppInstallations = "GET /app/installations"
 	RouteListDeliveries   = "GET /app/hook/deliveries"
 	RouteGetDelivery      = "GET /app/hook/deliveries/{delivery_id}"
 	RouteRedeliver        = "POST /app/hook/deliveries/{delivery_id}/attempts"
@@ -91,12 +100,12 @@ type options struct {
 	jitPerMinute    *int
 }
 
-// WithAppID sets the GitHub App id (default DefaultAppID). JWTs must carry it
-// as their iss claim.
+// WithAppID sets the primary GitHub App's id (default DefaultAppID). Its
+// JWTs must carry it as their iss claim.
 func WithAppID(id int64) Option { return func(o *options) { o.appID = id } }
 
-// WithAppKey sets the App's RSA private key. Without it New generates a
-// 2048-bit key.
+// WithAppKey sets the primary App's RSA private key. Without it New
+// generates a 2048-bit key.
 func WithAppKey(key *rsa.PrivateKey) Option { return func(o *options) { o.key = key } }
 
 // WithClock sets the clock used for JWT validation, token expiry, rate-limit
@@ -105,7 +114,7 @@ func WithAppKey(key *rsa.PrivateKey) Option { return func(o *options) { o.key = 
 func WithClock(now func() time.Time) Option { return func(o *options) { o.clock = now } }
 
 // WithRateLimit sets the hourly request budget of each installation token and
-// of the App JWT (default 5000, as GitHub).
+// of each App's JWT (default 5000, as GitHub).
 func WithRateLimit(perHour int) Option { return func(o *options) { o.rateLimit = perHour } }
 
 // WithUnauthenticatedRateLimit sets the hourly budget shared by requests
@@ -118,12 +127,14 @@ func WithUnauthenticatedRateLimit(perHour int) Option {
 // GitHub).
 func WithTokenTTL(d time.Duration) Option { return func(o *options) { o.tokenTTL = d } }
 
-// WithAnyInstallation makes every installation id exist: a token request for
-// an id not added with AddInstallation succeeds, and its token is valid for
-// every owner.
+// WithAnyInstallation makes every installation id exist for the primary
+// App: its token request for an id not added with AddInstallation or
+// InstallApp succeeds, and that token is valid for every owner. Apps added
+// with AddApp have only the installations InstallApp gives them.
 func WithAnyInstallation() Option { return func(o *options) { o.anyInstallation = true } }
 
-// WithInstallation registers an installation like AddInstallation.
+// WithInstallation registers an installation of the primary App like
+// AddInstallation.
 func WithInstallation(id int64, owner string) Option {
 	return func(o *options) { o.installations[id] = owner }
 }
@@ -165,9 +176,9 @@ type Server struct {
 	// hookClient delivers webhooks (GitHub waits 10 s for an answer).
 	hookClient *http.Client
 
-	appID    int64
-	key      *rsa.PrivateKey
-	keyPEM   []byte
+	// primary is the App the Server was built with, apps[0]; its id and
+	// key never change, so it is read without s.mu.
+	primary  *app
 	clock    func() time.Time
 	logger   *slog.Logger
 	tokenTTL time.Duration
@@ -178,16 +189,14 @@ type Server struct {
 	// configuration that tests change at run time
 	rateLimit     int
 	anonRateLimit int
-	// The App's JIT-config budget (jitbudget.go): the limit per minute,
-	// the times of the requests counted in the last minute, and how many
-	// were refused.
+	// Each App's JIT-config budget per minute (jitbudget.go); the windows
+	// are the Apps'.
 	jitPerMinute int
-	jitTimes     []time.Time
-	jitLimited   int
 	rerunAllowed bool
 	latency      time.Duration
-	// authentication
-	installations map[int64]string
+	// authentication: the Apps (apps.go), the primary first
+	apps          []*app
+	installations map[int64]installation
 	tokens        map[string]installToken // by sha256 of the token
 	budgets       map[string]*budget
 	// runners and groups
@@ -204,12 +213,11 @@ type Server struct {
 	busyLost     int
 	lostJobs     []int64
 	busyRefusals int
-	// webhooks (SetWebhook)
-	hookURL        string
-	hookSecret     []byte
+	// webhooks (SetWebhook, SetAppWebhook); the URLs and secrets are the
+	// Apps'
 	deliveries     []Delivery
 	nextDeliveryID int64
-	jobHooks       map[int64]*sync.Mutex // orders each job's deliveries
+	jobHooks       map[hookOrder]*sync.Mutex // orders each job's deliveries to each App
 	redeliveries   int
 	// jobs
 	jobs      map[int64]*Job
@@ -259,10 +267,8 @@ func New(opts ...Option) *Server {
 		busyLag:       o.busyLag,
 		hookClient:    &http.Client{Timeout: deliveryTimeout},
 		assigned:      map[int64]chan Job{},
-		jobHooks:      map[int64]*sync.Mutex{},
-		appID:         o.appID,
-		key:           o.key,
-		keyPEM:        encodeKeyPEM(o.key),
+		jobHooks:      map[hookOrder]*sync.Mutex{},
+		primary:       newApp(o.appID, o.key),
 		clock:         o.clock,
 		logger:        o.logger,
 		tokenTTL:      o.tokenTTL,
@@ -270,7 +276,7 @@ func New(opts ...Option) *Server {
 		rateLimit:     o.rateLimit,
 		anonRateLimit: o.anonRateLimit,
 		rerunAllowed:  !o.rerunDenied,
-		installations: o.installations,
+		installations: map[int64]installation{},
 		jitPerMinute:  DefaultJITPerMinute,
 		tokens:        map[string]installToken{},
 		budgets:       map[string]*budget{},
@@ -288,6 +294,10 @@ func New(opts ...Option) *Server {
 	}
 	if o.jitPerMinute != nil {
 		s.jitPerMinute = *o.jitPerMinute
+	}
+	s.apps = []*app{s.primary}
+	for id, owner := range o.installations {
+		s.installations[id] = installation{app: s.primary.id, owner: owner}
 	}
 	s.routes = s.buildRoutes()
 
@@ -331,8 +341,8 @@ func (s *Server) GHESURL() string { return s.srv.URL + ghesPrefix + "/" }
 // Client returns an HTTP client for the server (plain, unauthenticated).
 func (s *Server) Client() *http.Client { return s.srv.Client() }
 
-// AppID returns the GitHub App id the fake accepts in JWTs.
-func (s *Server) AppID() int64 { return s.appID }
+// AppID returns the primary GitHub App's id, which its JWTs carry as iss.
+func (s *Server) AppID() int64 { return s.primary.id }
 
 // Calls returns how many requests reached route (one of the Route constants),
 // whatever their outcome, since the start or the last ResetCalls.
@@ -361,15 +371,18 @@ func (s *Server) JITConfigRequests() int {
 }
 
 // ResetCalls zeroes the request counters (Calls, TotalCalls, TokenRequests,
-// JITConfigRequests) and InjectedFaults. State such as runners, jobs and
-// reruns is kept.
+// JITConfigRequests, JITRateLimited and the per-App JITRateLimitedBy and
+// JITConfigsBy) and InjectedFaults. State such as runners, jobs, reruns
+// and the JIT budgets' windows is kept.
 func (s *Server) ResetCalls() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls = map[string]int{}
 	s.totalCalls = 0
 	s.injectedFaults = 0
-	s.jitLimited = 0
+	for _, a := range s.apps {
+		a.jitLimited, a.jitConfigs = 0, 0
+	}
 }
 
 func (s *Server) now() time.Time { return s.clock() }
@@ -413,6 +426,8 @@ func (s *Server) buildRoutes() []route {
 		mk(RouteGetJob, authInstallation, "owner", s.handleGetJob),
 		mk(RouteRerunJob, authInstallation, "owner", s.handleRerunJob),
 		mk(RouteRepoInstallation, authApp, "", s.handleRepoInstallation),
+		mk(RouteOrgInstallation, authApp, "", s.handleRepoInstallation),
+		mk(RouteAppInstallations, authApp, "", s.handleListInstallations),
 		mk(RouteListDeliveries, authApp, "", s.handleListDeliveries),
 		mk(RouteGetDelivery, authApp, "", s.handleGetDelivery),
 		mk(RouteRedeliver, authApp, "", s.handleRedeliver),
@@ -501,24 +516,26 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rt == nil {
 		// Unknown routes spend no budget, so a probe of an endpoint the fake
 		// lacks never turns into a rate limit.
-		setRateHeaders(sw.Header(), s.peek(peekKey(r)))
+		setRateHeaders(sw.Header(), s.peek(s.peekKey(r)))
 		writeError(sw, http.StatusNotFound, "Not Found")
 		return
 	}
 
 	var key string
+	var caller *app
 	switch rt.auth {
 	case authApp:
-		if err := s.verifyJWT(bearer(r)); err != nil {
+		a, err := s.verifyJWT(bearer(r))
+		if err != nil {
 			if !s.chargeAnonymous(sw) {
 				return
 			}
 			writeError(sw, http.StatusUnauthorized, err.Error())
 			return
 		}
-		key = appBudgetKey
+		key, caller = appBudgetKey(a.id), a
 	case authInstallation:
-		k, ok := s.checkToken(bearer(r), p[rt.ownerOf])
+		k, a, ok := s.checkToken(bearer(r), p[rt.ownerOf])
 		if !ok {
 			if !s.chargeAnonymous(sw) {
 				return
@@ -526,15 +543,30 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(sw, http.StatusUnauthorized, "Bad credentials")
 			return
 		}
-		key = k
+		key, caller = k, a
 	}
 	if !s.charge(sw, key) {
 		return
 	}
-	if (name == RouteOrgJITConfig || name == RouteRepoJITConfig) && !s.chargeJIT(sw, key, reqID) {
+	if (name == RouteOrgJITConfig || name == RouteRepoJITConfig) && !s.chargeJIT(sw, caller, key, reqID) {
 		return
 	}
-	rt.handle(sw, r, p)
+	rt.handle(sw, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller)), p)
+}
+
+// callerKey is the request context key of the App a request authenticated
+// as: the App of its JWT, or of its installation token's installation.
+// Handlers answer for that App (its installations, its delivery log, its
+// JIT count), as GitHub does.
+type callerKey struct{}
+
+// callerOf returns the App r authenticated as; the primary App for a
+// request served without authentication (there is none today).
+func (s *Server) callerOf(r *http.Request) *app {
+	if a, ok := r.Context().Value(callerKey{}).(*app); ok && a != nil {
+		return a
+	}
+	return s.primary
 }
 
 type statusWriter struct {

@@ -25,6 +25,14 @@
 // client-side limiter (which would refuse requests with its own error types
 // and its own clock) never sees a reset time.
 //
+// # Several Apps
+//
+// One App may generate only about 180 JIT configurations a minute. Apps
+// spreads calls over several Apps installed on the same owners: a JIT
+// config through the App with the most budget left, other calls in turn,
+// a rate-limited App skipped until its reset, each App's installation on
+// an owner looked up once. With one App it passes calls through unchanged.
+//
 // # Errors
 //
 // Failed calls return an *APIError naming the operation, the method and path

@@ -115,7 +115,9 @@ func (p *poller) handle(ctx context.Context, msgs []types.Message) {
 			}
 		}
 		ev.Records = append(ev.Records, rec)
-		if msg, err := queue.Decode(rec.Body); err == nil {
+		// A wake (a hold's end, a freed slot) is no job's: its redelivery
+		// is no job's retry.
+		if msg, err := queue.Decode(rec.Body); err == nil && !msg.Wake {
 			jobOf[rec.MessageId] = msg.JobID
 			if n, _ := strconv.Atoi(m.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)]); n > 1 {
 				p.s.tracker.onRetried(msg.JobID, fmt.Sprintf("SQS redelivery (receive %d)", n))

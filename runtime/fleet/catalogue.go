@@ -62,7 +62,9 @@ func (l *Launcher) Catalogue(ctx context.Context, subnetIDs []string) ([]shapes.
 		return nil, err
 	}
 	zs := zoneNames(zones)
-	l.loadShared(ctx, zs)
+	if !l.loadShared(ctx, zs) {
+		l.awaitWalk(ctx, zs)
+	}
 	offered, walkedZones, err := l.offeredTypes(ctx, zs)
 	if err != nil {
 		return nil, err

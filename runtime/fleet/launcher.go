@@ -156,16 +156,18 @@ type Launcher struct {
 	offeredMu   sync.Mutex
 	offered     map[string]zoneOfferings // Availability Zone -> types offered there
 	shared      CatalogueStore           // nil: not shared (WithCatalogueStore)
+	walkWait    time.Duration            // WithCatalogueWait
 }
 
 // New returns a Launcher that calls api.
 func New(api EC2API, opts ...Option) *Launcher {
 	l := &Launcher{
-		api:   api,
-		log:   slog.New(slog.DiscardHandler),
-		now:   time.Now,
-		ttl:   DefaultUnavailableTTL,
-		zones: map[string]string{},
+		api:      api,
+		log:      slog.New(slog.DiscardHandler),
+		now:      time.Now,
+		ttl:      DefaultUnavailableTTL,
+		zones:    map[string]string{},
+		walkWait: DefaultWalkWait,
 	}
 	for _, o := range opts {
 		o(l)

@@ -21,7 +21,25 @@ import (
 type CatalogueStore interface {
 	LoadCatalogue(ctx context.Context, key string) (data []byte, at time.Time, ok bool, err error)
 	SaveCatalogue(ctx context.Context, key string, data []byte, at time.Time) error
+	// ClaimCatalogueWalk takes the lease of walking EC2 for key, unless
+	// another process holds it (false).
+	ClaimCatalogueWalk(ctx context.Context, key string, lease time.Duration) (bool, error)
 }
+
+// Of the Launchers that find no fresh stored catalogue at once, the one
+// that claims the walk walks EC2; the others poll the store every
+// walkPoll for up to Launcher.walkWait (WithCatalogueWait) and walk
+// themselves only if nothing came. walkLease outlasts a walk (16 pages,
+// seconds on AWS).
+const (
+	walkLease       = time.Minute
+	walkPoll        = 500 * time.Millisecond
+	DefaultWalkWait = 20 * time.Second
+)
+
+// WithCatalogueWait sets how long a Launcher waits for another one's walk
+// of the catalogue before walking itself (DefaultWalkWait; 0 never waits).
+func WithCatalogueWait(d time.Duration) Option { return func(x *Launcher) { x.walkWait = d } }
 
 // WithCatalogueStore shares the catalogue through s: a Launcher whose own
 // copy is missing or older than CatalogueTTL takes the stored one when that
@@ -52,11 +70,12 @@ func sharedKey(zones []string) string {
 
 // loadShared takes the stored catalogue of zones when this Launcher's copy
 // (of the types, or of any zone's offerings) is missing or stale and the
-// stored one is fresh and newer. A failed read is logged and ignored: the
-// caller walks EC2 itself.
-func (l *Launcher) loadShared(ctx context.Context, zones []string) {
+// stored one is fresh and newer. It reports whether this Launcher's copy is
+// fresh now. A failed read is logged and ignored: the caller walks EC2
+// itself.
+func (l *Launcher) loadShared(ctx context.Context, zones []string) (fresh bool) {
 	if l.shared == nil {
-		return
+		return false
 	}
 	l.catalogueMu.Lock()
 	defer l.catalogueMu.Unlock()
@@ -69,11 +88,11 @@ func (l *Launcher) loadShared(ctx context.Context, zones []string) {
 		stale = stale || !ok || now.Sub(o.at) >= CatalogueTTL
 	}
 	if !stale {
-		return
+		return true
 	}
 	snap, at, ok := l.readShared(ctx, zones)
 	if !ok || now.Sub(at) >= CatalogueTTL {
-		return
+		return false
 	}
 	if l.catalogue == nil || at.After(l.catalogueAt) {
 		l.catalogue, l.catalogueAt = snap.Types, at
@@ -91,6 +110,38 @@ func (l *Launcher) loadShared(ctx context.Context, zones []string) {
 		}
 		l.offered[az] = zoneOfferings{types: set, at: at}
 	}
+	return true
+}
+
+// awaitWalk is for a Launcher whose copy is stale and found no fresh
+// stored one: it claims the walk (and returns, to walk), or waits for the
+// Launcher that holds the claim to store the catalogue. It reports whether
+// the stored catalogue came; false means walk EC2 now.
+func (l *Launcher) awaitWalk(ctx context.Context, zones []string) bool {
+	if l.shared == nil || l.walkWait <= 0 {
+		return false
+	}
+	won, err := l.shared.ClaimCatalogueWalk(ctx, sharedKey(zones), walkLease)
+	if err != nil {
+		l.log.WarnContext(ctx, "could not claim the walk of the instance-type catalogue; walking", "error", err)
+		return false
+	}
+	if won {
+		return false
+	}
+	deadline := time.Now().Add(l.walkWait)
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(walkPoll):
+		}
+		if l.loadShared(ctx, zones) {
+			return true
+		}
+	}
+	l.log.WarnContext(ctx, "another process's walk of the instance-type catalogue stored nothing in time; walking", "waited", l.walkWait.String())
+	return false
 }
 
 // readShared reads and decodes the stored catalogue of zones; ok is false

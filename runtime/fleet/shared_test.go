@@ -2,6 +2,8 @@ package fleet_test
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -93,5 +95,49 @@ func TestSharedCatalogue(t *testing.T) {
 	}
 	if ts, os := nextAPI.calls(); len(ts)+len(os) != 0 {
 		t.Fatalf("the container after the late walk asked EC2 (%d, %d calls)", len(ts), len(os))
+	}
+}
+
+// Cold containers that find no stored catalogue at once make one walk
+// between them: one claims it, the others wait for what it stores.
+func TestColdLaunchersWalkOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	n := newNetwork(t)
+	a := testenv.AWSForTest(t)
+	store := state.NewStore(a.Dynamo, a.JobsTable(t), time.Hour, nil)
+	const containers = 4
+	var (
+		apis []*catalogueAPI
+		wg   sync.WaitGroup
+		errs = make(chan error, containers)
+	)
+	for range containers {
+		l, api := newCatalogueLauncher(t, n, fleet.WithCatalogueStore(store))
+		apis = append(apis, api)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cat, err := l.Catalogue(ctx, n.subnets)
+			if err == nil && len(cat) < 100 {
+				err = fmt.Errorf("catalogue of %d types", len(cat))
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	typeWalks, offeringWalks := 0, 0
+	for _, api := range apis {
+		tw, ow := api.walks()
+		typeWalks, offeringWalks = typeWalks+tw, offeringWalks+ow
+	}
+	if typeWalks != 1 || offeringWalks != 1 {
+		t.Fatalf("%d cold containers walked the types %d times and the offerings %d times; want once each", containers, typeWalks, offeringWalks)
 	}
 }

@@ -68,3 +68,34 @@ func (s *Store) SaveCatalogue(ctx context.Context, key string, data []byte, at t
 	}
 	return nil
 }
+
+// catalogueWalkPrefix keys the lease of a walk of EC2's catalogue.
+const catalogueWalkPrefix = "catalogue-walk#"
+
+// ClaimCatalogueWalk takes the lease of walking EC2's catalogue for key
+// for lease, unless another process holds an unexpired one: of the
+// containers that find no fresh stored catalogue at once (a burst of cold
+// containers on a new deployment), one walks and the others wait for what
+// it stores, instead of every one spending the account's EC2 Describe
+// budget.
+func (s *Store) ClaimCatalogueWalk(ctx context.Context, key string, lease time.Duration) (bool, error) {
+	now := s.now()
+	_, err := s.api.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName: aws.String(s.table),
+		Item: map[string]types.AttributeValue{
+			AttrPK:          &types.AttributeValueMemberS{Value: catalogueWalkPrefix + key},
+			attrCatalogueAt: num(now.Add(lease).UnixMilli()),
+			AttrExpiresAt:   num(now.Add(lease).Add(time.Hour).Unix()),
+		},
+		ConditionExpression:       aws.String("attribute_not_exists(#at) OR #at < :now"),
+		ExpressionAttributeNames:  map[string]string{"#at": attrCatalogueAt},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":now": num(now.UnixMilli())},
+	})
+	if _, held := errors.AsType[*types.ConditionalCheckFailedException](err); held {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("claim the walk of the instance-type catalogue: %w", err)
+	}
+	return true, nil
+}

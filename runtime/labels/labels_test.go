@@ -11,14 +11,20 @@ import (
 
 func matcher(t *testing.T) *labels.Matcher {
 	t.Helper()
+	return matcherWith(t, `"allowedInstanceTypes": ["c6i.*", "m7g.large"],
+	  "profiles": {"default": {"imageId": "ami-x64"},
+	               "gpu": {"instanceTypes": ["g5.xlarge", "g5.2xlarge"], "imageId": "ami-gpu", "arch": "x64"},
+	               "graviton": {"instanceTypes": ["c7g.large"], "imageId": "ami-arm", "arch": "arm64"}}`)
+}
+
+// matcherWith returns a Matcher for a valid deployment document with keys
+// (a JSON fragment: allowed instance types, shapes, profiles) added.
+func matcherWith(t *testing.T, keys string) *labels.Matcher {
+	t.Helper()
 	c, err := config.Parse([]byte(`{
 	  "github": {"appId": 1, "privateKeySecretArn": "arn:k", "webhookSecretArn": "arn:h", "scope": "repo"},
 	  "queueUrl": "https://sqs.local/q", "tableName": "t", "runnerVersion": "2.332.0", "maxRunners": 5,
-	  "launch": {"launchTemplateId": "lt-1", "subnetIds": ["subnet-1"]},
-	  "allowedInstanceTypes": ["c6i.*", "m7g.large"],
-	  "profiles": {"default": {"imageId": "ami-x64"},
-	               "gpu": {"instanceTypes": ["g5.xlarge", "g5.2xlarge"], "imageId": "ami-gpu", "arch": "x64"},
-	               "graviton": {"instanceTypes": ["c7g.large"], "imageId": "ami-arm", "arch": "arm64"}}}`))
+	  "launch": {"launchTemplateId": "lt-1", "subnetIds": ["subnet-1"]}, ` + keys + `}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,17 +176,9 @@ func TestResolveShapes(t *testing.T) {
 // and the reason names the label and the bound.
 func TestResolveShapesNotOurs(t *testing.T) {
 	t.Parallel()
-	c, err := config.Parse([]byte(`{
-	  "github": {"appId": 1, "privateKeySecretArn": "arn:k", "webhookSecretArn": "arn:h", "scope": "repo"},
-	  "queueUrl": "https://sqs.local/q", "tableName": "t", "runnerVersion": "2.332.0", "maxRunners": 5,
-	  "launch": {"launchTemplateId": "lt-1", "subnetIds": ["subnet-1"]},
-	  "allowedInstanceTypes": ["c6i.*"],
+	m := matcherWith(t, `"allowedInstanceTypes": ["c6i.*"],
 	  "shapes": {"maxCpu": 16, "maxRamGiB": 64, "maxDiskGiB": 200, "families": ["c7", "m7i"], "gpu": false},
-	  "profiles": {"default": {"imageId": "ami-x64"}}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := labels.NewMatcher(c)
+	  "profiles": {"default": {"imageId": "ami-x64"}}`)
 	for labs, want := range map[string]string{
 		"cpu=abc":             `shape label "cpu=abc"`,
 		"cpu=4,cpu=8":         "given twice",
@@ -218,16 +216,8 @@ func TestResolveShapesNotOurs(t *testing.T) {
 // metric's reason); other refusals say none.
 func TestShapeRefusalKinds(t *testing.T) {
 	t.Parallel()
-	c, err := config.Parse([]byte(`{
-	  "github": {"appId": 1, "privateKeySecretArn": "arn:k", "webhookSecretArn": "arn:h", "scope": "repo"},
-	  "queueUrl": "https://sqs.local/q", "tableName": "t", "runnerVersion": "2.332.0", "maxRunners": 5,
-	  "launch": {"launchTemplateId": "lt-1", "subnetIds": ["subnet-1"]},
-	  "allowedInstanceTypes": ["c6i.*"], "shapes": {"maxCpu": 8},
-	  "profiles": {"default": {"imageId": "ami-x64"}}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := labels.NewMatcher(c)
+	m := matcherWith(t, `"allowedInstanceTypes": ["c6i.*"], "shapes": {"maxCpu": 8},
+	  "profiles": {"default": {"imageId": "ami-x64"}}`)
 	for labs, want := range map[string]string{
 		"cpu=x":           labels.ShapeMalformed,
 		"cpu=9":           labels.ShapeBounds,

@@ -2,6 +2,7 @@ package scaledown_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
@@ -53,17 +54,20 @@ func (h *harness) rebuild() {
 }
 
 // queued records a queued job as the webhook does and adds it to the fake.
-func (h *harness) queued() int64 {
+func (h *harness) queued(labels ...string) int64 {
 	h.t.Helper()
+	if len(labels) == 0 {
+		labels = []string{"self-hosted", "linux", "x64"}
+	}
 	id := h.p.NextJobID()
 	out, err := h.p.Store.RecordEvent(context.Background(), &state.JobEvent{
 		JobID: id, Action: state.StatusQueued, Repository: h.p.Repository(), Owner: h.p.Owner, InstallationID: h.p.InstID,
-		Labels: []string{"self-hosted", "linux", "x64"}, Ours: true, Profile: "default",
+		Labels: labels, Ours: true, Profile: "default",
 	})
 	if err != nil || out != state.Enqueue {
 		h.t.Fatalf("queue job %d: %v %v", id, out, err)
 	}
-	h.p.GitHub.AddJob(ghfake.Job{ID: id, Owner: h.p.Owner, Repo: "app", Status: "queued", Labels: []string{"self-hosted", "linux", "x64"}})
+	h.p.GitHub.AddJob(ghfake.Job{ID: id, Owner: h.p.Owner, Repo: "app", Status: "queued", Labels: labels})
 	return id
 }
 
@@ -85,9 +89,21 @@ func (h *harness) relaunch(id int64) (int64, *state.Job) {
 // scaleUp hands job id's scale-up message to up, as the queue does; an
 // error or a batch item failure is returned.
 func (h *harness) scaleUp(up *scaleup.Handler, id int64) error {
-	body := `{"jobId":` + itoa(id) + `,"repository":"` + h.p.Repository() + `","owner":"` + h.p.Owner +
-		`","installationId":` + itoa(h.p.InstID) + `,"labels":["self-hosted","linux","x64"],"profile":"default"}`
-	resp, err := up.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{{MessageId: "m" + itoa(id), Body: body}}})
+	// The message carries the labels the job was queued with, as the
+	// webhook's does.
+	j, ok, err := h.p.Store.Get(context.Background(), id)
+	if err != nil {
+		return fmt.Errorf("job %d: %w", id, err)
+	}
+	if !ok {
+		return fmt.Errorf("job %d: no record", id)
+	}
+	body, err := json.Marshal(queue.Message{JobID: id, Repository: h.p.Repository(), Owner: h.p.Owner,
+		InstallationID: h.p.InstID, Labels: j.Labels, Profile: "default"})
+	if err != nil {
+		return err
+	}
+	resp, err := up.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{{MessageId: "m" + itoa(id), Body: string(body)}}})
 	if err == nil && len(resp.BatchItemFailures) != 0 {
 		err = fmt.Errorf("batch item failures %v", resp.BatchItemFailures)
 	}

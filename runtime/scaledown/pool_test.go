@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
@@ -15,7 +14,6 @@ import (
 	"github.com/jit-runners/jit-runners/runtime/config"
 	"github.com/jit-runners/jit-runners/runtime/fleet"
 	"github.com/jit-runners/jit-runners/runtime/internal/testenv"
-	"github.com/jit-runners/jit-runners/runtime/internal/testenv/ghfake"
 	"github.com/jit-runners/jit-runners/runtime/jitstore"
 	"github.com/jit-runners/jit-runners/runtime/scaledown"
 	"github.com/jit-runners/jit-runners/runtime/scaleup"
@@ -587,20 +585,9 @@ func TestShapeJobSkipsThePool(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, withPool(config.Pool{Hot: &config.PoolSpec{Size: 2}}, 10))
 	h.sweep()
-	labels := []string{"self-hosted", "cpu=2", "ram=8"}
-	id := h.p.NextJobID()
-	if out, err := h.p.Store.RecordEvent(context.Background(), &state.JobEvent{
-		JobID: id, Action: state.StatusQueued, Repository: h.p.Repository(), Owner: h.p.Owner, InstallationID: h.p.InstID,
-		Labels: labels, Ours: true, Profile: "default",
-	}); err != nil || out != state.Enqueue {
-		t.Fatalf("queue job %d: %v %v", id, out, err)
-	}
-	h.p.GitHub.AddJob(ghfake.Job{ID: id, Owner: h.p.Owner, Repo: "app", Status: "queued", Labels: labels})
-	body := `{"jobId":` + itoa(id) + `,"repository":"` + h.p.Repository() + `","owner":"` + h.p.Owner +
-		`","installationId":` + itoa(h.p.InstID) + `,"labels":["self-hosted","cpu=2","ram=8"],"profile":"default"}`
-	resp, err := h.up.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{{MessageId: "m" + itoa(id), Body: body}}})
-	if err != nil || len(resp.BatchItemFailures) != 0 {
-		t.Fatalf("scaleup: %v %v\n%s", err, resp.BatchItemFailures, h.p.Logs.String())
+	id := h.queued("self-hosted", "cpu=2", "ram=8")
+	if err := h.scaleUp(h.up, id); err != nil {
+		t.Fatalf("scaleup: %v\n%s", err, h.p.Logs.String())
 	}
 	j := h.job(id)
 	if j.Phase != state.PhaseLaunched || j.FromPool != "" || len(j.CandidateTypes) < 6 {

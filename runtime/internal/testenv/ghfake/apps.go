@@ -66,6 +66,16 @@ type app struct {
 	jitConfigs int
 }
 
+// generateAppKey makes a 2048-bit App key, as GitHub hands out; the fake
+// panics when it cannot, as New and AddApp document.
+func generateAppKey() *rsa.PrivateKey {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic(fmt.Sprintf("ghfake: generate app key: %v", err))
+	}
+	return k
+}
+
 func newApp(id int64, key *rsa.PrivateKey) *app {
 	return &app{id: id, key: key, keyPEM: encodeKeyPEM(key)}
 }
@@ -130,11 +140,7 @@ func (s *Server) AddApp(opts ...AppOption) App {
 		opt(&o)
 	}
 	if o.key == nil {
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			panic(fmt.Sprintf("ghfake: generate app key: %v", err))
-		}
-		o.key = k
+		o.key = generateAppKey()
 	}
 	if o.secret == nil {
 		o.secret = []byte(randomAlnum(40))

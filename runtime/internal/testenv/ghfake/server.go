@@ -252,11 +252,7 @@ func New(opts ...Option) *Server {
 		opt(&o)
 	}
 	if o.key == nil {
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			panic(fmt.Sprintf("ghfake: generate app key: %v", err))
-		}
-		o.key = k
+		o.key = generateAppKey()
 	}
 	if o.logger == nil {
 		o.logger = slog.New(slog.DiscardHandler)

@@ -199,7 +199,9 @@ func ownerOf(repository string) string {
 // next App when one is rate-limited or not installed on the owner.
 func (a *Apps) do(ctx context.Context, inst Installation, jit bool, call func(c *Client, in Installation) error) error {
 	if len(a.members) == 1 {
-		return a.record(a.members[0], jit, call(a.members[0].c, inst))
+		// Nothing to choose between: nothing is counted (order, which
+		// trims the counts, never runs).
+		return call(a.members[0].c, inst)
 	}
 	var limited *RateLimitError
 	for _, m := range a.order(jit) {

@@ -207,6 +207,11 @@ func TestAppsSingleAppPassesThrough(t *testing.T) {
 	if n := f.srv.Calls(ghfake.RouteOrgInstallation) + f.srv.Calls(ghfake.RouteRepoInstallation); n != 0 {
 		t.Fatalf("%d installation lookups with one App; want 0", n)
 	}
+	// A single App's calls are not counted: with no choice to make,
+	// nothing would ever trim them.
+	if n := len(f.members[0].jit); n != 0 {
+		t.Fatalf("%d JIT configs kept for the only App; want none", n)
+	}
 }
 
 func TestNewAppsRefusesMismatches(t *testing.T) {

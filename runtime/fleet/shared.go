@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -230,6 +231,12 @@ func (l *Launcher) RefreshCatalogue(ctx context.Context, subnetIDs []string) (re
 		return false, err
 	}
 	zones := zoneNames(zoneMap)
+	// This Launcher's own copy, stored or read by it, is as new as the
+	// stored one or newer: when it is within half the TTL, so is the
+	// stored one, and the sweep needs no read.
+	if l.ownAge(zones) < CatalogueTTL/2 {
+		return false, nil
+	}
 	if _, at, ok := l.readShared(ctx, zones); ok && l.now().Sub(at) < CatalogueTTL/2 {
 		return false, nil
 	}
@@ -251,6 +258,29 @@ func (l *Launcher) RefreshCatalogue(ctx context.Context, subnetIDs []string) (re
 	}
 	l.saveShared(ctx, zones)
 	return true, nil
+}
+
+// ownAge is the age of this Launcher's copy of the catalogue of zones (its
+// oldest part); a missing part makes it older than any TTL.
+func (l *Launcher) ownAge(zones []string) time.Duration {
+	l.catalogueMu.Lock()
+	defer l.catalogueMu.Unlock()
+	l.offeredMu.Lock()
+	defer l.offeredMu.Unlock()
+	if l.catalogue == nil {
+		return math.MaxInt64
+	}
+	at := l.catalogueAt
+	for _, az := range zones {
+		o, ok := l.offered[az]
+		if !ok {
+			return math.MaxInt64
+		}
+		if o.at.Before(at) {
+			at = o.at
+		}
+	}
+	return l.now().Sub(at)
 }
 
 func encodeSnapshot(s snapshot) ([]byte, error) {

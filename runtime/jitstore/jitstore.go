@@ -131,16 +131,8 @@ func (s *Store) Marker(instanceARN, kind string) types.TransactWriteItem {
 // the key.
 func (s *Store) Unconsumed(ctx context.Context, instanceARNs []string) (map[string]bool, error) {
 	found := map[string]bool{}
-	keys := make([]map[string]types.AttributeValue, 0, len(instanceARNs))
-	seen := make(map[string]bool, len(instanceARNs))
-	for _, arn := range instanceARNs {
-		if !seen[arn] { // BatchGetItem refuses a key named twice
-			seen[arn] = true
-			keys = append(keys, key(arn))
-		}
-	}
 	proj := &types.KeysAndAttributes{ProjectionExpression: aws.String("#k"), ExpressionAttributeNames: map[string]string{"#k": AttrInstanceARN}}
-	err := state.BatchGet(ctx, s.api, s.table, keys, proj, "pool markers", func(item map[string]types.AttributeValue) {
+	err := state.BatchGet(ctx, s.api, s.table, instanceARNs, key, proj, "pool markers", func(item map[string]types.AttributeValue) {
 		if v, ok := item[AttrInstanceARN].(*types.AttributeValueMemberS); ok {
 			found[v.Value] = true
 		}

@@ -650,14 +650,23 @@ type BatchGetAPI interface {
 	BatchGetItem(ctx context.Context, in *dynamodb.BatchGetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.BatchGetItemOutput, error)
 }
 
-// BatchGet reads the items of keys (no key twice) from table with
-// consistent reads, in BatchGetItem calls of up to 100 keys, and hands each
-// item found to each; proj, when set, is the attributes to read (a
-// projection expression and its names). Keys DynamoDB leaves unprocessed
-// (throttling) are asked for again with backoff, at most 5 times. what
-// names the read in errors.
-func BatchGet(ctx context.Context, api BatchGetAPI, table string, keys []map[string]types.AttributeValue, proj *types.KeysAndAttributes,
-	what string, each func(item map[string]types.AttributeValue)) error {
+// BatchGet reads the items of ids (the key of each is key(id); an id
+// named twice is read once, since BatchGetItem refuses a key named twice)
+// from table with consistent reads, in BatchGetItem calls of up to 100
+// keys, and hands each item found to each; proj, when set, is the
+// attributes to read (a projection expression and its names). Keys
+// DynamoDB leaves unprocessed (throttling) are asked for again with
+// backoff, at most 5 times. what names the read in errors.
+func BatchGet[ID comparable](ctx context.Context, api BatchGetAPI, table string, ids []ID, key func(ID) map[string]types.AttributeValue,
+	proj *types.KeysAndAttributes, what string, each func(item map[string]types.AttributeValue)) error {
+	keys := make([]map[string]types.AttributeValue, 0, len(ids))
+	seen := make(map[ID]bool, len(ids))
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			keys = append(keys, key(id))
+		}
+	}
 	for start := 0; start < len(keys); start += batchGetKeys {
 		ka := types.KeysAndAttributes{Keys: keys[start:min(start+batchGetKeys, len(keys))], ConsistentRead: aws.Bool(true)}
 		if proj != nil {
@@ -692,15 +701,7 @@ func BatchGet(ctx context.Context, api BatchGetAPI, table string, keys []map[str
 // jobs without a record are left out.
 func (s *Store) GetMany(ctx context.Context, jobIDs []int64) (map[int64]*Job, error) {
 	jobs := make(map[int64]*Job, len(jobIDs))
-	keys := make([]map[string]types.AttributeValue, 0, len(jobIDs))
-	seen := make(map[int64]bool, len(jobIDs))
-	for _, id := range jobIDs {
-		if !seen[id] { // BatchGetItem refuses a key named twice
-			seen[id] = true
-			keys = append(keys, jobKey(id))
-		}
-	}
-	err := BatchGet(ctx, s.api, s.table, keys, nil, fmt.Sprintf("%d jobs", len(jobIDs)), func(item map[string]types.AttributeValue) {
+	err := BatchGet(ctx, s.api, s.table, jobIDs, jobKey, nil, fmt.Sprintf("%d jobs", len(jobIDs)), func(item map[string]types.AttributeValue) {
 		j := decodeJob(item)
 		jobs[j.JobID] = j
 	})

@@ -53,15 +53,10 @@ type zoneOfferings struct {
 // most calls make no EC2 call; concurrent first calls make one walk. An
 // error is not cached: the next call asks EC2 again.
 func (l *Launcher) Catalogue(ctx context.Context, subnetIDs []string) ([]shapes.InstanceType, error) {
-	subnetIDs = dedupe(subnetIDs)
-	if len(subnetIDs) == 0 {
-		return nil, fmt.Errorf("%w: catalogue: no subnets", ErrInvalidRequest)
-	}
-	zones, err := l.subnetZones(ctx, subnetIDs)
+	zs, err := l.catalogueZones(ctx, subnetIDs)
 	if err != nil {
 		return nil, err
 	}
-	zs := zoneNames(zones)
 	if !l.loadShared(ctx, zs) {
 		l.awaitWalk(ctx, zs)
 	}
@@ -86,6 +81,20 @@ func (l *Launcher) Catalogue(ctx context.Context, subnetIDs []string) ([]shapes.
 		}
 	}
 	return out, nil
+}
+
+// catalogueZones returns the distinct zones of subnetIDs, sorted: what
+// the catalogue's offerings (and the stored copy's key) are read for.
+func (l *Launcher) catalogueZones(ctx context.Context, subnetIDs []string) ([]string, error) {
+	subnetIDs = dedupe(subnetIDs)
+	if len(subnetIDs) == 0 {
+		return nil, fmt.Errorf("%w: catalogue: no subnets", ErrInvalidRequest)
+	}
+	zones, err := l.subnetZones(ctx, subnetIDs)
+	if err != nil {
+		return nil, err
+	}
+	return zoneNames(zones), nil
 }
 
 // zoneNames returns the distinct zones of a subnet -> zone map, sorted so

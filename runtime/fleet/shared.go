@@ -222,15 +222,10 @@ func (l *Launcher) RefreshCatalogue(ctx context.Context, subnetIDs []string) (re
 	if l.shared == nil {
 		return false, nil
 	}
-	subnetIDs = dedupe(subnetIDs)
-	if len(subnetIDs) == 0 {
-		return false, fmt.Errorf("%w: catalogue: no subnets", ErrInvalidRequest)
-	}
-	zoneMap, err := l.subnetZones(ctx, subnetIDs)
+	zones, err := l.catalogueZones(ctx, subnetIDs)
 	if err != nil {
 		return false, err
 	}
-	zones := zoneNames(zoneMap)
 	// This Launcher's own copy, stored or read by it, is as new as the
 	// stored one or newer: when it is within half the TTL, so is the
 	// stored one, and the sweep needs no read.
